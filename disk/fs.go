@@ -1,0 +1,77 @@
+// Package disk is herd's file-system seam, in the spirit of pebble's vfs: a
+// small synchronous interface (FS) with two implementations, the real one on
+// os files (OS) and a simulated one (SimFS) that distinguishes the page cache
+// from what is durable, so a crash can lose exactly what a real machine could
+// lose.
+//
+// Cores never call an FS: they submit node.DiskOp values through their Env,
+// and the shell runs them here with Exec, one at a time, in submission order.
+package disk
+
+import (
+	"herd/node"
+)
+
+// FS is a node's data directory. Paths are node paths: slash-separated,
+// relative, "" for the root (see node.ValidPath). Errors wrap the node.Err*
+// sentinels (ErrNotExist, ErrExist, ErrIO, ErrNoSpace, ErrInvalid).
+type FS interface {
+	// ReadAt returns up to n bytes at off; fewer (possibly none) at the end of
+	// the file, without error.
+	ReadAt(path string, off int64, n int) ([]byte, error)
+	// WriteAt writes p at off, creating the file if needed (the parent
+	// directory must exist). The write is in the page cache until Sync.
+	WriteAt(path string, off int64, p []byte) error
+	// Truncate sets the file's size.
+	Truncate(path string, size int64) error
+	// Sync makes the file's contents durable. Not its name: see SyncDir.
+	Sync(path string) error
+	// SyncDir makes the directory's entries durable.
+	SyncDir(dir string) error
+	// Mkdir creates a directory.
+	Mkdir(path string) error
+	// Rename atomically renames within one directory, replacing the target.
+	Rename(from, to string) error
+	// Remove removes a file or an empty directory.
+	Remove(path string) error
+	// List returns the directory's entries sorted by name.
+	List(dir string) ([]node.DirEntry, error)
+	// Stat returns a file's size.
+	Stat(path string) (node.DirEntry, error)
+}
+
+// Exec runs op against fs and returns the completion event a core receives.
+// Both shells use it, so a core sees identical results from a real disk and a
+// simulated one.
+func Exec(fs FS, id node.OpID, op node.DiskOp) node.Event {
+	ev := node.Event{Kind: node.EvDiskDone, Op: id, OpKind: op.Kind}
+	if err := op.Validate(); err != nil {
+		ev.Err = err
+		return ev
+	}
+	switch op.Kind {
+	case node.OpRead:
+		ev.Data, ev.Err = fs.ReadAt(op.Path, op.Off, op.Len)
+	case node.OpWrite:
+		ev.Err = fs.WriteAt(op.Path, op.Off, op.Data)
+	case node.OpTruncate:
+		ev.Err = fs.Truncate(op.Path, op.Size)
+	case node.OpSync:
+		ev.Err = fs.Sync(op.Path)
+	case node.OpSyncDir:
+		ev.Err = fs.SyncDir(op.Path)
+	case node.OpMkdir:
+		ev.Err = fs.Mkdir(op.Path)
+	case node.OpRename:
+		ev.Err = fs.Rename(op.Path, op.Path2)
+	case node.OpRemove:
+		ev.Err = fs.Remove(op.Path)
+	case node.OpList:
+		ev.Entries, ev.Err = fs.List(op.Path)
+	case node.OpStat:
+		var e node.DirEntry
+		e, ev.Err = fs.Stat(op.Path)
+		ev.Size = e.Size
+	}
+	return ev
+}
