@@ -1,0 +1,69 @@
+# herd: the two commands a newcomer needs are `make run` and `make test`.
+SHELL := /bin/bash
+GO ?= go
+BIN := bin/herd
+# Seeds for the simulation sweep in `make test`: fixed, so CI is reproducible.
+# `make sim` and `make sim-long` start from a random seed instead.
+TEST_SEED ?= 1
+
+.PHONY: all build test deps lint vet fmt-check unit race sim-sweep sim sim-long run bench fuzz clean
+
+all: build
+
+build:
+	$(GO) build -o $(BIN) ./cmd/herd
+
+# deps installs what the tests need on a Debian machine (or says exactly what
+# is missing). Today that is Go only; compatibility tests will add Debian
+# packages here.
+deps:
+	@./.ci/deps
+
+test: deps lint build unit race sim-sweep
+	@echo "make test: all passed"
+
+lint: fmt-check vet
+	$(GO) test -count=1 -run 'SansIO' ./node/
+
+fmt-check:
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+
+vet:
+	$(GO) vet ./...
+
+unit:
+	$(GO) test -count=1 ./...
+
+# The production shell and the real disk adapter are the only concurrent code.
+race:
+	$(GO) test -count=1 -race ./node/shell/ ./disk/
+
+sim-sweep: build
+	$(BIN) sim --scenario demo --seed $(TEST_SEED) --seeds 500
+	$(BIN) sim --scenario demo-busy --seed $(TEST_SEED) --seeds 40
+
+# sim: a fresh random sweep of every scenario (what a developer runs while
+# changing distributed logic).
+sim: build
+	@for s in $$($(BIN) sim --list | awk '/^[a-z]/ {print $$1}'); do \
+		$(BIN) sim --scenario $$s --seeds 500 || exit $$?; done
+
+# sim-long: the soak: many more random seeds per scenario.
+SIM_LONG_SEEDS ?= 20000
+sim-long: build
+	@for s in $$($(BIN) sim --list | awk '/^[a-z]/ {print $$1}'); do \
+		$(BIN) sim --scenario $$s --seeds $(SIM_LONG_SEEDS) || exit $$?; done
+
+run: build
+	$(BIN) dev
+
+bench:
+	$(GO) test -run '^$$' -bench . -benchtime 3x ./sim/...
+
+FUZZTIME ?= 30s
+fuzz:
+	$(GO) test -run '^$$' -fuzz FuzzReader -fuzztime $(FUZZTIME) ./node/frame/
+
+clean:
+	rm -rf bin

@@ -1,0 +1,208 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+
+	"herd/disk"
+	"herd/node"
+	"herd/node/demo"
+	"herd/node/shell"
+)
+
+// devAddrs are where herd dev listens. The keeper (2181-2183) and the broker
+// (9092) will join them once they exist; for now herd dev runs the demo
+// protocol, the harness's test scaffolding.
+var devAddrs = []string{"127.0.0.1:7001", "127.0.0.1:7002", "127.0.0.1:7003"}
+
+func runDev(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("herd dev", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	defDir := filepath.Join(os.TempDir(), "herd-dev")
+	if d, err := os.UserCacheDir(); err == nil {
+		defDir = filepath.Join(d, "herd", "dev")
+	}
+	dataDir := fs.String("data", defDir, "directory holding the servers' data")
+	verbose := fs.Bool("v", false, "log the servers' debug lines")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	var logw io.Writer
+	if *verbose {
+		logw = stderr
+	}
+	var shells []*shell.Shell
+	var fss []*disk.OS
+	defer func() {
+		for _, f := range fss {
+			f.Close()
+		}
+	}()
+	for i, addr := range devAddrs {
+		name := fmt.Sprintf("n%d", i+1)
+		dir := filepath.Join(*dataDir, name)
+		f, err := disk.NewOS(dir)
+		if err != nil {
+			fmt.Fprintf(stderr, "herd dev: %v\n", err)
+			return 1
+		}
+		fss = append(fss, f)
+		sh, err := shell.New(shell.Config{Name: name, FS: f, Listen: []string{addr}, Log: logw},
+			demo.NewServer(demo.Config{Listen: addr, Peers: devAddrs}))
+		if err != nil {
+			fmt.Fprintf(stderr, "herd dev: %s: %v\n", name, err)
+			return 1
+		}
+		shells = append(shells, sh)
+	}
+	fmt.Fprintf(stdout, "herd dev: 3 demo-protocol servers on %s\n", strings.Join(devAddrs, ", "))
+	fmt.Fprintf(stdout, "herd dev: data in %s (a restart recovers it)\n", *dataDir)
+	fmt.Fprintf(stdout, "herd dev: the keeper and the broker are not built yet; try: herd demo-client --servers %s --appends 1000\n", strings.Join(devAddrs, ","))
+	fmt.Fprintln(stdout, "herd dev: Ctrl-C stops")
+	errs := make([]error, len(shells))
+	var wg sync.WaitGroup
+	for i, sh := range shells {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = sh.Run(ctx)
+			stop() // one server failing stops the cluster
+		}()
+	}
+	wg.Wait()
+	code := 0
+	for i, err := range errs {
+		if err != nil {
+			fmt.Fprintf(stderr, "herd dev: n%d: %v\n", i+1, err)
+			code = 1
+		}
+	}
+	fmt.Fprintln(stdout, "herd dev: stopped")
+	return code
+}
+
+func runDemoServer(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("herd demo-server", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	listen := fs.String("listen", "127.0.0.1:7001", "address to listen on")
+	peers := fs.String("peers", "", "comma-separated addresses of all servers")
+	dataDir := fs.String("data", "", "data directory (required)")
+	verbose := fs.Bool("v", false, "log debug lines")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if *dataDir == "" {
+		fmt.Fprintln(stderr, "herd demo-server: --data is required")
+		return 2
+	}
+	f, err := disk.NewOS(*dataDir)
+	if err != nil {
+		fmt.Fprintf(stderr, "herd demo-server: %v\n", err)
+		return 1
+	}
+	defer f.Close()
+	var logw io.Writer
+	if *verbose {
+		logw = stderr
+	}
+	sh, err := shell.New(shell.Config{Name: *listen, FS: f, Listen: []string{*listen}, Log: logw},
+		demo.NewServer(demo.Config{Listen: *listen, Peers: splitList(*peers)}))
+	if err != nil {
+		fmt.Fprintf(stderr, "herd demo-server: %v\n", err)
+		return 1
+	}
+	fmt.Fprintf(stdout, "listening %s\n", sh.Addrs()[0])
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := sh.Run(ctx); err != nil {
+		fmt.Fprintf(stderr, "herd demo-server: %v\n", err)
+		return 1
+	}
+	return 0
+}
+
+// runDemoClient appends records and prints "sent SERVER PAYLOAD" and "ack
+// SERVER OFFSET PAYLOAD" lines, so a test can check the servers' logs against
+// what they acknowledged.
+func runDemoClient(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("herd demo-client", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	servers := fs.String("servers", strings.Join(devAddrs, ","), "comma-separated server addresses")
+	appends := fs.Int("appends", 1000, "records to get acknowledged")
+	window := fs.Int("window", 16, "appends in flight")
+	name := fs.String("name", "client", "client name (prefix of every payload)")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	var mu sync.Mutex // the client core's callbacks run on its loop; the lock orders output
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	sigCtx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	failed := ""
+	cfg := demo.ClientConfig{
+		Name: *name, Servers: splitList(*servers), Appends: *appends, Window: *window,
+		OnSent: func(server string, p []byte) {
+			mu.Lock()
+			fmt.Fprintf(stdout, "sent %s %s\n", server, p)
+			mu.Unlock()
+		},
+		OnAck: func(server string, off int64, p []byte) {
+			mu.Lock()
+			fmt.Fprintf(stdout, "ack %s %d %s\n", server, off, p)
+			mu.Unlock()
+		},
+		OnViolation: func(msg string) { failed = msg; cancel() },
+		OnDone:      cancel,
+	}
+	sh, err := shell.New(shell.Config{Name: *name, FS: noDisk{}}, demo.NewClient(cfg))
+	if err != nil {
+		fmt.Fprintf(stderr, "herd demo-client: %v\n", err)
+		return 1
+	}
+	if err := sh.Run(sigCtx); err != nil {
+		fmt.Fprintf(stderr, "herd demo-client: %v\n", err)
+		return 1
+	}
+	if failed != "" {
+		fmt.Fprintf(stderr, "herd demo-client: protocol violation: %s\n", failed)
+		return 1
+	}
+	return 0
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// noDisk is the disk of a diskless node (a client): every operation fails.
+type noDisk struct{}
+
+var errNoDisk = fmt.Errorf("%w: this node has no disk", node.ErrInvalid)
+
+func (noDisk) ReadAt(string, int64, int) ([]byte, error) { return nil, errNoDisk }
+func (noDisk) WriteAt(string, int64, []byte) error       { return errNoDisk }
+func (noDisk) Truncate(string, int64) error              { return errNoDisk }
+func (noDisk) Sync(string) error                         { return errNoDisk }
+func (noDisk) SyncDir(string) error                      { return errNoDisk }
+func (noDisk) Mkdir(string) error                        { return errNoDisk }
+func (noDisk) Rename(string, string) error               { return errNoDisk }
+func (noDisk) Remove(string) error                       { return errNoDisk }
+func (noDisk) List(string) ([]node.DirEntry, error)      { return nil, errNoDisk }
+func (noDisk) Stat(string) (node.DirEntry, error)        { return node.DirEntry{}, errNoDisk }

@@ -1,0 +1,463 @@
+package sim
+
+import (
+	"fmt"
+	"math/bits"
+	"slices"
+	"strings"
+	"time"
+
+	"herd/disk"
+	"herd/node"
+	"herd/sim/sched"
+)
+
+// Node is one simulated machine: the harness around a core. It implements
+// node.Env for the core and netsim.Host for the network.
+type Node struct {
+	NodeSpec
+	Index int
+	// FS is the machine's disk. A crash replaces it with its crash image.
+	FS *disk.SimFS
+
+	w           *World
+	m           node.Machine
+	up, paused  bool
+	incarnation uint64
+	haltReason  string // set by Env.Halt during a Step
+	lastHalt    string
+	inStep      bool
+	backlog     []held // events that arrived while paused
+	gate        *node.SendGate
+	clock       clock
+	rng         *node.Rand // the core's Env.Rand
+	diskRng     *node.Rand // crash images, disk latency, drift
+	timers      map[node.TimerName]*simTimer
+	diskQ       []pendingOp
+	diskBusy    bool
+	nextOp      node.OpID
+	diskDone    diskHandler
+	// DiskFaultUntil: the fault schedule's disk-error window, if any.
+	diskFaultUntil sched.Time
+}
+
+type held struct {
+	ev       node.Event
+	timerGen uint64
+}
+
+type pendingOp struct {
+	id node.OpID
+	op node.DiskOp
+}
+
+// Machine returns the running core (nil while the node is down).
+func (n *Node) Machine() node.Machine { return n.m }
+
+// Up reports whether the process is running (it may be paused).
+func (n *Node) Up() bool { return n.up }
+
+// Paused reports whether the process is stopped (SIGSTOP, a long GC pause).
+func (n *Node) Paused() bool { return n.paused }
+
+// Incarnation counts boots, starting at 1.
+func (n *Node) Incarnation() uint64 { return n.incarnation }
+
+// LastHalt is the reason given by the last Env.Halt, if any.
+func (n *Node) LastHalt() string { return n.lastHalt }
+
+// LocalTime is the node's monotonic clock reading now.
+func (n *Node) LocalTime() node.Time { return n.clock.local(n.w.Q.Now()) }
+
+// ---- lifecycle ----
+
+func (n *Node) boot() {
+	n.incarnation++
+	n.up = true
+	n.paused = false
+	n.haltReason = ""
+	n.gate = node.NewSendGate(gateTransport{n})
+	n.timers = make(map[node.TimerName]*simTimer)
+	n.diskQ = nil
+	n.diskBusy = false
+	n.nextOp = 0
+	for _, addr := range n.Listen {
+		n.w.Net.Listen(n.Name, addr)
+	}
+	n.m = n.Factory(n)
+	n.w.Q.After(0, startHandler{n}, n.incarnation)
+}
+
+type startHandler struct{ n *Node }
+
+func (s startHandler) Fire(inc uint64) {
+	if inc == s.n.incarnation {
+		s.n.deliver(node.Event{Kind: node.EvStart}, 0)
+	}
+}
+
+// down stops the process. With crash, the machine lost power: the disk is
+// replaced by its crash image. Without, only the process died (Halt, kill):
+// the page cache, and so every completed write, survives.
+func (n *Node) down(crash bool) {
+	if !n.up {
+		return
+	}
+	n.w.Net.CrashHost(n.Name)
+	if crash {
+		n.FS = n.FS.Crash(n.diskRng)
+	}
+	n.up = false
+	n.paused = false
+	n.backlog = nil
+	for _, t := range n.timers { // order-independent: only disarms
+		t.armed = false
+		t.gen++
+	}
+	n.timers = nil
+	n.diskQ = nil
+	n.diskBusy = false
+	n.m = nil
+	n.gate = nil
+}
+
+// Crash kills the machine (power loss: unsynced data may be lost or torn).
+func (n *Node) Crash() {
+	if n.up {
+		n.w.note("crash %s", n.Name)
+		n.down(true)
+	}
+}
+
+// Kill kills only the process (kill -9): completed writes survive.
+func (n *Node) Kill() {
+	if n.up {
+		n.w.note("kill %s", n.Name)
+		n.down(false)
+	}
+}
+
+// Restart boots a downed node.
+func (n *Node) Restart() {
+	if n.up {
+		return
+	}
+	n.w.note("restart %s", n.Name)
+	n.w.Net.RestartHost(n.Name)
+	n.boot()
+}
+
+// Pause stops delivering events to the node; its clock keeps running.
+func (n *Node) Pause() {
+	if n.up && !n.paused {
+		n.w.note("pause %s", n.Name)
+		n.paused = true
+	}
+}
+
+// Resume delivers what arrived during the pause, in arrival order.
+func (n *Node) Resume() {
+	if !n.up || !n.paused {
+		return
+	}
+	n.w.note("resume %s", n.Name)
+	n.paused = false
+	n.w.Q.After(0, drainHandler{n}, n.incarnation)
+}
+
+type drainHandler struct{ n *Node }
+
+func (d drainHandler) Fire(inc uint64) {
+	n := d.n
+	if inc != n.incarnation {
+		return
+	}
+	for len(n.backlog) > 0 && n.up && !n.paused && inc == n.incarnation && !n.w.halted {
+		h := n.backlog[0]
+		n.backlog = n.backlog[1:]
+		n.deliver(h.ev, h.timerGen)
+	}
+}
+
+// deliver hands one event to the core. timerGen is the generation of the
+// timer arm an EvTimer came from: a timer re-armed or cancelled since must
+// not fire.
+func (n *Node) deliver(ev node.Event, timerGen uint64) {
+	if !n.up {
+		return
+	}
+	if n.paused {
+		n.backlog = append(n.backlog, held{ev, timerGen})
+		return
+	}
+	if ev.Kind == node.EvTimer {
+		if t := n.timers[ev.Timer]; t == nil || t.gen != timerGen {
+			return
+		}
+	}
+	// The shell's bookkeeping happens when the process handles the event,
+	// not when the device finishes: a paused process sends nothing.
+	switch ev.Kind {
+	case node.EvDiskDone:
+		n.gate.Completed(ev.Op, ev.OpKind, ev.Err)
+	case node.EvClosed:
+		n.gate.Forget(ev.Conn)
+	}
+	n.w.record(n, &ev)
+	n.inStep = true
+	n.m.Step(ev)
+	n.inStep = false
+	if n.haltReason != "" {
+		n.lastHalt = n.haltReason
+		n.w.note("halt %s: %s", n.Name, n.haltReason)
+		n.down(false)
+		n.w.superviseHalt(n)
+	}
+}
+
+// Deliver implements netsim.Host.
+func (n *Node) Deliver(ev node.Event) { n.deliver(ev, 0) }
+
+// ---- node.Env ----
+
+func (n *Node) mustBeInStep(what string) {
+	if !n.inStep {
+		panic(fmt.Sprintf("sim: %s called on %s outside Step: cores may only act while handling an event", what, n.Name))
+	}
+}
+
+func (n *Node) Now() node.Time   { return n.clock.local(n.w.Q.Now()) }
+func (n *Node) WallClock() int64 { return n.clock.wall(n.w.Q.Now()) }
+func (n *Node) Rand() *node.Rand { return n.rng }
+func (n *Node) Logf(format string, args ...any) {
+	if n.w.log != nil {
+		fmt.Fprintf(n.w.log, "%14v %-4s log       %s\n", time.Duration(n.w.Q.Now()), n.Name,
+			strings.TrimRight(fmt.Sprintf(format, args...), "\n"))
+	}
+}
+
+func (n *Node) Dial(addr string) node.ConnID {
+	n.mustBeInStep("Dial")
+	return n.w.Net.Dial(n.Name, addr)
+}
+
+func (n *Node) Send(c node.ConnID, data []byte) {
+	n.mustBeInStep("Send")
+	n.gate.Send(c, data)
+}
+
+func (n *Node) SendAfter(c node.ConnID, data []byte, op node.OpID) {
+	n.mustBeInStep("SendAfter")
+	n.gate.SendAfter(c, data, op)
+}
+
+func (n *Node) Close(c node.ConnID) {
+	n.mustBeInStep("Close")
+	n.gate.Close(c)
+}
+
+func (n *Node) Halt(reason string) {
+	n.mustBeInStep("Halt")
+	if reason == "" {
+		reason = "halt"
+	}
+	n.haltReason = reason
+}
+
+type gateTransport struct{ n *Node }
+
+func (g gateTransport) Send(c node.ConnID, data []byte) { g.n.w.Net.Send(g.n.Name, c, data) }
+func (g gateTransport) Close(c node.ConnID)             { g.n.w.Net.Close(g.n.Name, c) }
+func (g gateTransport) Reset(c node.ConnID)             { g.n.w.Net.Reset(g.n.Name, c) }
+
+// ---- timers ----
+
+type simTimer struct {
+	n        *Node
+	name     node.TimerName
+	gen      uint64
+	armed    bool
+	deadline node.Time // on the node's clock
+}
+
+func (n *Node) SetTimer(name node.TimerName, d time.Duration) {
+	n.mustBeInStep("SetTimer")
+	t := n.timers[name]
+	if t == nil {
+		t = &simTimer{n: n, name: name}
+		n.timers[name] = t
+	}
+	t.deadline = n.Now().Add(max(d, 0))
+	t.armed = true
+	t.gen++
+	n.w.Q.At(n.clock.simTimeOf(t.deadline, n.w.Q.Now()), t, t.gen)
+}
+
+func (n *Node) CancelTimer(name node.TimerName) {
+	n.mustBeInStep("CancelTimer")
+	if t := n.timers[name]; t != nil {
+		t.armed = false
+		t.gen++
+	}
+}
+
+func (t *simTimer) Fire(gen uint64) {
+	n := t.n
+	if gen != t.gen || !t.armed || !n.up {
+		return
+	}
+	now := n.w.Q.Now()
+	if n.clock.local(now) < t.deadline {
+		// The clock was slowed after the timer was armed: not due yet.
+		n.w.Q.At(n.clock.simTimeOf(t.deadline, now), t, gen)
+		return
+	}
+	t.armed = false
+	n.deliver(node.Event{Kind: node.EvTimer, Timer: t.name}, gen)
+}
+
+// rescheduleTimers re-arms every pending timer after the clock changed pace
+// or jumped. Names are sorted so the reschedule order (and with it the queue's
+// tie-breaks) is deterministic.
+func (n *Node) rescheduleTimers() {
+	names := make([]node.TimerName, 0, len(n.timers))
+	for name, t := range n.timers { // order-independent: sorted below
+		if t.armed {
+			names = append(names, name)
+		}
+	}
+	slices.Sort(names)
+	now := n.w.Q.Now()
+	for _, name := range names {
+		t := n.timers[name]
+		t.gen++
+		n.w.Q.At(n.clock.simTimeOf(t.deadline, now), t, t.gen)
+	}
+}
+
+// ---- clock ----
+
+// clock maps simulated true time to a node's clocks: a monotonic clock
+// running at 1+ppm/1e6 of true speed, which may jump forward, and a wall clock
+// that follows it plus an offset that may jump either way. Integer arithmetic
+// keeps replay exact across platforms.
+type clock struct {
+	ppm          int64 // drift in parts per million
+	base         node.Time
+	simBase      sched.Time
+	wallEpochMs  int64
+	wallOffsetMs int64
+}
+
+func mulDiv(a, b, c uint64) uint64 {
+	hi, lo := bits.Mul64(a, b)
+	q, _ := bits.Div64(hi, lo, c)
+	return q
+}
+
+func (c *clock) local(now sched.Time) node.Time {
+	return c.base + node.Time(mulDiv(uint64(now-c.simBase), uint64(1_000_000+c.ppm), 1_000_000))
+}
+
+func (c *clock) wall(now sched.Time) int64 {
+	return c.wallEpochMs + int64(c.local(now))/1e6 + c.wallOffsetMs
+}
+
+// simTimeOf returns the earliest true time at which the local clock reads at
+// least deadline.
+func (c *clock) simTimeOf(deadline node.Time, now sched.Time) sched.Time {
+	if c.local(now) >= deadline {
+		return now
+	}
+	delta := uint64(deadline - c.base)
+	d := mulDiv(delta, 1_000_000, uint64(1_000_000+c.ppm))
+	t := c.simBase + sched.Time(d)
+	for c.local(t) < deadline { // rounding
+		t++
+	}
+	return max(t, now)
+}
+
+func (c *clock) rebase(now sched.Time) {
+	c.base = c.local(now)
+	c.simBase = now
+}
+
+// SetDrift sets the node's clock drift in parts per million.
+func (n *Node) SetDrift(ppm int64) {
+	if ppm <= -1_000_000/2 {
+		panic("sim: drift below -50%")
+	}
+	now := n.w.Q.Now()
+	n.clock.rebase(now)
+	n.clock.ppm = ppm
+	n.w.note("drift %s %+dppm", n.Name, ppm)
+	if n.up {
+		n.rescheduleTimers()
+	}
+}
+
+// JumpClock moves the node's monotonic clock forward by d (a VM resumed from
+// suspension) and its wall clock by d+wallExtra (NTP stepping it too).
+func (n *Node) JumpClock(d time.Duration, wallExtra time.Duration) {
+	if d < 0 {
+		panic("sim: the monotonic clock never goes back")
+	}
+	now := n.w.Q.Now()
+	n.clock.rebase(now)
+	n.clock.base = n.clock.base.Add(d)
+	n.clock.wallOffsetMs += wallExtra.Milliseconds()
+	n.w.note("clock-jump %s +%v wall%+v", n.Name, d, wallExtra)
+	if n.up {
+		n.rescheduleTimers()
+	}
+}
+
+// ---- disk ----
+
+func (n *Node) Disk(op node.DiskOp) node.OpID {
+	n.mustBeInStep("Disk")
+	n.nextOp++
+	id := n.nextOp
+	n.gate.Submitted(id, op.Kind)
+	n.diskQ = append(n.diskQ, pendingOp{id, op})
+	if !n.diskBusy {
+		n.startDiskOp()
+	}
+	return id
+}
+
+// startDiskOp starts the head of the queue. The disk does one operation at a
+// time, so completions come in submission order, as the contract promises.
+func (n *Node) startDiskOp() {
+	n.diskBusy = true
+	lat := n.w.params.Disk.latency(n.diskQ[0].op, n.diskRng)
+	n.w.Q.After(lat, n.diskDone, n.incarnation)
+}
+
+type diskHandler struct{ n *Node }
+
+func (h diskHandler) Fire(inc uint64) {
+	n := h.n
+	if inc != n.incarnation || !n.up || len(n.diskQ) == 0 {
+		return
+	}
+	p := n.diskQ[0]
+	n.diskQ[0] = pendingOp{}
+	n.diskQ = n.diskQ[1:]
+	if n.diskFaultUntil != 0 && n.w.Q.Now() >= n.diskFaultUntil {
+		n.diskFaultUntil = 0
+		n.FS.SetFaults(disk.Faults{}, nil)
+	}
+	// The operation takes effect when it completes: a crash before then
+	// loses it, like a write still queued in the device.
+	ev := disk.Exec(n.FS, p.id, p.op)
+	n.deliver(ev, 0)
+	if !n.up || inc != n.incarnation {
+		return // the core halted while handling the completion
+	}
+	n.diskBusy = false
+	if len(n.diskQ) > 0 {
+		n.startDiskOp()
+	}
+}

@@ -1,0 +1,347 @@
+package sim
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"herd/node"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// TestDeterminism: a busy multi-node run under swarm faults gives the same
+// trace hash for the same seed, and different hashes for different seeds.
+func TestDeterminism(t *testing.T) {
+	run := func(seed uint64) Result {
+		r := Run(Options{Seed: seed, Scenario: "demo-busy", Swarm: true})
+		if !r.OK() {
+			t.Fatalf("seed %d failed: %v\nreplay: %s", seed, r.Failure, r.Replay)
+		}
+		return r
+	}
+	a, b := run(7), run(7)
+	if a.Trace != b.Trace || a.Events != b.Events {
+		t.Fatalf("seed 7 twice: traces %x and %x (%d and %d events)", a.Trace, b.Trace, a.Events, b.Events)
+	}
+	if a.Events < 20_000 {
+		t.Fatalf("demo-busy delivered only %d events: not busy enough to mean anything", a.Events)
+	}
+	seen := map[uint64]uint64{a.Trace: 7}
+	for seed := uint64(8); seed < 12; seed++ {
+		r := run(seed)
+		if prev, dup := seen[r.Trace]; dup {
+			t.Fatalf("seeds %d and %d gave the same trace %x", prev, seed, r.Trace)
+		}
+		seen[r.Trace] = seed
+	}
+}
+
+// TestDemoSeedsPass runs a sweep of the default scenario (herd sim --seeds in
+// make test runs a longer one).
+func TestDemoSeedsPass(t *testing.T) {
+	for _, sc := range []struct {
+		name  string
+		seeds uint64
+	}{{"demo", 100}, {"demo-busy", 10}, {"demo-idle", 2}} {
+		for seed := uint64(1000); seed < 1000+sc.seeds; seed++ {
+			r := Run(Options{Seed: seed, Scenario: sc.name, Swarm: true})
+			if !r.OK() {
+				t.Fatalf("%v\nreplay: %s", r.Failure, r.Replay)
+			}
+		}
+	}
+}
+
+// TestPlantedBugsAreCaught proves the demo's checkers bite: each planted bug
+// must be reported as a correctness failure within a bounded number of seeds.
+func TestPlantedBugsAreCaught(t *testing.T) {
+	const maxSeeds = 100
+	for bug := range demoBugs {
+		t.Run(bug, func(t *testing.T) {
+			for seed := uint64(1); seed <= maxSeeds; seed++ {
+				r := Run(Options{Seed: seed, Scenario: "demo", Swarm: true, Bug: bug})
+				if r.OK() {
+					continue
+				}
+				if r.Failure.Kind != FailCorrectness {
+					t.Fatalf("seed %d: want a correctness failure, got %v", seed, r.Failure)
+				}
+				t.Logf("caught at seed %d: %s", seed, firstLine(r.Failure.Message))
+				return
+			}
+			t.Fatalf("planted bug %s not caught in %d seeds", bug, maxSeeds)
+		})
+	}
+}
+
+func firstLine(s string) string { return strings.SplitN(s, "\n", 2)[0] }
+
+func TestReplayCommandAndUnknowns(t *testing.T) {
+	if got := ReplayCommand(Options{Seed: 5, Scenario: "demo", Bug: "x"}); got != "herd sim --seed 5 --scenario demo --swarm=false --bug x" {
+		t.Fatalf("replay command %q", got)
+	}
+	if r := Run(Options{Scenario: "nope"}); r.OK() {
+		t.Fatal("unknown scenario ran")
+	}
+	if r := Run(Options{Scenario: "demo", Bug: "nope"}); r.OK() {
+		t.Fatal("unknown bug ran")
+	}
+}
+
+// ---- harness semantics, with a scripted test core ----
+
+// probe is a core whose behaviour is scripted per event by the test.
+type probe struct {
+	env    node.Env
+	onStep func(p *probe, ev node.Event)
+	log    []node.Event
+}
+
+func (p *probe) Step(ev node.Event) {
+	p.log = append(p.log, ev)
+	if p.onStep != nil {
+		p.onStep(p, ev)
+	}
+}
+
+func probeWorld(t *testing.T, onStep func(p *probe, ev node.Event)) (*World, *Node, **probe) {
+	t.Helper()
+	w := NewWorld(1, DefaultParams(FaultProfile{}))
+	var cur *probe
+	n := w.AddNode(NodeSpec{Name: "p1", Listen: []string{"p1:1"}, Factory: func(env node.Env) node.Machine {
+		cur = &probe{env: env, onStep: onStep}
+		return cur
+	}})
+	return w, n, &cur
+}
+
+func kinds(evs []node.Event) string {
+	var b strings.Builder
+	for _, ev := range evs {
+		b.WriteString(ev.Kind.String())
+		if ev.Kind == node.EvTimer {
+			b.WriteString(":" + string(ev.Timer))
+		}
+		b.WriteString(" ")
+	}
+	return strings.TrimSpace(b.String())
+}
+
+// A timer cancelled while its fire sits in a paused node's backlog must not
+// fire; a timer re-armed must fire once, at its new deadline.
+func TestPausedTimerCancelAndRearm(t *testing.T) {
+	w, n, cur := probeWorld(t, func(p *probe, ev node.Event) {
+		switch {
+		case ev.Kind == node.EvStart:
+			p.env.SetTimer("a", 10*time.Millisecond)
+			p.env.SetTimer("b", 20*time.Millisecond)
+			p.env.SetTimer("c", 30*time.Millisecond)
+		case ev.Kind == node.EvTimer && ev.Timer == "a":
+			// Handled after the pause: by then b and c fired into the
+			// backlog. Cancel b, re-arm c.
+			p.env.CancelTimer("b")
+			p.env.SetTimer("c", 5*time.Millisecond)
+		}
+	})
+	w.runUntil(1)
+	n.Pause()
+	w.runUntil(100 * 1e6)
+	if got := kinds((*cur).log); got != "start" {
+		t.Fatalf("paused node handled %q", got)
+	}
+	n.Resume()
+	resumed := w.Now()
+	w.runUntil(200 * 1e6)
+	if got := kinds((*cur).log); got != "start timer:a timer:c" {
+		t.Fatalf("after resume: %q, want start timer:a timer:c", got)
+	}
+	if fired := w.Now(); fired < resumed {
+		t.Fatal("time went backwards")
+	}
+}
+
+// Events of a crashed incarnation never reach the next one; a restart begins
+// with EvStart; completed writes survive a kill but unsynced ones may not
+// survive a crash, while synced ones always do.
+func TestIncarnationsAndDisk(t *testing.T) {
+	var syncDone bool
+	w, n, cur := probeWorld(t, func(p *probe, ev node.Event) {
+		if ev.Kind == node.EvStart && p.env.(*Node).Incarnation() == 1 {
+			p.env.Disk(node.WriteOp("f", 0, []byte("synced")))
+			p.env.Disk(node.SyncOp("f"))
+			p.env.Disk(node.SyncDirOp(""))
+			p.env.SetTimer("late", time.Second)
+		}
+		if ev.Kind == node.EvDiskDone && ev.OpKind == node.OpSyncDir {
+			syncDone = true
+			p.env.Disk(node.WriteOp("f", 6, []byte("-unsynced")))
+		}
+	})
+	w.runUntil(100 * 1e6)
+	if !syncDone {
+		t.Fatal("disk ops did not complete")
+	}
+	first := *cur
+	if got := kinds(first.log); got != "start disk-done disk-done disk-done disk-done" {
+		t.Fatalf("first incarnation saw %q", got)
+	}
+	n.Kill()
+	n.Restart()
+	w.runUntil(2 * 1e9)
+	if *cur == first || kinds((*cur).log) != "start" {
+		t.Fatalf("second incarnation saw %q (the old timer must not leak into it)", kinds((*cur).log))
+	}
+	data, err := n.FS.ReadAt("f", 0, 100)
+	if err != nil || string(data) != "synced-unsynced" {
+		t.Fatalf("after kill: %q %v (the page cache survives a kill)", data, err)
+	}
+	n.Crash()
+	data, err = n.FS.ReadAt("f", 0, 100)
+	if err != nil || !strings.HasPrefix(string(data), "synced") {
+		t.Fatalf("after crash: %q %v (synced data must survive)", data, err)
+	}
+}
+
+// SendAfter holds an acknowledgement until its sync completes, and a client
+// sees nothing earlier.
+func TestSendAfterWaitsForSync(t *testing.T) {
+	w := NewWorld(3, DefaultParams(FaultProfile{}))
+	w.params.Disk.Sync = Latency{Min: 50 * time.Millisecond}
+	var got []byte
+	var gotAt, syncedAt time.Duration
+	w.AddNode(NodeSpec{Name: "s", Listen: []string{"s:1"}, Factory: func(env node.Env) node.Machine {
+		return &probe{env: env, onStep: func(p *probe, ev node.Event) {
+			switch ev.Kind {
+			case node.EvAccepted:
+				p.env.Disk(node.WriteOp("x", 0, []byte("1")))
+				op := p.env.Disk(node.SyncOp("x"))
+				p.env.SendAfter(ev.Conn, []byte("ack"), op)
+				p.env.Send(ev.Conn, []byte("+later"))
+			case node.EvDiskDone:
+				if ev.OpKind == node.OpSync {
+					syncedAt = time.Duration(w.Now())
+				}
+			}
+		}}
+	}})
+	w.AddNode(NodeSpec{Name: "c", Client: true, Factory: func(env node.Env) node.Machine {
+		return &probe{env: env, onStep: func(p *probe, ev node.Event) {
+			switch ev.Kind {
+			case node.EvStart:
+				p.env.Dial("s:1")
+			case node.EvReceived:
+				if got == nil {
+					gotAt = time.Duration(w.Now())
+				}
+				got = append(got, ev.Data...)
+			}
+		}}
+	}})
+	w.runUntil(sched1s)
+	if string(got) != "ack+later" {
+		t.Fatalf("client got %q", got)
+	}
+	if gotAt < syncedAt || syncedAt < 50*time.Millisecond {
+		t.Fatalf("ack arrived at %v, sync completed at %v", gotAt, syncedAt)
+	}
+}
+
+const sched1s = 1e9
+
+// A node whose clock runs 10% fast fires a 100ms timer after ~91ms of true
+// time; a forward jump fires it at once.
+func TestClockDriftAndJump(t *testing.T) {
+	var firedAt []time.Duration
+	w, n, _ := probeWorld(t, func(p *probe, ev node.Event) {
+		switch ev.Kind {
+		case node.EvStart:
+			p.env.SetTimer("t", 100*time.Millisecond)
+		case node.EvTimer:
+			firedAt = append(firedAt, time.Duration(p.env.(*Node).w.Now()))
+			if len(firedAt) == 1 {
+				p.env.SetTimer("t", time.Hour)
+			}
+		}
+	})
+	n.SetDrift(100_000) // +10%
+	w.runUntil(sched1s)
+	if len(firedAt) != 1 || firedAt[0] < 90*time.Millisecond || firedAt[0] > 92*time.Millisecond {
+		t.Fatalf("fast clock fired at %v, want ~91ms", firedAt)
+	}
+	before := n.LocalTime()
+	n.JumpClock(2*time.Hour, 0)
+	if n.LocalTime()-before < node.Time(2*time.Hour) {
+		t.Fatal("jump did not move the clock")
+	}
+	w.runUntil(w.Now() + 1)
+	if len(firedAt) != 2 {
+		t.Fatalf("timer did not fire after a jump past its deadline: %v", firedAt)
+	}
+}
+
+// A core that calls its Env outside Step (from a stored closure, say) breaks
+// the contract; the simulator refuses loudly.
+func TestEnvOutsideStepPanics(t *testing.T) {
+	_, _, cur := probeWorld(t, nil)
+	defer func() {
+		if recover() == nil {
+			t.Fatal("Env call outside Step did not panic")
+		}
+	}()
+	(*cur).env.SetTimer("x", time.Second)
+}
+
+// A panicking core is reported as a crash failure with its stack, not a
+// crashed test binary.
+func TestCorePanicIsACrashFailure(t *testing.T) {
+	Register(&Scenario{Name: "test-panic", Build: func(w *World) Checks {
+		w.AddNode(NodeSpec{Name: "x", Factory: func(env node.Env) node.Machine {
+			return &probe{env: env, onStep: func(*probe, node.Event) { panic("boom") }}
+		}})
+		return nil
+	}})
+	r := Run(Options{Seed: 1, Scenario: "test-panic"})
+	if r.OK() || r.Failure.Kind != FailCrash || !strings.Contains(r.Failure.Message, "boom") {
+		t.Fatalf("got %v", r.Failure)
+	}
+}
+
+// BenchmarkIdleCluster5 measures the simulator on a mostly idle 5-server
+// cluster (heartbeats every 50ms, one slow client, no faults), reporting
+// delivered events per wall second and simulated seconds per wall second.
+func BenchmarkIdleCluster5(b *testing.B) {
+	var events uint64
+	var simulated, wall time.Duration
+	for i := 0; i < b.N; i++ {
+		r := Run(Options{Seed: uint64(i + 1), Scenario: "demo-idle"})
+		if !r.OK() {
+			b.Fatal(r.Failure)
+		}
+		events += r.Events
+		simulated += r.SimTime
+		wall += r.Wall
+	}
+	b.ReportMetric(float64(events)/wall.Seconds(), "events/s")
+	b.ReportMetric(simulated.Seconds()/wall.Seconds(), "sim-s/wall-s")
+	b.ReportMetric(float64(events)/float64(b.N), "events/run")
+}
+
+// BenchmarkBusyCluster measures a fault-heavy busy run.
+func BenchmarkBusyCluster(b *testing.B) {
+	var events uint64
+	var simulated, wall time.Duration
+	for i := 0; i < b.N; i++ {
+		r := Run(Options{Seed: uint64(i + 1), Scenario: "demo-busy", Swarm: true})
+		if !r.OK() {
+			b.Fatal(r.Failure)
+		}
+		events += r.Events
+		simulated += r.SimTime
+		wall += r.Wall
+	}
+	b.ReportMetric(float64(events)/wall.Seconds(), "events/s")
+	b.ReportMetric(simulated.Seconds()/wall.Seconds(), "sim-s/wall-s")
+}
