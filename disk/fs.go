@@ -70,8 +70,10 @@ func Exec(fs FS, id node.OpID, op node.DiskOp) node.Event {
 		ev.Entries, ev.Err = fs.List(op.Path)
 	case node.OpStat:
 		var e node.DirEntry
-		e, ev.Err = fs.Stat(op.Path)
-		ev.Size = e.Size
+		if e, ev.Err = fs.Stat(op.Path); ev.Err == nil {
+			ev.Size = e.Size
+			ev.Entries = []node.DirEntry{e}
+		}
 	}
 	return ev
 }

@@ -25,15 +25,17 @@ const (
 	OpSyncDir
 	// OpMkdir creates directory Path; ErrExist if it exists.
 	OpMkdir
-	// OpRename renames Path to Path2, replacing Path2 if it exists. Both must
-	// be in the same directory (the only case that is atomic on every file
-	// system we care about).
+	// OpRename renames Path to Path2, replacing Path2 if it exists (as
+	// rename(2): a file replaces a file, a directory an empty directory).
+	// Both must be in the same directory (the only case that is atomic on
+	// every file system we care about).
 	OpRename
 	// OpRemove removes a file or an empty directory.
 	OpRemove
 	// OpList lists directory Path into Event.Entries, sorted by name.
 	OpList
-	// OpStat reports Path's size in Event.Size (ErrNotExist if missing).
+	// OpStat reports Path's size in Event.Size and its entry in
+	// Event.Entries[0] (ErrNotExist if missing). Directories have size 0.
 	OpStat
 )
 

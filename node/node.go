@@ -77,8 +77,9 @@ type Env interface {
 	Logf(format string, args ...any)
 
 	// Dial starts an outbound connection to addr ("host:port"). The outcome is
-	// EvConnected or EvClosed (Err: ErrRefused, ErrTimeout, ...) for the
-	// returned ID.
+	// EvConnected or EvClosed for the returned ID: ErrTimeout if nothing
+	// answered in time, ErrRefused for any other failure to connect. Data
+	// sent before EvConnected waits and departs once connected.
 	Dial(addr string) ConnID
 	// Send queues data on a connection. Bytes of one connection arrive in order,
 	// as a byte stream: the peer may receive them split or coalesced
@@ -92,7 +93,9 @@ type Env interface {
 	// outrun the durability it promises.
 	SendAfter(c ConnID, data []byte, op OpID)
 	// Close closes a connection after the data already sent on it. The core
-	// gets no event for its own Close.
+	// gets no event for its own Close. Closing a connection that is not yet
+	// established abandons it, with whatever was sent on it. There is no
+	// half-close: after Close nothing more is received either.
 	Close(c ConnID)
 
 	// SetTimer arms (or re-arms) the named timer to fire after d of this node's
@@ -110,7 +113,10 @@ type Env interface {
 
 	// Halt stops this node, as a process that exits: the shell drops the
 	// Machine. Use it when continuing would be unsafe (a failed fsync, corrupt
-	// state that cannot be repaired). The simulator may restart the node later.
+	// state that cannot be repaired). Env calls later in the same Step are
+	// ignored and disk operations not yet started are dropped; completed
+	// writes stay in the page cache, as they would after exit(). A supervisor
+	// (the simulator, systemd) may restart the node later.
 	Halt(reason string)
 }
 
@@ -121,19 +127,24 @@ const (
 	// EvStart is the first event of every incarnation (boot or restart).
 	EvStart EventKind = iota + 1
 	// EvAccepted: an inbound connection Conn arrived on listener Local from
-	// Remote.
+	// Remote. Remote is for logs only: its form differs between shells.
 	EvAccepted
 	// EvConnected: the Dial that returned Conn succeeded.
 	EvConnected
 	// EvReceived: Data arrived on Conn. The core owns Data.
 	EvReceived
-	// EvClosed: Conn is gone (peer closed: ErrEOF; reset: ErrReset; a failed
-	// dial: ErrRefused or ErrTimeout). No more events follow for Conn.
+	// EvClosed: Conn is gone, in both directions (peer closed: ErrEOF; reset,
+	// including by the shell when a send queue overflows or a SendAfter's
+	// sync failed: ErrReset; a failed dial: ErrRefused or ErrTimeout;
+	// retransmissions timed out: ErrTimeout). No more events follow for Conn.
 	EvClosed
 	// EvTimer: timer Timer fired.
 	EvTimer
 	// EvDiskDone: disk operation Op completed. Err is nil on success; Data
-	// (read), Entries (list) and Size (stat) carry results. The core owns Data.
+	// (read), Entries (list; stat: the one entry) and Size (stat) carry
+	// results. The core owns Data. A failed write or truncate leaves its
+	// range undefined (a real disk may have written part of it); a failed
+	// sync must be treated as fatal (see SendGate on fsyncgate).
 	EvDiskDone
 )
 

@@ -1,6 +1,9 @@
 package node
 
-import "fmt"
+import (
+	"errors"
+	"fmt"
+)
 
 // Transport is what a SendGate releases into: the shell's real or simulated
 // connections.
@@ -18,11 +21,13 @@ type Transport interface {
 // Disk operations complete in submission order, so "op N completed" implies
 // every earlier op completed too, and a held send waits for exactly one OpID.
 //
-// If a mutating disk operation fails, the gate is poisoned for the rest of the
+// If a mutating disk operation fails in a way that may have lost data (an
+// I/O error, a full disk), the gate is poisoned for the rest of the
 // incarnation: every held send is dropped and its connection reset, and every
 // later SendAfter resets its connection at once. After a failed fsync, Linux
 // may discard the dirty pages and report success for the next fsync
 // ("fsyncgate"), so no later barrier of this incarnation can be trusted.
+// Errors that touched nothing (a bad path, a missing file) do not poison.
 type SendGate struct {
 	t        Transport
 	done     OpID // every op <= done has completed
@@ -111,7 +116,7 @@ func (g *SendGate) Completed(op OpID, kind DiskOpKind, err error) {
 	}
 	g.done = op
 	delete(g.pending, op)
-	if err != nil && mutates(kind) && !g.poisoned {
+	if err != nil && mutates(kind) && mayLoseData(err) && !g.poisoned {
 		g.poisoned = true
 		for _, h := range g.held {
 			if !h.close {
@@ -170,6 +175,10 @@ func (g *SendGate) release() {
 
 // Held returns how many sends are waiting.
 func (g *SendGate) Held() int { return len(g.held) }
+
+func mayLoseData(err error) bool {
+	return !errors.Is(err, ErrInvalid) && !errors.Is(err, ErrNotExist) && !errors.Is(err, ErrExist)
+}
 
 func mutates(k DiskOpKind) bool {
 	switch k {

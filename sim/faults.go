@@ -96,11 +96,32 @@ func (nm *nemesis) pick(ns []*Node) *Node {
 	return ns[nm.rng.IntN(len(ns))]
 }
 
+// crash powers a node off: now, or (half the time) at the worst moment, the
+// instant its next write reaches the page cache and before anything syncs
+// it. Random crash times rarely land in the short window between a write and
+// its fsync; that window is where durability bugs live.
 func (nm *nemesis) crash() {
-	if n := nm.pick(nm.targets(true)); n != nil {
-		n.Crash()
-		nm.after(nm.w.params.Faults.Downtime.draw(nm.rng), n.Restart)
+	n := nm.pick(nm.targets(true))
+	if n == nil {
+		return
 	}
+	if !nm.rng.Chance(0.5) {
+		nm.crashNow(n)
+		return
+	}
+	n.crashOnWrite = true
+	nm.w.note("arm crash %s after its next write", n.Name)
+	nm.after(time.Second, func() {
+		if n.crashOnWrite {
+			nm.crashNow(n) // it never wrote: crash anyway
+		}
+	})
+}
+
+func (nm *nemesis) crashNow(n *Node) {
+	n.crashOnWrite = false
+	n.Crash()
+	nm.after(nm.w.params.Faults.Downtime.draw(nm.rng), n.Restart)
 }
 
 func (nm *nemesis) kill() {
@@ -249,6 +270,9 @@ func (nm *nemesis) misdirect() {
 func (nm *nemesis) heal() {
 	nm.active = false
 	w := nm.w
+	for _, n := range w.Nodes {
+		n.crashOnWrite = false
+	}
 	w.note("heal all: liveness phase")
 	w.Net.Heal()
 	for _, n := range w.Nodes {

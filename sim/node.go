@@ -37,8 +37,11 @@ type Node struct {
 	diskBusy    bool
 	nextOp      node.OpID
 	diskDone    diskHandler
-	// DiskFaultUntil: the fault schedule's disk-error window, if any.
+	// diskFaultUntil ends the fault schedule's disk-error window, if any.
 	diskFaultUntil sched.Time
+	// crashOnWrite: the fault schedule crashes the node as soon as its next
+	// write reaches the page cache.
+	crashOnWrite bool
 }
 
 type held struct {
@@ -220,10 +223,13 @@ func (n *Node) Deliver(ev node.Event) { n.deliver(ev, 0) }
 
 // ---- node.Env ----
 
-func (n *Node) mustBeInStep(what string) {
+// acting checks the contract for an Env call with effects and reports whether
+// it should take effect: not after Halt in the same Step.
+func (n *Node) acting(what string) bool {
 	if !n.inStep {
 		panic(fmt.Sprintf("sim: %s called on %s outside Step: cores may only act while handling an event", what, n.Name))
 	}
+	return n.haltReason == ""
 }
 
 func (n *Node) Now() node.Time   { return n.clock.local(n.w.Q.Now()) }
@@ -237,27 +243,37 @@ func (n *Node) Logf(format string, args ...any) {
 }
 
 func (n *Node) Dial(addr string) node.ConnID {
-	n.mustBeInStep("Dial")
+	if !n.acting("Dial") {
+		return 0
+	}
 	return n.w.Net.Dial(n.Name, addr)
 }
 
 func (n *Node) Send(c node.ConnID, data []byte) {
-	n.mustBeInStep("Send")
+	if !n.acting("Send") {
+		return
+	}
 	n.gate.Send(c, data)
 }
 
 func (n *Node) SendAfter(c node.ConnID, data []byte, op node.OpID) {
-	n.mustBeInStep("SendAfter")
+	if !n.acting("SendAfter") {
+		return
+	}
 	n.gate.SendAfter(c, data, op)
 }
 
 func (n *Node) Close(c node.ConnID) {
-	n.mustBeInStep("Close")
+	if !n.acting("Close") {
+		return
+	}
 	n.gate.Close(c)
 }
 
 func (n *Node) Halt(reason string) {
-	n.mustBeInStep("Halt")
+	if !n.acting("Halt") {
+		return
+	}
 	if reason == "" {
 		reason = "halt"
 	}
@@ -281,7 +297,9 @@ type simTimer struct {
 }
 
 func (n *Node) SetTimer(name node.TimerName, d time.Duration) {
-	n.mustBeInStep("SetTimer")
+	if !n.acting("SetTimer") {
+		return
+	}
 	t := n.timers[name]
 	if t == nil {
 		t = &simTimer{n: n, name: name}
@@ -294,7 +312,9 @@ func (n *Node) SetTimer(name node.TimerName, d time.Duration) {
 }
 
 func (n *Node) CancelTimer(name node.TimerName) {
-	n.mustBeInStep("CancelTimer")
+	if !n.acting("CancelTimer") {
+		return
+	}
 	if t := n.timers[name]; t != nil {
 		t.armed = false
 		t.gen++
@@ -416,7 +436,9 @@ func (n *Node) JumpClock(d time.Duration, wallExtra time.Duration) {
 // ---- disk ----
 
 func (n *Node) Disk(op node.DiskOp) node.OpID {
-	n.mustBeInStep("Disk")
+	if !n.acting("Disk") {
+		return 0
+	}
 	n.nextOp++
 	id := n.nextOp
 	n.gate.Submitted(id, op.Kind)
@@ -452,6 +474,10 @@ func (h diskHandler) Fire(inc uint64) {
 	// The operation takes effect when it completes: a crash before then
 	// loses it, like a write still queued in the device.
 	ev := disk.Exec(n.FS, p.id, p.op)
+	if n.crashOnWrite && p.op.Kind == node.OpWrite && ev.Err == nil {
+		n.w.faults.crashNow(n) // before the process even learns the write is done
+		return
+	}
 	n.deliver(ev, 0)
 	if !n.up || inc != n.incarnation {
 		return // the core halted while handling the completion

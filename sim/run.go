@@ -154,6 +154,7 @@ func Run(o Options) (res Result) {
 	}()
 	checks := sc.Build(w)
 	nm := newNemesis(w, sc.Profile)
+	w.faults = nm
 	res.Faults = strings.TrimSpace(nm.String())
 	w.runUntil(sched.Time(p.Safety))
 	if w.failure != nil {

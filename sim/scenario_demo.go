@@ -36,7 +36,7 @@ func init() {
 		Profile: demoProfile,
 		Bugs:    demoBugs,
 		Build: func(w *World) Checks {
-			return buildDemo(w, demoShape{servers: 3, clients: 3, appends: 150, window: 4, interval: 20 * time.Millisecond, payload: 64})
+			return buildDemo(w, demoShape{servers: 3, clients: 3, appends: 600, window: 4, interval: 25 * time.Millisecond, payload: 64})
 		},
 	})
 	Register(&Scenario{

@@ -89,7 +89,7 @@ type World struct {
 	Bug string
 
 	params  Params
-	faults  *nemesis
+	faults  *nemesis // nil outside Run
 	trace   *xxhash.Digest
 	scratch []byte
 	events  uint64

@@ -1,0 +1,175 @@
+package disk
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"syscall"
+	"testing"
+
+	"herd/node"
+)
+
+// TestOSDurabilityPath goes through the full durable-write sequence (write,
+// Sync, SyncDir, Rename, SyncDir, Remove) and reads the result back through a
+// fresh OS on the same root and through the os package directly.
+func TestOSDurabilityPath(t *testing.T) {
+	root := filepath.Join(t.TempDir(), "data")
+	o, err := NewOS(root)
+	must(t, err)
+	must(t, o.Mkdir("p"))
+	must(t, o.SyncDir(""))
+	must(t, o.WriteAt("p/tmp", 0, []byte("hello ")))
+	must(t, o.WriteAt("p/tmp", 6, []byte("world")))
+	must(t, o.Sync("p/tmp"))
+	must(t, o.Rename("p/tmp", "p/final"))
+	must(t, o.SyncDir("p"))
+	must(t, o.WriteAt("p/junk", 0, []byte("x")))
+	must(t, o.Sync("p/junk"))
+	must(t, o.Remove("p/junk"))
+	must(t, o.SyncDir("p"))
+	must(t, o.Close())
+
+	if b, err := os.ReadFile(filepath.Join(root, "p", "final")); err != nil || string(b) != "hello world" {
+		t.Fatalf("on disk: %q, %v", b, err)
+	}
+	o, err = NewOS(root)
+	must(t, err)
+	defer o.Close()
+	if b := read(t, o, "p/final"); string(b) != "hello world" {
+		t.Fatalf("reopened: %q", b)
+	}
+	_, err = o.Stat("p/tmp")
+	wantErr(t, err, node.ErrNotExist)
+	_, err = o.Stat("p/junk")
+	wantErr(t, err, node.ErrNotExist)
+	ents, err := o.List("p")
+	must(t, err)
+	if len(ents) != 1 || ents[0] != (node.DirEntry{Name: "final", Size: 11}) {
+		t.Fatalf("List = %v", ents)
+	}
+}
+
+// TestOSHandleCache writes to more files than the cache holds, twice over, and
+// reads every one back, while the cache stays within its bound.
+func TestOSHandleCache(t *testing.T) {
+	o, err := NewOS(t.TempDir())
+	must(t, err)
+	defer o.Close()
+	const files = defaultMaxHandles + 100
+	name := func(i int) string { return fmt.Sprintf("f%04d", i) }
+	for pass := range 2 {
+		for i := range files {
+			must(t, o.WriteAt(name(i), int64(pass*8), []byte(fmt.Sprintf("%08d", i+pass))))
+			if o.lru.Len() > defaultMaxHandles || len(o.handles) != o.lru.Len() {
+				t.Fatalf("cache holds %d (map %d)", o.lru.Len(), len(o.handles))
+			}
+		}
+	}
+	for i := range files {
+		if i%50 == 0 {
+			must(t, o.Sync(name(i)))
+		}
+		if got, want := read(t, o, name(i)), fmt.Sprintf("%08d%08d", i, i+1); string(got) != want {
+			t.Fatalf("%s = %q, want %q", name(i), got, want)
+		}
+	}
+	if o.lru.Len() != defaultMaxHandles {
+		t.Fatalf("cache holds %d", o.lru.Len())
+	}
+}
+
+// TestOSRenameMovesHandles: cached handles follow renames of their file and of
+// its directory, and never write through a name that no longer exists.
+func TestOSRenameMovesHandles(t *testing.T) {
+	o, err := NewOS(t.TempDir())
+	must(t, err)
+	defer o.Close()
+	must(t, o.Mkdir("d"))
+	must(t, o.WriteAt("d/a", 0, []byte("a1")))
+	must(t, o.WriteAt("d/b", 0, []byte("b1")))
+	must(t, o.Rename("d", "e"))
+	wantErr(t, o.WriteAt("d/a", 0, []byte("zz")), node.ErrNotExist)
+	must(t, o.WriteAt("e/a", 2, []byte("+")))
+	if got := read(t, o, "e/a"); string(got) != "a1+" {
+		t.Fatalf("e/a = %q", got)
+	}
+	// A file renamed over another: the replaced file's handle must go.
+	must(t, o.Rename("e/a", "e/b"))
+	must(t, o.WriteAt("e/b", 3, []byte("!")))
+	if got := read(t, o, "e/b"); string(got) != "a1+!" {
+		t.Fatalf("e/b = %q", got)
+	}
+	_, err = o.Stat("e/a")
+	wantErr(t, err, node.ErrNotExist)
+	// A read-only handle is upgraded for writing, and removal drops it.
+	must(t, o.Close())
+	o, err = NewOS(o.root)
+	must(t, err)
+	defer o.Close()
+	read(t, o, "e/b")
+	must(t, o.WriteAt("e/b", 0, []byte("A")))
+	must(t, o.Sync("e/b"))
+	must(t, o.Remove("e/b"))
+	must(t, o.WriteAt("e/b", 0, []byte("new")))
+	if got := read(t, o, "e/b"); string(got) != "new" {
+		t.Fatalf("recreated e/b = %q", got)
+	}
+	if b, err := os.ReadFile(filepath.Join(o.root, "e", "b")); err != nil || string(b) != "new" {
+		t.Fatalf("recreated e/b on disk = %q, %v", b, err)
+	}
+}
+
+func TestOSClosed(t *testing.T) {
+	o, err := NewOS(t.TempDir())
+	must(t, err)
+	must(t, o.WriteAt("a", 0, []byte("x")))
+	must(t, o.Close())
+	wantErr(t, o.WriteAt("a", 0, []byte("y")), node.ErrInvalid)
+	_, err = o.ReadAt("a", 0, 1)
+	wantErr(t, err, node.ErrInvalid)
+	must(t, o.Close())
+	f := filepath.Join(t.TempDir(), "file")
+	must(t, os.WriteFile(f, nil, 0o644))
+	_, err = NewOS(f)
+	if err == nil {
+		t.Fatal("NewOS on a file")
+	}
+}
+
+// TestClassify: platform errors map onto node sentinels, keeping their text.
+func TestClassify(t *testing.T) {
+	pe := func(e error) error { return &fs.PathError{Op: "op", Path: "/x", Err: e} }
+	for _, c := range []struct {
+		err  error
+		want error
+	}{
+		{pe(syscall.ENOENT), node.ErrNotExist},
+		{pe(syscall.EEXIST), node.ErrExist},
+		{pe(syscall.ENOSPC), node.ErrNoSpace},
+		{pe(syscall.EDQUOT), node.ErrNoSpace},
+		{pe(syscall.ENOTEMPTY), node.ErrInvalid},
+		{&os.LinkError{Op: "rename", Old: "a", New: "b", Err: syscall.EISDIR}, node.ErrInvalid},
+		{pe(syscall.ENOTDIR), node.ErrInvalid},
+		{pe(syscall.EINVAL), node.ErrInvalid},
+		{pe(syscall.EIO), node.ErrIO},
+		{pe(syscall.EACCES), node.ErrIO},
+		{errors.New("weird"), node.ErrIO},
+	} {
+		got := mapErr("write", "a/b", c.err)
+		if !errors.Is(got, c.want) || !bytes.Contains([]byte(got.Error()), []byte(c.err.Error())) {
+			t.Errorf("%v -> %v, want %v", c.err, got, c.want)
+		}
+		for _, s := range sentinels {
+			if s != c.want && errors.Is(got, s) {
+				t.Errorf("%v also matches %v", got, s)
+			}
+		}
+	}
+	if mapErr("x", "y", nil) != nil {
+		t.Fatal("nil error mapped")
+	}
+}

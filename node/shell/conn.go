@@ -1,0 +1,275 @@
+package shell
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"herd/node"
+)
+
+// conn is one connection. The loop owns its map entry and nc (set before the
+// reader and writer start); the send queue is shared with the writer under mu.
+type conn struct {
+	s          *Shell
+	id         node.ConnID
+	nc         net.Conn           // nil while dialing
+	cancelDial context.CancelFunc // dialed connections only
+	wake       chan struct{}      // cap 1: "look at the queue again"
+	readerDone chan struct{}
+	// discard tells the reader the core no longer wants this connection's
+	// events (it closed it, or it is dead), so it drains silently instead of
+	// filling the loop's queue with events that would be dropped.
+	discard atomic.Bool
+
+	mu      sync.Mutex
+	queue   [][]byte
+	queued  int  // bytes in queue plus those the writer is writing
+	closing bool // the core closed: flush, then FIN
+	aborted bool // drop everything; the socket is (being) closed
+}
+
+func newConn(s *Shell, id node.ConnID) *conn {
+	return &conn{s: s, id: id, wake: make(chan struct{}, 1), readerDone: make(chan struct{})}
+}
+
+func (c *conn) poke() {
+	select {
+	case c.wake <- struct{}{}:
+	default:
+	}
+}
+
+// abort stops the connection now: queued data is dropped and the socket
+// closed, with RST if rst (SO_LINGER 0), which is what Reset and shutdown
+// promise the peer. Safe to call more than once and from any goroutine.
+func (c *conn) abort(rst bool) {
+	c.discard.Store(true)
+	c.mu.Lock()
+	already := c.aborted
+	c.aborted = true
+	c.queue = nil
+	c.mu.Unlock()
+	c.poke()
+	if already || c.nc == nil {
+		return
+	}
+	if rst {
+		abortNetConn(c.nc)
+	} else {
+		c.nc.Close()
+	}
+}
+
+func abortNetConn(nc net.Conn) {
+	if tc, ok := nc.(*net.TCPConn); ok {
+		tc.SetLinger(0)
+	}
+	nc.Close()
+}
+
+// startConn registers c for shutdown and starts its reader and writer. Loop
+// goroutine only.
+func (s *Shell) startConn(c *conn) {
+	s.smu.Lock()
+	s.socks[c] = struct{}{}
+	s.smu.Unlock()
+	s.spawn(c.readLoop)
+	s.spawn(c.writeLoop)
+}
+
+func (c *conn) readLoop() {
+	defer close(c.readerDone)
+	buf := make([]byte, readBufSize)
+	for {
+		n, err := c.nc.Read(buf)
+		if n > 0 && !c.discard.Load() {
+			// The core owns Data, and buf is reused by the next Read.
+			data := make([]byte, n)
+			copy(data, buf[:n])
+			if !c.s.post(item{kind: itRecv, c: c, data: data}) {
+				return
+			}
+		}
+		if err != nil {
+			if !c.discard.Load() {
+				c.s.post(item{kind: itClosed, c: c, err: readErr(err)})
+			}
+			return
+		}
+	}
+}
+
+func readErr(err error) error {
+	if errors.Is(err, io.EOF) {
+		return node.ErrEOF
+	}
+	return fmt.Errorf("%w: %v", node.ErrReset, err)
+}
+
+// writeLoop writes the queue in batches (one writev per batch). It is the
+// last user of the socket: it closes it once the reader is gone too, and
+// then forgets the connection.
+func (c *conn) writeLoop() {
+	s := c.s
+	defer func() {
+		<-c.readerDone
+		c.nc.Close()
+		s.smu.Lock()
+		delete(s.socks, c)
+		s.smu.Unlock()
+	}()
+	var spare [][]byte
+	for {
+		c.mu.Lock()
+		for len(c.queue) == 0 && !c.closing && !c.aborted {
+			c.mu.Unlock()
+			select {
+			case <-c.wake:
+			case <-s.done:
+				// shutdown aborts every registered socket, which ends the
+				// reader; the deferred wait covers the rest.
+				return
+			}
+			c.mu.Lock()
+		}
+		if c.aborted {
+			c.mu.Unlock()
+			return
+		}
+		bufs := c.queue
+		c.queue = spare[:0]
+		finish := c.closing && len(bufs) == 0
+		c.mu.Unlock()
+
+		if finish {
+			c.lingerClose()
+			return
+		}
+		n := 0
+		for _, b := range bufs {
+			n += len(b)
+		}
+		nb := net.Buffers(bufs)
+		_, err := nb.WriteTo(c.nc)
+		// WriteTo nils the buffers it consumed, so bufs can be reused without
+		// pinning the core's data.
+		clear(bufs)
+		spare = bufs[:0]
+		c.mu.Lock()
+		c.queued -= n
+		c.mu.Unlock()
+		if err != nil {
+			if !c.discard.Load() {
+				s.post(item{kind: itClosed, c: c, err: fmt.Errorf("%w: %v", node.ErrReset, err)})
+			}
+			c.abort(false)
+			return
+		}
+	}
+}
+
+// lingerClose sends FIN after the flushed data and lets the reader drain the
+// peer's input until it closes too (or lingerTimeout), so that the kernel
+// does not answer unread input with an RST that could destroy our last
+// replies in flight. The deferred part of writeLoop closes the socket.
+func (c *conn) lingerClose() {
+	if cw, ok := c.nc.(interface{ CloseWrite() error }); ok && cw.CloseWrite() == nil {
+		c.nc.SetReadDeadline(time.Now().Add(lingerTimeout))
+		return
+	}
+	c.nc.Close()
+}
+
+// transport is the node.Transport the SendGate releases into. Loop goroutine
+// only (the gate is only called from Env methods and the loop).
+type transport struct{ s *Shell }
+
+func (t transport) Send(id node.ConnID, data []byte) {
+	s := t.s
+	c := s.conns[id]
+	if c == nil || len(data) == 0 {
+		return
+	}
+	c.mu.Lock()
+	if c.queued+len(data) > s.cfg.MaxSendQueueBytes {
+		c.mu.Unlock()
+		s.logf("conn %d: send queue over %d bytes, resetting", id, s.cfg.MaxSendQueueBytes)
+		s.resetConn(c)
+		return
+	}
+	c.queue = append(c.queue, data)
+	c.queued += len(data)
+	c.mu.Unlock()
+	c.poke()
+}
+
+func (t transport) Close(id node.ConnID) {
+	s := t.s
+	c := s.conns[id]
+	if c == nil {
+		return
+	}
+	delete(s.conns, id)
+	c.discard.Store(true)
+	if c.nc == nil {
+		// Still dialing. The simulator drops a dialing endpoint's queued
+		// data on Close (its SYN-ACK is answered with RST), so do the same:
+		// cancel the dial, and abort the socket if it completes anyway.
+		c.cancelDial()
+		return
+	}
+	c.mu.Lock()
+	c.closing = true
+	c.mu.Unlock()
+	c.poke()
+}
+
+func (t transport) Reset(id node.ConnID) {
+	if c := t.s.conns[id]; c != nil {
+		t.s.resetConn(c)
+	}
+}
+
+// resetConn aborts c and queues EvClosed{ErrReset} for the core. The event is
+// delivered after the current Step (never from inside it), and the gate
+// forgets c only then: Reset is called from inside the gate's own loops.
+func (s *Shell) resetConn(c *conn) {
+	delete(s.conns, c.id)
+	if c.nc == nil {
+		c.cancelDial()
+	} else {
+		c.abort(true)
+	}
+	s.local = append(s.local, node.Event{Kind: node.EvClosed, Conn: c.id, Err: node.ErrReset})
+}
+
+// dial runs on its own goroutine.
+func (s *Shell) dial(ctx context.Context, c *conn, addr string) {
+	defer c.cancelDial()
+	var d net.Dialer
+	nc, err := d.DialContext(ctx, "tcp", addr)
+	it := item{kind: itDialed, c: c, nc: nc}
+	if err != nil {
+		it.err = dialErr(err)
+	}
+	if !s.post(it) && nc != nil {
+		abortNetConn(nc)
+	}
+}
+
+// dialErr maps a dial failure onto the two outcomes the simulator knows:
+// the attempt ran out of time, or it was turned away (refused, unreachable,
+// unresolvable: nothing will answer on that address now).
+func dialErr(err error) error {
+	var ne net.Error
+	if errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout()) {
+		return fmt.Errorf("%w: %v", node.ErrTimeout, err)
+	}
+	return fmt.Errorf("%w: %v", node.ErrRefused, err)
+}
