@@ -137,7 +137,9 @@ func newWorld(seed uint64, bug bool) *world {
 
 // pattern is the byte at offset off of the stream sent on conn: recognisable,
 // so a misplaced byte shows.
-func pattern(conn node.ConnID, off int) byte { return byte(uint64(conn)*131 + uint64(off)*7 + uint64(off>>8)) }
+func pattern(conn node.ConnID, off int) byte {
+	return byte(uint64(conn)*131 + uint64(off)*7 + uint64(off>>8))
+}
 
 func (w *world) liveEnds(p picker) *epState {
 	var live []*epState
