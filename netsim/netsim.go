@@ -136,6 +136,11 @@ type endpoint struct {
 	state  endState
 	hostIx int    // index in host.ends while live
 	remote string // the dialed address, or the dialer's host name
+	// lingering: closed by its core. Like the production shell, which keeps
+	// draining a closed socket's input until the peer closes, it discards
+	// late data instead of answering with an RST that would destroy the
+	// replies it flushed before closing.
+	lingering bool
 }
 
 type chunkKind uint8
@@ -287,6 +292,7 @@ func (n *Network) Close(hostName string, id node.ConnID) {
 		return
 	}
 	n.kill(e)
+	e.lingering = true
 	n.push(e.out, chunk{kind: ckFIN})
 }
 
@@ -613,9 +619,10 @@ func (f *flow) Fire(gen uint64) {
 	switch f.q[f.head].kind {
 	case ckData:
 		if to.state == stDead {
-			// Data reached a closed socket: its kernel answers with RST.
 			f.drop()
-			if f.from.state != stDead {
+			// A lingering socket drains quietly while the process that
+			// closed it lives; otherwise the kernel answers with RST.
+			if f.from.state != stDead && !(to.lingering && to.epoch == to.host.epoch) {
 				n.sendRST(to)
 			}
 			return

@@ -420,3 +420,36 @@ func TestDeterministic(t *testing.T) {
 		t.Fatal("different seeds, identical runs")
 	}
 }
+
+// TestCloseLingersLikeTheShell: a server that answers and closes while the
+// client is still sending must not destroy its answer with an RST; the client
+// reads the whole answer, then EOF. After the server's process crashes, late
+// data is answered with RST as a kernel would.
+func TestCloseLingersLikeTheShell(t *testing.T) {
+	w := newWorld(4, false)
+	n := w.n
+	n.cfg.SplitChance, n.cfg.CoalesceChance = 0, 0
+	a := n.Dial("h0", "h1:1")
+	w.eps[a] = &epState{host: "h0", id: a}
+	w.order = append(w.order, a)
+	w.q.RunUntil(w.q.Now().Add(100*time.Millisecond), nil)
+	ea := w.eps[a]
+	eb := w.eps[ea.peer]
+	// The client streams requests; the server answers a big reply and closes.
+	for i := range 50 {
+		n.Send("h0", a, []byte{byte(i)})
+		ea.sent = append(ea.sent, byte(i))
+	}
+	reply := bytes.Repeat([]byte("r"), 5000)
+	n.Send("h1", eb.id, reply)
+	eb.sent = reply
+	n.Close("h1", eb.id)
+	eb.closed, eb.ownClose = true, true
+	w.q.RunUntil(w.q.Now().Add(time.Second), nil)
+	if !bytes.Equal(ea.recv, reply) || !errors.Is(ea.closeErr, node.ErrEOF) {
+		t.Fatalf("client got %d of %d reply bytes, close %v; want all, then EOF", len(ea.recv), len(reply), ea.closeErr)
+	}
+	if err := w.check(false); err != nil {
+		t.Fatal(err)
+	}
+}
