@@ -206,31 +206,17 @@ type result struct {
 	err     error
 }
 
+// run executes op the way both shells do, through Exec.
 func run(fs FS, op node.DiskOp) result {
-	var r result
+	ev := Exec(fs, 1, op)
+	r := result{data: ev.Data, err: ev.Err}
 	switch op.Kind {
-	case node.OpRead:
-		r.data, r.err = fs.ReadAt(op.Path, op.Off, op.Len)
-	case node.OpWrite:
-		r.err = fs.WriteAt(op.Path, op.Off, op.Data)
-	case node.OpTruncate:
-		r.err = fs.Truncate(op.Path, op.Size)
-	case node.OpSync:
-		r.err = fs.Sync(op.Path)
-	case node.OpSyncDir:
-		r.err = fs.SyncDir(op.Path)
-	case node.OpMkdir:
-		r.err = fs.Mkdir(op.Path)
-	case node.OpRename:
-		r.err = fs.Rename(op.Path, op.Path2)
-	case node.OpRemove:
-		r.err = fs.Remove(op.Path)
 	case node.OpList:
-		r.entries, r.err = fs.List(op.Path)
+		r.entries = ev.Entries
 	case node.OpStat:
-		r.entry, r.err = fs.Stat(op.Path)
-	default:
-		panic(op.Kind)
+		if len(ev.Entries) == 1 {
+			r.entry = ev.Entries[0]
+		}
 	}
 	return r
 }
