@@ -795,6 +795,9 @@ func (s *SimFS) Corruptions() []Corruption { return slices.Clone(s.corruptions) 
 // and nothing is recorded.
 func (s *SimFS) MisdirectNextWrite() { s.misdirect = true }
 
+// MisdirectPending reports whether a misdirect is armed and not yet used.
+func (s *SimFS) MisdirectPending() bool { return s.misdirect }
+
 // walk visits the volatile namespace depth-first in path order, root excluded.
 func (s *SimFS) walk(fn func(path string, in *inode)) {
 	var rec func(prefix string, d *inode)

@@ -101,7 +101,37 @@ func (nm *nemesis) pick(ns []*Node) *Node {
 // it. Random crash times rarely land in the short window between a write and
 // its fsync; that window is where durability bugs live.
 func (nm *nemesis) crash() {
-	n := nm.pick(nm.targets(true))
+	up := nm.targets(true)
+	if len(up) >= 2 && nm.rng.Chance(0.25) {
+		// A power outage takes down a rack: several servers at the same
+		// instant, each losing what it had not synced. This is what exposes
+		// acknowledgements that outran the disk, since a single crashed
+		// server is covered by the others' copies.
+		nm.rng.Shuffle(len(up), func(i, j int) { up[i], up[j] = up[j], up[i] })
+		group := up[:2+nm.rng.IntN(len(up)-1)]
+		names := make([]string, len(group))
+		for i, n := range group {
+			names[i] = n.Name
+		}
+		if nm.rng.Chance(0.5) {
+			nm.w.note("power outage: %v", names)
+			nm.crashGroup(group)
+			return
+		}
+		// Or at the worst moment: the instant any of them completes a write.
+		nm.w.note("arm power outage %v at the next write", names)
+		for _, n := range group {
+			n.crashOnWrite = true
+			n.crashGroup = group
+		}
+		nm.after(time.Second, func() {
+			if group[0].crashOnWrite {
+				nm.crashGroup(group)
+			}
+		})
+		return
+	}
+	n := nm.pick(up)
 	if n == nil {
 		return
 	}
@@ -119,9 +149,23 @@ func (nm *nemesis) crash() {
 }
 
 func (nm *nemesis) crashNow(n *Node) {
+	if n.crashGroup != nil {
+		nm.crashGroup(n.crashGroup)
+		return
+	}
 	n.crashOnWrite = false
 	n.Crash()
 	nm.after(nm.w.params.Faults.Downtime.draw(nm.rng), n.Restart)
+}
+
+func (nm *nemesis) crashGroup(group []*Node) {
+	for _, n := range group {
+		n.crashOnWrite = false
+		n.crashGroup = nil
+	}
+	for _, n := range group {
+		nm.crashNow(n)
+	}
 }
 
 func (nm *nemesis) kill() {
@@ -248,8 +292,27 @@ func (nm *nemesis) diskErrors() {
 	nm.w.note("disk-errors %s p=%.3f until %v", n.Name, p, n.diskFaultUntil)
 }
 
+// CorruptionGate lets a scenario bound disk corruption the way TigerBeetle's
+// fault atlas does: a replicated system survives corruption of a minority,
+// not of every copy at once, so the schedule corrupts only where the
+// scenario says the rest of the cluster still holds good copies.
+type CorruptionGate interface {
+	MayCorrupt(n *Node) bool
+}
+
+func (nm *nemesis) corruptible() *Node {
+	var ns []*Node
+	gate, _ := nm.w.checks.(CorruptionGate)
+	for _, n := range nm.w.Servers() {
+		if gate == nil || gate.MayCorrupt(n) {
+			ns = append(ns, n)
+		}
+	}
+	return nm.pick(ns)
+}
+
 func (nm *nemesis) corruption() {
-	n := nm.pick(nm.w.Servers())
+	n := nm.corruptible()
 	if n == nil {
 		return
 	}
@@ -259,7 +322,7 @@ func (nm *nemesis) corruption() {
 }
 
 func (nm *nemesis) misdirect() {
-	if n := nm.pick(nm.w.Servers()); n != nil {
+	if n := nm.corruptible(); n != nil {
 		n.FS.MisdirectNextWrite()
 		nm.w.note("misdirect next write on %s", n.Name)
 	}
@@ -272,6 +335,7 @@ func (nm *nemesis) heal() {
 	w := nm.w
 	for _, n := range w.Nodes {
 		n.crashOnWrite = false
+		n.crashGroup = nil
 	}
 	w.note("heal all: liveness phase")
 	w.Net.Heal()

@@ -39,9 +39,11 @@ type Node struct {
 	diskDone    diskHandler
 	// diskFaultUntil ends the fault schedule's disk-error window, if any.
 	diskFaultUntil sched.Time
-	// crashOnWrite: the fault schedule crashes the node as soon as its next
-	// write reaches the page cache.
+	// crashOnWrite: the fault schedule crashes the node (and, for a power
+	// outage, the rest of crashGroup with it) as soon as its next write
+	// reaches the page cache.
 	crashOnWrite bool
+	crashGroup   []*Node
 }
 
 type held struct {

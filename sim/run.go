@@ -153,6 +153,7 @@ func Run(o Options) (res Result) {
 		res.Failure = w.failure
 	}()
 	checks := sc.Build(w)
+	w.checks = checks
 	nm := newNemesis(w, sc.Profile)
 	w.faults = nm
 	res.Faults = strings.TrimSpace(nm.String())

@@ -90,6 +90,7 @@ type World struct {
 
 	params  Params
 	faults  *nemesis // nil outside Run
+	checks  Checks   // the scenario's, during Run
 	trace   *xxhash.Digest
 	scratch []byte
 	events  uint64

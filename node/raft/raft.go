@@ -1,0 +1,755 @@
+package raft
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"herd/node"
+	"herd/node/frame"
+)
+
+// Config configures one server.
+type Config struct {
+	ID    ID
+	Peers []Peer // every member, this server included; static membership
+	// Dir is the directory (relative to the node's data directory) holding
+	// the WAL and snapshots.
+	Dir string
+	// Tick is the heartbeat interval; timeouts are counted in ticks.
+	Tick time.Duration
+	// ElectionTicks: a follower that hears from no leader for a random
+	// [ElectionTicks, 2*ElectionTicks) ticks starts a pre-vote.
+	ElectionTicks int
+	// SnapshotEvery: take a snapshot once this many entries were applied
+	// since the last one. SnapshotKeep entries before it stay in memory for
+	// followers that lag a little.
+	SnapshotEvery uint64
+	SnapshotKeep  uint64
+	// SegmentBytes: start a new WAL segment past this size.
+	SegmentBytes int64
+	// MaxAppendBytes bounds the entries in one append message;
+	// MaxInflight the append messages in flight to one follower.
+	MaxAppendBytes int
+	MaxInflight    int
+	// MaxPending bounds proposals waiting for the disk; beyond it Propose
+	// returns ErrBusy.
+	MaxPending int
+	// SnapshotChunk is the snapshot bytes one install message carries.
+	SnapshotChunk int
+	// Rejoin: this server's disk was wiped while the ensemble kept its data
+	// (an operator's statement). It abstains from elections until a leader
+	// has caught it up, as after detected corruption.
+	Rejoin bool
+	// Bug plants a bug for checker tests (BugVoteBeforeDurable, ...).
+	Bug string
+}
+
+// Planted bugs, for tests that prove the simulator's checks catch them.
+const (
+	BugAckBeforeDurable = "ack-before-durable" // acknowledge appends and grant votes before the WAL batch is on disk
+	BugCommitOnMinority = "commit-on-minority" // commit once any one server has an entry
+	BugNoTruncate       = "no-truncate"        // followers keep entries at indexes they hold without comparing terms, and acknowledge them
+)
+
+func (c *Config) setDefaults() {
+	if c.Dir == "" {
+		c.Dir = "raft"
+	}
+	if c.Tick <= 0 {
+		c.Tick = 50 * time.Millisecond
+	}
+	if c.ElectionTicks <= 0 {
+		c.ElectionTicks = 10
+	}
+	if c.SnapshotEvery == 0 {
+		c.SnapshotEvery = 10_000
+	}
+	if c.SnapshotKeep == 0 {
+		c.SnapshotKeep = c.SnapshotEvery / 2
+	}
+	if c.SegmentBytes <= 0 {
+		c.SegmentBytes = 64 << 20
+	}
+	if c.MaxAppendBytes <= 0 {
+		c.MaxAppendBytes = 1 << 20
+	}
+	if c.MaxInflight <= 0 {
+		c.MaxInflight = 64
+	}
+	if c.MaxPending <= 0 {
+		c.MaxPending = 100_000
+	}
+	if c.SnapshotChunk <= 0 {
+		c.SnapshotChunk = 1 << 20
+	}
+}
+
+// StateMachine receives committed entries, in order, once each per
+// incarnation (after a restart it is rebuilt from the snapshot and the log).
+type StateMachine interface {
+	// Apply applies a committed entry (no-ops included, so zxids are seen
+	// contiguously).
+	Apply(e *Entry)
+	// Snapshot serialises the state as of the last applied entry.
+	Snapshot() []byte
+	// Restore replaces the state with a snapshot taken at index.
+	Restore(data []byte, index Index, zxid Zxid) error
+}
+
+// Hooks tell the host what happened. Any may be nil.
+type Hooks struct {
+	// Ready: recovery finished; the server now takes part.
+	Ready func()
+	// ReadReady answers a ReadIndex: ok means every entry committed before
+	// the read began has been applied.
+	ReadReady func(ctx uint64, ok bool)
+	// RoleChanged reports a new role, term or leader.
+	RoleChanged func(role Role, term Term, leader ID)
+	// Committed: as leader of term, this server advanced the commit index
+	// to index (checkers use it to know in which term an entry committed).
+	Committed func(term Term, index Index)
+}
+
+var (
+	// ErrNotLeader: proposals go to the leader (Leader() names it, if known).
+	ErrNotLeader = errors.New("raft: not the leader")
+	// ErrBusy: too many proposals are waiting for the disk.
+	ErrBusy = errors.New("raft: too many pending proposals")
+	// ErrRecovering: the server has not finished reading its disk.
+	ErrRecovering = errors.New("raft: recovering")
+)
+
+const (
+	timerTick node.TimerName = "raft/tick"
+	// redialTicks: how long to wait before redialing a peer.
+	redialTicks = 2
+)
+
+// Raft is one server of the ensemble.
+type Raft struct {
+	env    node.Env
+	cfg    Config
+	sm     StateMachine
+	hooks  Hooks
+	addr   string // our peer address
+	quorum int
+
+	ready  bool
+	role   Role
+	term   Term
+	vote   ID
+	leader ID
+	// abstain: this server may have lost entries it acknowledged
+	// (corruption found at recovery, or a wiped disk). Until a leader brings
+	// it up to a commit point of the leader's own term it neither votes nor
+	// stands, so no election can count on the log it lost: leader
+	// completeness then holds as long as a majority of the others is intact.
+	abstain bool
+
+	log     raftLog
+	commit  Index
+	applied Index
+
+	// elections
+	electionElapsed  int
+	electionTimeout  int // randomised
+	heartbeatElapsed int
+	votes            map[ID]bool
+
+	// leader state
+	peers      []*peer // everyone else, in configuration order
+	zxidCount  uint32  // counter of the last zxid handed out in this term
+	commitSent Index   // commit index last sent to followers
+
+	// ReadIndex
+	reads reads
+
+	st      storage
+	inbound map[node.ConnID]*frame.Reader
+	out     []byte // scratch for encoding
+}
+
+// peer is another server: our connection to it and, when leading, its
+// replication progress.
+type peer struct {
+	id       ID
+	addr     string
+	conn     node.ConnID
+	redial   int // ticks until we may dial again
+	next     Index
+	match    Index
+	inflight int // append messages sent and not answered
+	probing  bool
+	active   bool   // heard from since the last check-quorum
+	readSeq  uint64 // highest ReadIndex round it acknowledged
+	snap     *snapSend
+}
+
+// New creates a server. Call Start on the node's EvStart.
+func New(env node.Env, cfg Config, sm StateMachine, hooks Hooks) *Raft {
+	cfg.setDefaults()
+	r := &Raft{
+		env:     env,
+		cfg:     cfg,
+		sm:      sm,
+		hooks:   hooks,
+		quorum:  len(cfg.Peers)/2 + 1,
+		inbound: make(map[node.ConnID]*frame.Reader),
+	}
+	found := false
+	for _, p := range cfg.Peers {
+		if p.ID == cfg.ID {
+			r.addr = p.Addr
+			found = true
+			continue
+		}
+		r.peers = append(r.peers, &peer{id: p.ID, addr: p.Addr})
+	}
+	if !found || cfg.ID == 0 {
+		panic(fmt.Sprintf("raft: server %d is not in its own peer list", cfg.ID))
+	}
+	r.st.init(r)
+	r.reads.init(r)
+	return r
+}
+
+// Start begins recovery.
+func (r *Raft) Start() { r.st.recover() }
+
+// Handle takes an event that may belong to this server and reports whether
+// it did.
+func (r *Raft) Handle(ev node.Event) bool {
+	handled := true
+	switch ev.Kind {
+	case node.EvAccepted:
+		if ev.Local != r.addr {
+			return false
+		}
+		r.inbound[ev.Conn] = frame.NewReader(maxMessage)
+	case node.EvConnected:
+		handled = r.peerByConn(ev.Conn) != nil
+	case node.EvReceived:
+		in, ok := r.inbound[ev.Conn]
+		if !ok {
+			return r.peerByConn(ev.Conn) != nil // nothing is expected on our own dialed connections
+		}
+		r.received(ev.Conn, in, ev.Data)
+	case node.EvClosed:
+		if _, ok := r.inbound[ev.Conn]; ok {
+			delete(r.inbound, ev.Conn)
+		} else if p := r.peerByConn(ev.Conn); p != nil {
+			p.conn = 0
+			p.redial = redialTicks
+		} else {
+			handled = false
+		}
+	case node.EvTimer:
+		if ev.Timer != timerTick {
+			return false
+		}
+		r.tick()
+		r.env.SetTimer(timerTick, r.cfg.Tick)
+	case node.EvDiskDone:
+		handled = r.st.diskDone(ev)
+	default:
+		return false
+	}
+	if handled {
+		r.Flush()
+	}
+	return handled
+}
+
+// Flush sends what Propose, Forward and ReadIndex queued and submits the
+// WAL batch. Hosts call it once at the end of a Step in which they called
+// those, so a burst of proposals becomes one append per follower and one
+// fsync (Handle flushes by itself).
+func (r *Raft) Flush() {
+	if r.role == Leader && r.ready {
+		r.broadcastAppend()
+		if r.commit > r.commitSent {
+			// Followers apply (and answer their clients) only once they
+			// learn the commit: tell them now rather than at the next tick.
+			r.commitSent = r.commit
+			for _, p := range r.peers {
+				if p.snap == nil && !p.probing {
+					r.sendAppend(p, true)
+				}
+			}
+		}
+	}
+	r.st.flush()
+}
+
+func (r *Raft) peerByConn(c node.ConnID) *peer {
+	if c == 0 {
+		return nil
+	}
+	for _, p := range r.peers {
+		if p.conn == c {
+			return p
+		}
+	}
+	return nil
+}
+
+func (r *Raft) peerByID(id ID) *peer {
+	for _, p := range r.peers {
+		if p.id == id {
+			return p
+		}
+	}
+	return nil
+}
+
+// ---- public state ----
+
+// Status is a snapshot of a server's state, for hosts, tools and checkers.
+type Status struct {
+	ID              ID
+	Ready           bool
+	Role            Role
+	Term            Term
+	Vote            ID
+	Leader          ID
+	Abstain         bool
+	Commit, Applied Index
+	FirstIndex      Index // first entry held in memory (after the snapshot)
+	LastIndex       Index
+	LastTerm        Term
+	LastZxid        Zxid
+	SnapIndex       Index
+	Durable         Index
+	// Progress is the leader's view of each follower.
+	Progress []Progress
+}
+
+// Progress is a leader's replication state for one follower.
+type Progress struct {
+	ID          ID
+	Match, Next Index
+	Inflight    int
+	Probing     bool
+	Snapshot    bool // an install-snapshot is in progress
+	Connected   bool
+}
+
+// Status reports the server's state.
+func (r *Raft) Status() Status {
+	return Status{
+		ID: r.cfg.ID, Ready: r.ready, Role: r.role, Term: r.term, Vote: r.vote, Leader: r.leader,
+		Abstain: r.abstain, Commit: r.commit, Applied: r.applied,
+		FirstIndex: r.log.snapIndex + 1, LastIndex: r.log.lastIndex(), LastTerm: r.log.lastTerm(),
+		LastZxid: r.log.lastZxid(), SnapIndex: r.log.snapIndex, Durable: r.st.durable,
+		Progress: r.progress(),
+	}
+}
+
+func (r *Raft) progress() []Progress {
+	if r.role != Leader {
+		return nil
+	}
+	out := make([]Progress, len(r.peers))
+	for i, p := range r.peers {
+		out[i] = Progress{ID: p.id, Match: p.match, Next: p.next, Inflight: p.inflight, Probing: p.probing, Snapshot: p.snap != nil, Connected: p.conn != 0}
+	}
+	return out
+}
+
+// Entries returns the in-memory log entries in [lo, hi] (clamped to what is
+// held). The slice is shared: callers must not modify it.
+func (r *Raft) Entries(lo, hi Index) []Entry { return r.log.slice(lo, hi) }
+
+// Leader returns the current leader's ID and address, if known.
+func (r *Raft) Leader() (ID, string) {
+	if r.leader == r.cfg.ID {
+		return r.leader, r.addr
+	}
+	if p := r.peerByID(r.leader); p != nil {
+		return p.id, p.addr
+	}
+	return 0, ""
+}
+
+// ---- proposals ----
+
+// Propose appends data to the log if this server leads, returning the
+// entry's index and zxid. The entry may still be lost (the leader may fail
+// before it commits); the host learns it committed when it is applied.
+func (r *Raft) Propose(data []byte) (Index, Zxid, error) {
+	switch {
+	case !r.ready:
+		return 0, 0, ErrRecovering
+	case r.role != Leader:
+		return 0, 0, ErrNotLeader
+	case r.st.pendingEntries >= r.cfg.MaxPending:
+		return 0, 0, ErrBusy
+	}
+	e := r.appendLeaderEntry(EntryNormal, data)
+	return e.Index, e.Zxid, nil
+}
+
+// Forward proposes data at the leader, wherever it is: locally if this
+// server leads, otherwise by sending it to the leader. Nothing reports a
+// forwarded proposal's fate except its appearance in the applied log.
+func (r *Raft) Forward(data []byte) error {
+	if r.role == Leader || !r.ready {
+		_, _, err := r.Propose(data)
+		return err
+	}
+	if r.leader == 0 {
+		return ErrNotLeader
+	}
+	r.send(r.leader, &message{typ: mProp, data: data})
+	return nil
+}
+
+// appendLeaderEntry appends an entry of the current term, with the next
+// zxid, to the leader's log and the WAL.
+func (r *Raft) appendLeaderEntry(t EntryType, data []byte) *Entry {
+	r.zxidCount++
+	e := Entry{Index: r.log.lastIndex() + 1, Term: r.term, Zxid: MakeZxid(r.term, r.zxidCount), Type: t, Data: data}
+	r.log.append(e)
+	r.st.appendEntries(r.log.slice(e.Index, e.Index))
+	if r.zxidCount == 1<<32-1 {
+		// The zxid counter is exhausted: a new term starts a new epoch, as
+		// ZooKeeper's leader does when its counter rolls over.
+		r.env.Logf("raft: zxid counter exhausted in term %d; stepping down", r.term)
+		r.becomeFollower(r.term, 0)
+	}
+	return r.log.at(e.Index)
+}
+
+// ---- message intake ----
+
+func (r *Raft) received(c node.ConnID, in *frame.Reader, data []byte) {
+	in.Feed(data)
+	for {
+		body, ok, err := in.Next()
+		if err != nil {
+			r.env.Logf("raft: closing peer connection %d: %v", c, err)
+			r.env.Close(c)
+			delete(r.inbound, c)
+			return
+		}
+		if !ok {
+			return
+		}
+		m, err := decodeMessage(body)
+		if err != nil || m.from == r.cfg.ID || r.peerByID(m.from) == nil {
+			r.env.Logf("raft: closing peer connection %d: bad message from %d: %v", c, m.from, err)
+			r.env.Close(c)
+			delete(r.inbound, c)
+			return
+		}
+		if r.ready {
+			r.step(&m)
+		}
+	}
+}
+
+// step handles one peer message: first the term rules every message obeys,
+// then the role's own step function.
+func (r *Raft) step(m *message) {
+	if p := r.peerByID(m.from); p != nil {
+		p.active = true
+	}
+	switch {
+	case m.term > r.term:
+		if m.typ == mVote || (m.typ == mVoteResp && m.pre && m.granted) {
+			// A (pre-)vote from a higher term does not move us to it: a
+			// pre-vote never changes terms, and while we still hear from a
+			// live leader we refuse to be disrupted (check-quorum's lease).
+			if m.typ == mVote && !m.pre && !r.inLease() {
+				r.becomeFollower(m.term, 0)
+			}
+		} else {
+			leader := ID(0)
+			if m.typ == mApp || m.typ == mSnap {
+				leader = m.from
+			}
+			r.becomeFollower(m.term, leader)
+		}
+	case m.term < r.term && m.term != 0:
+		// A stale leader or candidate: tell it our term so it steps down.
+		switch m.typ {
+		case mApp, mSnap:
+			r.send(m.from, &message{typ: mAppResp, match: 0})
+		case mVote:
+			r.send(m.from, &message{typ: mVoteResp, pre: m.pre})
+		}
+		return
+	}
+	switch m.typ {
+	case mVote:
+		r.handleVote(m)
+		return
+	case mProp:
+		if r.role == Leader {
+			_, _, _ = r.Propose(m.data)
+		} else if r.leader != 0 && r.leader != m.from {
+			r.send(r.leader, m)
+		}
+		return
+	case mReadIndex:
+		r.reads.remoteRequest(m)
+		return
+	case mReadIndexResp:
+		r.reads.remoteAnswer(m)
+		return
+	}
+	switch r.role {
+	case Leader:
+		r.stepLeader(m)
+	case Candidate, PreCandidate:
+		r.stepCandidate(m)
+	case Follower:
+		r.stepFollower(m)
+	}
+}
+
+// ---- elections ----
+
+// inLease: we heard from a leader within the minimum election timeout, so
+// a vote request is from a server that is partitioned from it, or rushing.
+func (r *Raft) inLease() bool {
+	return r.leader != 0 && r.electionElapsed < r.cfg.ElectionTicks
+}
+
+func (r *Raft) handleVote(m *message) {
+	canVote := r.vote == m.from || (r.vote == 0 && r.leader == 0) || (m.pre && m.term > r.term)
+	upToDate := m.lastTerm > r.log.lastTerm() || (m.lastTerm == r.log.lastTerm() && m.lastIndex >= r.log.lastIndex())
+	grant := canVote && upToDate && !r.abstain && !r.inLease()
+	resp := &message{typ: mVoteResp, pre: m.pre, granted: grant}
+	if m.pre {
+		// A granted pre-vote answers in the term the candidate would use.
+		if grant {
+			resp.term = m.term
+		}
+		r.send(m.from, resp)
+		return
+	}
+	if grant {
+		r.vote = m.from
+		r.electionElapsed = 0
+		r.st.saveState()
+	}
+	r.send(m.from, resp)
+}
+
+func (r *Raft) tick() {
+	for _, p := range r.peers {
+		if p.conn == 0 {
+			if p.redial > 0 {
+				p.redial--
+			} else {
+				p.conn = r.env.Dial(p.addr)
+			}
+		}
+	}
+	r.electionElapsed++
+	if r.role == Leader {
+		r.heartbeatElapsed++
+		if r.electionElapsed >= r.cfg.ElectionTicks {
+			r.electionElapsed = 0
+			r.checkQuorum()
+			if r.role != Leader {
+				return
+			}
+		}
+		r.heartbeatElapsed = 0
+		r.broadcastHeartbeat()
+		return
+	}
+	if r.electionElapsed >= r.electionTimeout && !r.abstain {
+		r.startPreVote()
+	}
+	r.reads.expireRemote()
+}
+
+// checkQuorum steps a leader down when it has not heard from a majority for
+// an election timeout: a partitioned leader stops claiming leadership, so
+// clients go elsewhere and its lease-based refusals expire.
+func (r *Raft) checkQuorum() {
+	active := 1
+	for _, p := range r.peers {
+		if p.active {
+			active++
+		}
+		p.active = false
+	}
+	if active < r.quorum {
+		r.env.Logf("raft: leader %d heard from only %d of %d; stepping down", r.cfg.ID, active, len(r.cfg.Peers))
+		r.becomeFollower(r.term, 0)
+	}
+}
+
+func (r *Raft) resetElectionTimer() {
+	r.electionElapsed = 0
+	e := r.cfg.ElectionTicks
+	r.electionTimeout = e + r.env.Rand().IntN(e)
+}
+
+func (r *Raft) setRole(role Role, leader ID) {
+	changed := r.role != role || r.leader != leader
+	r.role, r.leader = role, leader
+	if changed && r.hooks.RoleChanged != nil {
+		r.hooks.RoleChanged(role, r.term, leader)
+	}
+}
+
+func (r *Raft) becomeFollower(term Term, leader ID) {
+	if term > r.term {
+		r.term = term
+		r.vote = 0
+		r.st.saveState()
+	}
+	r.resetElectionTimer()
+	r.votes = nil
+	wasLeader := r.role == Leader
+	r.setRole(Follower, leader)
+	if wasLeader {
+		r.reads.lostLeadership()
+	}
+}
+
+func (r *Raft) startPreVote() {
+	r.resetElectionTimer()
+	r.leader = 0
+	r.setRole(PreCandidate, 0)
+	r.votes = map[ID]bool{r.cfg.ID: true}
+	if r.tallyWon() {
+		r.startElection()
+		return
+	}
+	for _, p := range r.peers {
+		r.send(p.id, &message{typ: mVote, pre: true, term: r.term + 1, lastIndex: r.log.lastIndex(), lastTerm: r.log.lastTerm()})
+	}
+}
+
+func (r *Raft) startElection() {
+	if r.term >= MaxTerm {
+		r.env.Halt("raft: term space exhausted (zxid epochs are 32 bits)")
+		return
+	}
+	r.term++
+	r.vote = r.cfg.ID
+	r.st.saveState()
+	r.resetElectionTimer()
+	r.setRole(Candidate, 0)
+	r.votes = map[ID]bool{r.cfg.ID: true}
+	if r.tallyWon() {
+		r.becomeLeader()
+		return
+	}
+	for _, p := range r.peers {
+		r.send(p.id, &message{typ: mVote, lastIndex: r.log.lastIndex(), lastTerm: r.log.lastTerm()})
+	}
+}
+
+func (r *Raft) tallyWon() bool {
+	n := 0
+	for _, granted := range r.votes { // order-independent: counting
+		if granted {
+			n++
+		}
+	}
+	return n >= r.quorum
+}
+
+func (r *Raft) tallyLost() bool {
+	n := 0
+	for _, granted := range r.votes { // order-independent: counting
+		if !granted {
+			n++
+		}
+	}
+	return n > len(r.cfg.Peers)-r.quorum
+}
+
+func (r *Raft) stepCandidate(m *message) {
+	switch m.typ {
+	case mApp, mSnap:
+		// A leader of our term exists.
+		r.becomeFollower(m.term, m.from)
+		r.stepFollower(m)
+	case mVoteResp:
+		if m.pre != (r.role == PreCandidate) {
+			return
+		}
+		if _, dup := r.votes[m.from]; dup {
+			return
+		}
+		r.votes[m.from] = m.granted
+		switch {
+		case r.tallyWon() && r.role == PreCandidate:
+			r.startElection()
+		case r.tallyWon():
+			r.becomeLeader()
+		case r.tallyLost():
+			r.becomeFollower(r.term, 0)
+		}
+	}
+}
+
+func (r *Raft) becomeLeader() {
+	r.setRole(Leader, r.cfg.ID)
+	r.votes = nil
+	r.zxidCount = 0
+	r.electionElapsed = 0
+	for _, p := range r.peers {
+		p.next = r.log.lastIndex() + 1
+		p.match = 0
+		p.inflight = 0
+		p.probing = true
+		p.active = true
+		p.readSeq = 0
+		p.snap = nil
+	}
+	r.env.Logf("raft: %d leads term %d (last index %d)", r.cfg.ID, r.term, r.log.lastIndex())
+	r.appendLeaderEntry(EntryNoop, nil)
+	r.broadcastAppend()
+}
+
+// ---- sending ----
+
+// send encodes m and sends it to peer id once everything written so far is
+// durable: a server must never let a message carrying a term, a vote or an
+// acknowledgement outrun the disk that backs it.
+func (r *Raft) send(to ID, m *message) {
+	p := r.peerByID(to)
+	if p == nil {
+		return
+	}
+	if p.conn == 0 {
+		return // no connection: Raft tolerates the loss, the next tick retries
+	}
+	m.from = r.cfg.ID
+	if m.term == 0 {
+		m.term = r.term
+	}
+	r.st.sendDurable(p.conn, m.encode(nil))
+}
+
+// sendNow sends without waiting for the disk. Only the leader's appends and
+// heartbeats may do so: they carry entries the followers will make durable
+// themselves, and a term the leader made durable when it stood for election.
+func (r *Raft) sendNow(to ID, m *message) {
+	p := r.peerByID(to)
+	if p == nil || p.conn == 0 {
+		return
+	}
+	m.from = r.cfg.ID
+	if m.term == 0 {
+		m.term = r.term
+	}
+	r.env.Send(p.conn, m.encode(nil))
+}
+
+func (r *Raft) String() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "raft %d %v term=%d leader=%d commit=%d applied=%d last=%d", r.cfg.ID, r.role, r.term, r.leader, r.commit, r.applied, r.log.lastIndex())
+	return b.String()
+}

@@ -1,0 +1,391 @@
+package raft
+
+import (
+	"fmt"
+	"slices"
+)
+
+// ---- leader ----
+
+// snapSend is an install-snapshot in progress to one follower.
+type snapSend struct {
+	name   string // the file being streamed (a newer snapshot may replace it)
+	meta   snapMeta
+	size   int64
+	offset int64 // acknowledged bytes
+	busy   bool  // a chunk is being read or awaits its acknowledgement
+	idle   int   // ticks without progress
+}
+
+func (r *Raft) broadcastAppend() {
+	for _, p := range r.peers {
+		r.sendAppends(p)
+	}
+}
+
+// sendAppends sends what p lacks, as far as flow control allows: one probe
+// at a time while we do not know where p's log matches ours, then a pipeline
+// of up to MaxInflight messages.
+func (r *Raft) sendAppends(p *peer) {
+	for p.snap == nil && p.inflight < r.cfg.MaxInflight && !(p.probing && p.inflight > 0) {
+		if !p.probing && p.next > r.log.lastIndex() {
+			return
+		}
+		if !r.sendAppend(p, false) || p.probing {
+			return
+		}
+	}
+}
+
+// sendAppend sends one append (a heartbeat if empty) starting at p.next.
+func (r *Raft) sendAppend(p *peer, heartbeat bool) bool {
+	prev := p.next - 1
+	prevTerm, ok := r.log.term(prev)
+	if !ok {
+		r.startSnapshotSend(p)
+		return false
+	}
+	m := &message{typ: mApp, prevIndex: prev, prevTerm: prevTerm, commit: r.commit, readSeq: r.reads.seq}
+	m.commitTerm, _ = r.log.term(r.commit)
+	if !heartbeat {
+		size := 0
+		for _, e := range r.log.slice(p.next, r.log.lastIndex()) {
+			if len(m.entries) > 0 && size+len(e.Data) > r.cfg.MaxAppendBytes {
+				break
+			}
+			m.entries = append(m.entries, e)
+			size += len(e.Data) + 32
+		}
+	}
+	r.sendNow(p.id, m)
+	if len(m.entries) > 0 || p.probing {
+		p.inflight++
+	}
+	if len(m.entries) > 0 && !p.probing {
+		p.next = m.entries[len(m.entries)-1].Index + 1
+	}
+	return true
+}
+
+func (r *Raft) broadcastHeartbeat() {
+	r.commitSent = r.commit
+	for _, p := range r.peers {
+		switch {
+		case p.snap != nil:
+			if p.snap.idle++; p.snap.idle > r.cfg.ElectionTicks {
+				p.snap = nil // lost somewhere: start over
+				p.probing = true
+			}
+		case p.probing:
+			// A probe may have been lost with its connection: ask again.
+			p.inflight = 0
+			r.sendAppends(p)
+		case p.next <= r.log.lastIndex() && p.inflight < r.cfg.MaxInflight:
+			r.sendAppends(p)
+		default:
+			r.sendAppend(p, true)
+		}
+	}
+}
+
+func (r *Raft) stepLeader(m *message) {
+	p := r.peerByID(m.from)
+	if p == nil {
+		return
+	}
+	switch m.typ {
+	case mAppResp:
+		if m.readSeq > p.readSeq {
+			p.readSeq = m.readSeq
+			r.reads.acked()
+		}
+		if m.success {
+			if m.match > p.match {
+				p.match = m.match
+			}
+			p.next = max(p.next, p.match+1)
+			p.inflight = max(p.inflight-1, 0)
+			if p.probing {
+				p.probing = false
+				p.inflight = 0
+			}
+			r.maybeCommit()
+			r.sendAppends(p)
+			return
+		}
+		// Rejected: m.match is the prevIndex that did not match, m.lastIndex
+		// the follower's last entry. Answers arrive in order on one
+		// connection, so a rejection is never stale: one at or below what
+		// the follower acknowledged means it lost data it had (corruption,
+		// a wiped disk) and is being repaired. Forget its old match;
+		// lowering a match is always safe, the commit index never moves
+		// back.
+		if m.match <= p.match {
+			r.env.Logf("raft: %d no longer holds entry %d it acknowledged (its log ends at %d); repairing it", p.id, m.match, m.lastIndex)
+			p.match = 0
+		}
+		p.next = max(p.match+1, min(m.match, m.lastIndex+1))
+		p.probing = true
+		p.inflight = 0
+		r.sendAppends(p)
+	case mSnapResp:
+		r.snapshotAcked(p, m)
+	}
+}
+
+// maybeCommit advances the commit index to the highest entry of the current
+// term that a majority holds durably (the leader counts itself only up to
+// its own durable index). Entries of earlier terms commit with it (§5.4.2).
+func (r *Raft) maybeCommit() {
+	ms := make([]Index, 0, len(r.peers)+1)
+	ms = append(ms, min(r.st.durable, r.log.lastIndex()))
+	for _, p := range r.peers {
+		ms = append(ms, p.match)
+	}
+	slices.Sort(ms)
+	slices.Reverse(ms)
+	n := ms[r.quorum-1]
+	if r.cfg.Bug == BugCommitOnMinority {
+		n = ms[0]
+	}
+	if n <= r.commit {
+		return
+	}
+	if t, _ := r.log.term(n); t != r.term {
+		return
+	}
+	r.commit = n
+	if r.hooks.Committed != nil {
+		r.hooks.Committed(r.term, n)
+	}
+	r.applyCommitted()
+	r.reads.commitAdvanced()
+}
+
+// ---- snapshot sending ----
+
+func (r *Raft) startSnapshotSend(p *peer) {
+	s := &r.st
+	if s.snap.name == "" || s.snap.meta.Index < r.log.first-1 {
+		// The entries p needs are gone but no snapshot covers them yet: one
+		// is being written.
+		return
+	}
+	p.snap = &snapSend{name: s.snap.name, meta: s.snap.meta, size: s.snap.size}
+	r.sendSnapChunk(p)
+}
+
+func (r *Raft) sendSnapChunk(p *peer) {
+	ss := p.snap
+	n := int(min(int64(r.cfg.SnapshotChunk), ss.size-ss.offset))
+	ss.busy = true
+	ss.idle = 0
+	r.st.readFile(ss.name, ss.offset, n, func(data []byte, err error) {
+		if p.snap != ss || r.role != Leader {
+			return // cancelled meanwhile
+		}
+		if err != nil || len(data) != n {
+			r.env.Logf("raft: reading %s for %d: %v; will retry", ss.name, p.id, err)
+			p.snap = nil
+			return
+		}
+		r.sendNow(p.id, &message{typ: mSnap, snapIndex: ss.meta.Index, snapTerm: ss.meta.Term, snapZxid: ss.meta.Zxid,
+			offset: uint64(ss.offset), total: uint64(ss.size), done: ss.offset+int64(n) == ss.size, data: data})
+	})
+}
+
+func (r *Raft) snapshotAcked(p *peer, m *message) {
+	ss := p.snap
+	if ss == nil || m.snapIndex != ss.meta.Index {
+		return
+	}
+	switch {
+	case !m.success:
+		r.env.Logf("raft: %d refused snapshot %d at byte %d; starting over", p.id, ss.meta.Index, m.offset)
+		p.snap = nil
+		p.probing = true
+	case m.offset >= uint64(ss.size):
+		p.snap = nil
+		p.match = max(p.match, m.match)
+		p.next = p.match + 1
+		p.probing = true
+		p.inflight = 0
+		r.maybeCommit()
+		r.sendAppends(p)
+	default:
+		ss.offset = int64(m.offset)
+		r.sendSnapChunk(p)
+	}
+}
+
+// ---- follower ----
+
+func (r *Raft) stepFollower(m *message) {
+	switch m.typ {
+	case mApp:
+		r.electionElapsed = 0
+		if r.leader != m.from {
+			r.setRole(Follower, m.from)
+		}
+		r.handleAppend(m)
+	case mSnap:
+		r.electionElapsed = 0
+		if r.leader != m.from {
+			r.setRole(Follower, m.from)
+		}
+		r.handleSnapshot(m)
+	}
+}
+
+func (r *Raft) handleAppend(m *message) {
+	l := &r.log
+	reject := func() {
+		r.send(m.from, &message{typ: mAppResp, match: m.prevIndex, lastIndex: l.lastIndex(), lastTerm: l.lastTerm(), readSeq: m.readSeq})
+	}
+	prev, prevTerm, entries := m.prevIndex, m.prevTerm, m.entries
+	if prev < l.first-1 {
+		// Entries we no longer hold are in our snapshot, hence committed,
+		// hence the leader's too: skip them and check from our first.
+		k := 0
+		for k < len(entries) && entries[k].Index <= l.first-1 {
+			k++
+		}
+		entries = entries[k:]
+		prev, prevTerm = l.first-1, l.prevTerm
+	}
+	if t, ok := l.term(prev); !ok || t != prevTerm {
+		reject()
+		return
+	}
+	for i, e := range entries {
+		if e.Index <= l.lastIndex() {
+			if lt, _ := l.term(e.Index); lt == e.Term || r.cfg.Bug == BugNoTruncate {
+				continue
+			}
+			if e.Index <= r.commit {
+				panic(fmt.Sprintf("raft: %d: leader %d term %d overwrites committed entry %d (commit %d)", r.cfg.ID, m.from, m.term, e.Index, r.commit))
+			}
+			l.truncateFrom(e.Index)
+			r.st.truncated(e.Index)
+		}
+		for _, e := range entries[i:] {
+			l.append(e)
+		}
+		r.st.appendEntries(entries[i:])
+		break
+	}
+	lastNew := max(m.prevIndex+Index(len(m.entries)), l.first-1)
+	if m.commit > r.commit {
+		r.commit = max(r.commit, min(m.commit, lastNew))
+		r.applyCommitted()
+	}
+	if r.abstain && m.commitTerm == m.term && lastNew >= m.commit && m.commit > 0 {
+		// We hold the leader's log up to a commit point of its own term,
+		// so every entry committed before this leader took over. Once that
+		// is durable we may vote again.
+		r.st.clearAbstainAt = m.commit
+		r.st.maybeClearAbstain()
+	}
+	r.send(m.from, &message{typ: mAppResp, success: true, match: lastNew, readSeq: m.readSeq})
+}
+
+// snapRecv is an install-snapshot being received.
+type snapRecv struct {
+	index Index
+	total uint64
+	buf   []byte
+}
+
+func (r *Raft) handleSnapshot(m *message) {
+	s := &r.st
+	ack := func(off uint64, ok bool, match Index) {
+		r.send(m.from, &message{typ: mSnapResp, snapIndex: m.snapIndex, offset: off, success: ok, match: match})
+	}
+	if m.snapIndex <= r.commit {
+		// We already hold everything it covers.
+		s.recv = nil
+		ack(m.total, true, r.commit)
+		return
+	}
+	if m.offset == 0 {
+		s.recv = &snapRecv{index: m.snapIndex, total: m.total, buf: make([]byte, 0, m.total)}
+	}
+	rv := s.recv
+	if rv == nil || rv.index != m.snapIndex || rv.total != m.total || uint64(len(rv.buf)) != m.offset || m.offset+uint64(len(m.data)) > m.total {
+		s.recv = nil
+		ack(m.offset, false, 0)
+		return
+	}
+	rv.buf = append(rv.buf, m.data...)
+	if !m.done {
+		ack(uint64(len(rv.buf)), true, 0)
+		return
+	}
+	s.recv = nil
+	meta, data, err := decodeSnapshot(rv.buf)
+	if err != nil || meta.Index != m.snapIndex || uint64(len(rv.buf)) != m.total {
+		r.env.Logf("raft: snapshot %d from %d is damaged: %v", m.snapIndex, m.from, err)
+		ack(0, false, 0)
+		return
+	}
+	r.installSnapshot(meta, data, func() { ack(m.total, true, meta.Index) })
+}
+
+// installSnapshot replaces the state machine and the log up to meta.Index.
+// Following entries are kept if the log agrees with the snapshot at its
+// index (they may be acknowledged, so dropping them could lose a commit);
+// otherwise the whole log goes.
+func (r *Raft) installSnapshot(meta snapMeta, data []byte, done func()) {
+	l := &r.log
+	s := &r.st
+	t, ok := l.term(meta.Index)
+	retain := ok && t == meta.Term && meta.Index >= l.first
+	meta.VoidsOlderLog = !retain
+	meta.WALSeq = 1
+	if n := len(s.segs); n > 0 {
+		meta.WALSeq = s.segs[n-1].seq + 1
+	}
+	if err := r.sm.Restore(data, meta.Index, meta.Zxid); err != nil {
+		r.env.Halt(fmt.Sprintf("raft: restoring snapshot %d: %v", meta.Index, err))
+		return
+	}
+	if retain {
+		l.snapIndex, l.snapTerm, l.snapZxid = meta.Index, meta.Term, meta.Zxid
+		l.compact(meta.Index)
+	} else {
+		l.reset(meta.Index, meta.Term, meta.Zxid)
+		s.truncated(meta.Index + 1)
+		s.pending = s.pending[:0]
+		s.pendingFirst, s.pendingLast = 0, 0
+		s.pendingEntries = s.inflightEntries
+	}
+	r.commit = max(r.commit, meta.Index)
+	r.applied = meta.Index
+	s.snapshotting = true
+	s.writeSnapshot(meta, encodeSnapshot(meta, data), func() {
+		s.snapshotting = false
+		s.durable = max(s.durable, meta.Index)
+		s.dropOldSegments()
+		r.env.Logf("raft: %d installed snapshot %d (term %d, kept %d entries after it)", r.cfg.ID, meta.Index, meta.Term, l.lastIndex()-meta.Index)
+		done()
+	})
+	// Everything written from now on goes to a new segment, sequence
+	// meta.WALSeq, which the disk's FIFO writes after the snapshot is
+	// durable; older segments' entries past the snapshot are void if the
+	// log was discarded.
+	s.rotate = true
+	s.saveState()
+	r.applyCommitted()
+}
+
+// ---- applying ----
+
+func (r *Raft) applyCommitted() {
+	for r.applied < r.commit && r.applied < r.log.lastIndex() {
+		i := r.applied + 1
+		r.sm.Apply(r.log.at(i))
+		r.applied = i
+	}
+	r.reads.applied()
+	r.st.maybeSnapshot()
+}

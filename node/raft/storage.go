@@ -1,0 +1,699 @@
+package raft
+
+import (
+	"cmp"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+
+	"herd/node"
+)
+
+// storage is the server's disk: the WAL writer (group commit), recovery, and
+// snapshot files. Every operation goes through Env.Disk; completions come
+// back through diskDone, which runs the callback registered for the op.
+type storage struct {
+	r   *Raft
+	dir string
+	ops map[node.OpID]func(ev node.Event)
+
+	open bool // recovery is done; the writer may write
+
+	// segments on disk, oldest first; the last is the one being written.
+	segs []segFile
+	size int64 // bytes written to the last segment (sector aligned)
+	// batches counts the batches in the last segment: the next batch's
+	// sequence number.
+	batches uint64
+	rotate  bool // start a new segment at the next flush
+
+	// The batch being assembled: records not yet written, and messages
+	// that must wait until they are durable.
+	pending      []byte
+	pendingFirst Index // first entry index in pending (0: none)
+	pendingLast  Index // last entry index in pending (0: none)
+	deferred     []deferredSend
+	// pendingEntries counts entries not yet durable, for Config.MaxPending.
+	pendingEntries int
+
+	// The batch written and not yet synced (at most one).
+	inflight        bool
+	inflightLast    Index
+	inflightEntries int
+	barrier         node.OpID // its sync (or syncdir); a send may wait on it
+
+	// durable is the last index up to which the log held in memory is
+	// known to be on disk.
+	durable Index
+	// Hard state copies: stateSeq numbers them; fileState is what the state
+	// file holds (or will, once the batch that writes it is durable).
+	stateSeq   uint64
+	fileState  hardState
+	fileExists bool
+	stateDirty bool
+	// clearAbstainAt: once durable reaches it, the server stops abstaining.
+	clearAbstainAt Index
+
+	snap         segSnap // the newest durable snapshot file
+	snapshotting bool
+	recv         *snapRecv
+}
+
+type segFile struct {
+	name  string
+	seq   uint64
+	first Index
+}
+
+type segSnap struct {
+	name string
+	meta snapMeta
+	size int64
+}
+
+type deferredSend struct {
+	conn node.ConnID
+	data []byte
+}
+
+func (s *storage) init(r *Raft) {
+	s.r = r
+	s.dir = r.cfg.Dir
+	s.ops = make(map[node.OpID]func(node.Event))
+}
+
+func (s *storage) path(name string) string { return s.dir + "/" + name }
+
+// do submits op; cb (if any) runs on completion. Without a callback a
+// failure halts the server: a write or fsync that failed may have lost data,
+// and after fsyncgate nothing later can be trusted.
+func (s *storage) do(op node.DiskOp, cb func(ev node.Event)) node.OpID {
+	id := s.r.env.Disk(op)
+	if id == 0 {
+		return 0 // halted
+	}
+	if cb != nil {
+		s.ops[id] = cb
+	}
+	return id
+}
+
+func (s *storage) diskDone(ev node.Event) bool {
+	cb, ok := s.ops[ev.Op]
+	if ok {
+		delete(s.ops, ev.Op)
+		cb(ev)
+		return true
+	}
+	if ev.Err != nil {
+		s.r.env.Halt(fmt.Sprintf("raft: %v failed: %v", ev.OpKind, ev.Err))
+	}
+	return true // every disk op of this node's core is raft's
+}
+
+// ---- writing ----
+
+func (s *storage) appendEntries(es []Entry) {
+	for i := range es {
+		e := &es[i]
+		if s.pendingFirst == 0 {
+			s.pendingFirst = e.Index
+		}
+		s.pending = appendEntryRec(s.pending, e)
+		s.pendingLast = e.Index
+		s.pendingEntries++
+	}
+}
+
+// saveState queues the current hard state for the next batch, and for the
+// state file if term, vote or abstain changed.
+func (s *storage) saveState() {
+	s.pending = appendStateRec(s.pending, s.nextState())
+}
+
+func (s *storage) nextState() hardState {
+	r := s.r
+	s.stateSeq++
+	h := hardState{Seq: s.stateSeq, Term: r.term, Vote: r.vote, Commit: r.commit, Abstain: r.abstain}
+	f := s.fileState
+	if h.Term != f.Term || h.Vote != f.Vote || h.Abstain != f.Abstain || !s.fileExists {
+		s.stateDirty = true
+	}
+	return h
+}
+
+// writeStateFile writes the current hard state to the state file and
+// returns the op after which it is durable.
+func (s *storage) writeStateFile(cb func(node.Event)) node.OpID {
+	r := s.r
+	s.stateSeq++
+	h := hardState{Seq: s.stateSeq, Term: r.term, Vote: r.vote, Commit: r.commit, Abstain: r.abstain}
+	off, slot := encodeStateSlot(h)
+	s.do(node.WriteOp(s.path(stateFile), off, slot), nil)
+	s.fileState = h
+	s.stateDirty = false
+	if s.fileExists {
+		return s.do(node.SyncOp(s.path(stateFile)), cb)
+	}
+	s.fileExists = true
+	s.do(node.SyncOp(s.path(stateFile)), nil)
+	return s.do(node.SyncDirOp(s.dir), cb)
+}
+
+// truncated records that the log dropped entries from i on: they are no
+// longer durable, whatever the disk holds.
+func (s *storage) truncated(i Index) {
+	s.durable = min(s.durable, i-1)
+	s.inflightLast = min(s.inflightLast, i-1)
+	if s.pendingLast >= i {
+		// Their records stay in the batch; the replacements written after
+		// them win on replay. Only the bookkeeping moves back.
+		s.pendingLast = i - 1
+	}
+}
+
+// sendDurable sends data on conn once everything written so far is durable.
+func (s *storage) sendDurable(conn node.ConnID, data []byte) {
+	if s.r.cfg.Bug == BugAckBeforeDurable && s.open {
+		s.r.env.Send(conn, data)
+		return
+	}
+	switch {
+	case len(s.pending) > 0 || !s.open:
+		s.deferred = append(s.deferred, deferredSend{conn, data})
+	case s.inflight:
+		s.r.env.SendAfter(conn, data, s.barrier)
+	default:
+		s.r.env.Send(conn, data)
+	}
+}
+
+// flush writes the pending batch unless one is already in flight: records
+// that arrive during an fsync share the next one (group commit).
+func (s *storage) flush() {
+	if !s.open || s.inflight || (len(s.pending) == 0 && len(s.deferred) == 0) {
+		return
+	}
+	if len(s.pending) == 0 {
+		// Messages waited only for a batch that has since become durable.
+		for _, d := range s.deferred {
+			s.r.env.Send(d.conn, d.data)
+		}
+		s.deferred = s.deferred[:0]
+		return
+	}
+	r := s.r
+	if s.rotate || s.size >= r.cfg.SegmentBytes {
+		first := r.log.lastIndex() + 1
+		if s.pendingFirst != 0 {
+			// Pending entries below the log's first are in a snapshot; the
+			// segment need not claim them.
+			first = max(min(first, s.pendingFirst), r.log.first)
+		}
+		s.startSegment(first)
+	}
+	batch := encodeBatch(s.batches, s.pending)
+	seg := s.segs[len(s.segs)-1]
+	s.do(node.WriteOp(s.path(seg.name), s.size, batch), nil)
+	cb := s.synced
+	if s.stateDirty {
+		cb = nil // the state file's sync comes last and carries the callback
+	}
+	if s.batches == 0 {
+		// A new file's name is durable only once its directory is synced.
+		s.do(node.SyncOp(s.path(seg.name)), nil)
+		s.barrier = s.do(node.SyncDirOp(s.dir), cb)
+	} else {
+		s.barrier = s.do(node.SyncOp(s.path(seg.name)), cb)
+	}
+	if s.stateDirty {
+		s.barrier = s.writeStateFile(s.synced)
+	}
+	s.size += int64(len(batch))
+	s.batches++
+	s.inflight = true
+	s.inflightLast = s.pendingLast
+	s.inflightEntries = s.pendingEntries
+	for _, d := range s.deferred {
+		r.env.SendAfter(d.conn, d.data, s.barrier)
+	}
+	s.deferred = s.deferred[:0]
+	s.pending = s.pending[:0]
+	s.pendingFirst, s.pendingLast = 0, 0
+}
+
+// startSegment begins a new segment file whose log starts at first. Its
+// first batch opens with the segment record and the hard state, so every
+// segment is self-describing and the oldest can be deleted.
+func (s *storage) startSegment(first Index) {
+	r := s.r
+	seq := uint64(1)
+	if n := len(s.segs); n > 0 {
+		seq = s.segs[n-1].seq + 1
+	}
+	prevTerm, ok := r.log.term(first - 1)
+	if !ok {
+		panic(fmt.Sprintf("raft: new segment at %d but the term of %d is unknown", first, first-1))
+	}
+	prevZxid := r.log.prevZxid
+	if first-1 >= r.log.first {
+		prevZxid = r.log.at(first - 1).Zxid
+	}
+	head := appendSegmentRec(nil, segmentInfo{Seq: seq, FirstIndex: first, PrevTerm: prevTerm, PrevZxid: prevZxid})
+	head = appendStateRec(head, s.nextState())
+	s.pending = append(head, s.pending...)
+	s.segs = append(s.segs, segFile{name: segmentName(seq, first), seq: seq, first: first})
+	s.size = 0
+	s.batches = 0
+	s.rotate = false
+}
+
+func (s *storage) synced(ev node.Event) {
+	if ev.Err != nil {
+		s.r.env.Halt(fmt.Sprintf("raft: wal %v failed: %v", ev.OpKind, ev.Err))
+		return
+	}
+	r := s.r
+	s.inflight = false
+	s.pendingEntries -= s.inflightEntries
+	s.inflightEntries = 0
+	if s.inflightLast > s.durable {
+		s.durable = s.inflightLast
+	}
+	s.maybeClearAbstain()
+	if r.role == Leader {
+		r.maybeCommit()
+	}
+	s.flush()
+}
+
+// maybeClearAbstain ends abstention once the log a leader vouched for is
+// durable here.
+func (s *storage) maybeClearAbstain() {
+	r := s.r
+	if s.clearAbstainAt != 0 && s.durable >= s.clearAbstainAt {
+		s.clearAbstainAt = 0
+		r.abstain = false
+		r.env.Logf("raft: %d caught up; it votes again", r.cfg.ID)
+		s.saveState()
+	}
+}
+
+// ---- snapshots ----
+
+// maybeSnapshot takes a snapshot once enough entries were applied.
+func (s *storage) maybeSnapshot() {
+	r := s.r
+	if !s.open || s.snapshotting || s.recv != nil || r.applied < s.snap.meta.Index+Index(r.cfg.SnapshotEvery) {
+		return
+	}
+	s.takeSnapshot()
+}
+
+func (s *storage) takeSnapshot() {
+	r := s.r
+	meta := snapMeta{Index: r.applied}
+	if t, ok := r.log.term(r.applied); ok {
+		meta.Term = t
+	}
+	if r.applied >= r.log.first {
+		meta.Zxid = r.log.at(r.applied).Zxid
+	} else {
+		meta.Zxid = r.log.prevZxid
+	}
+	file := encodeSnapshot(meta, r.sm.Snapshot())
+	s.snapshotting = true
+	s.writeSnapshot(meta, file, func() {
+		s.snapshotting = false
+		r.log.snapIndex, r.log.snapTerm, r.log.snapZxid = meta.Index, meta.Term, meta.Zxid
+		keep := Index(r.cfg.SnapshotKeep)
+		if meta.Index > keep {
+			r.log.compact(meta.Index - keep)
+		}
+		s.rotate = true
+		s.dropOldSegments()
+	})
+}
+
+// writeSnapshot makes file the durable snapshot, then calls done.
+func (s *storage) writeSnapshot(meta snapMeta, file []byte, done func()) {
+	name := snapshotName(meta.Index)
+	tmp := s.path(name + ".tmp")
+	s.do(node.WriteOp(tmp, 0, file), nil)
+	s.do(node.SyncOp(tmp), nil)
+	s.do(node.RenameOp(tmp, s.path(name)), nil)
+	s.do(node.SyncDirOp(s.dir), func(ev node.Event) {
+		if ev.Err != nil {
+			s.r.env.Halt("raft: snapshot syncdir failed: " + ev.Err.Error())
+			return
+		}
+		old := s.snap.name
+		s.snap = segSnap{name: name, meta: meta, size: int64(len(file))}
+		if old != "" && old != name {
+			s.do(node.RemoveOp(s.path(old)), ignoreErr)
+		}
+		done()
+	})
+}
+
+func ignoreErr(node.Event) {}
+
+// dropOldSegments removes segments whose entries are all in the snapshot.
+func (s *storage) dropOldSegments() {
+	keep := s.segs[:0]
+	removed := false
+	for k, seg := range s.segs {
+		if k+1 < len(s.segs) && s.segs[k+1].first-1 <= s.snap.meta.Index {
+			s.do(node.RemoveOp(s.path(seg.name)), ignoreErr)
+			removed = true
+			continue
+		}
+		keep = append(keep, seg)
+	}
+	clear(s.segs[len(keep):])
+	s.segs = keep
+	if removed {
+		s.do(node.SyncDirOp(s.dir), nil)
+	}
+}
+
+// readFile reads bytes [off, off+n) of a file in the raft directory.
+func (s *storage) readFile(name string, off int64, n int, cb func(data []byte, err error)) {
+	s.do(node.ReadOp(s.path(name), off, n), func(ev node.Event) { cb(ev.Data, ev.Err) })
+}
+
+// ---- recovery ----
+
+// recover reads the disk: the newest valid snapshot, then every segment,
+// replaying entries and hard state; damage is truncated, and damage that may
+// have lost acknowledged data makes the server abstain until repaired.
+func (s *storage) recover() {
+	s.do(node.MkdirOp(s.dir), func(ev node.Event) {
+		switch {
+		case ev.Err == nil:
+			// A new directory's name must be durable before anything in it.
+			s.do(node.SyncDirOp(node.Dir(s.dir)), nil)
+		case !errors.Is(ev.Err, node.ErrExist):
+			s.r.env.Halt("raft: cannot create " + s.dir + ": " + ev.Err.Error())
+			return
+		}
+		s.do(node.ListOp(s.dir), s.listed)
+	})
+}
+
+type recovery struct {
+	state    []byte // the state file, if any
+	hasState bool
+	snaps    []node.DirEntry // newest first
+	segs     []segFile
+	sizes    map[string]int64
+	segData  [][]byte
+	snapFile []byte
+	snapMeta snapMeta
+	snapName string
+	lossy    []string // why data may have been lost
+}
+
+func (s *storage) listed(ev node.Event) {
+	if ev.Err != nil {
+		s.r.env.Halt("raft: cannot list " + s.dir + ": " + ev.Err.Error())
+		return
+	}
+	rc := &recovery{sizes: map[string]int64{}}
+	for _, e := range ev.Entries {
+		rc.sizes[e.Name] = e.Size
+		switch {
+		case strings.HasSuffix(e.Name, ".tmp"):
+			s.do(node.RemoveOp(s.path(e.Name)), ignoreErr)
+		case strings.HasPrefix(e.Name, "snap-"):
+			if _, ok := parseSnapshotName(e.Name); ok {
+				rc.snaps = append(rc.snaps, e)
+			}
+		case strings.HasPrefix(e.Name, "wal-"):
+			if seq, first, ok := parseSegmentName(e.Name); ok {
+				rc.segs = append(rc.segs, segFile{name: e.Name, seq: seq, first: first})
+			}
+		}
+	}
+	slices.SortFunc(rc.snaps, func(a, b node.DirEntry) int { return strings.Compare(b.Name, a.Name) })
+	slices.SortFunc(rc.segs, func(a, b segFile) int { return cmp.Compare(a.seq, b.seq) })
+	size, ok := rc.sizes[stateFile]
+	if !ok {
+		s.loadSnapshot(rc, 0)
+		return
+	}
+	rc.hasState = true
+	s.readWhole(s.path(stateFile), size, func(data []byte, err error) {
+		if err != nil {
+			s.r.env.Halt(fmt.Sprintf("raft: reading %s: %v", stateFile, err))
+			return
+		}
+		rc.state = data
+		s.loadSnapshot(rc, 0)
+	})
+}
+
+// readWhole reads a file of the given size in chunks the contract allows.
+func (s *storage) readWhole(path string, size int64, cb func(data []byte, err error)) {
+	buf := make([]byte, 0, size)
+	var next func()
+	next = func() {
+		if int64(len(buf)) >= size {
+			cb(buf, nil)
+			return
+		}
+		n := int(min(size-int64(len(buf)), 16<<20))
+		s.do(node.ReadOp(path, int64(len(buf)), n), func(ev node.Event) {
+			if ev.Err != nil {
+				cb(nil, ev.Err)
+				return
+			}
+			if len(ev.Data) == 0 {
+				cb(buf, nil) // shorter than listed
+				return
+			}
+			buf = append(buf, ev.Data...)
+			next()
+		})
+	}
+	next()
+}
+
+func (s *storage) loadSnapshot(rc *recovery, i int) {
+	if i == len(rc.snaps) {
+		s.loadSegment(rc, 0)
+		return
+	}
+	e := rc.snaps[i]
+	s.readWhole(s.path(e.Name), e.Size, func(data []byte, err error) {
+		if err != nil {
+			s.r.env.Halt(fmt.Sprintf("raft: reading %s: %v", e.Name, err))
+			return
+		}
+		meta, _, derr := decodeSnapshot(data)
+		if idx, _ := parseSnapshotName(e.Name); derr == nil && meta.Index == idx {
+			rc.snapFile, rc.snapMeta, rc.snapName = data, meta, e.Name
+			s.loadSegment(rc, 0)
+			return
+		}
+		rc.lossy = append(rc.lossy, fmt.Sprintf("snapshot %s is damaged (%v)", e.Name, derr))
+		s.do(node.RemoveOp(s.path(e.Name)), ignoreErr)
+		s.loadSnapshot(rc, i+1)
+	})
+}
+
+func (s *storage) loadSegment(rc *recovery, k int) {
+	if k == len(rc.segs) {
+		s.replay(rc)
+		return
+	}
+	seg := rc.segs[k]
+	s.readWhole(s.path(seg.name), rc.sizes[seg.name], func(data []byte, err error) {
+		if err != nil {
+			s.r.env.Halt(fmt.Sprintf("raft: reading %s: %v", seg.name, err))
+			return
+		}
+		rc.segData = append(rc.segData, data)
+		s.loadSegment(rc, k+1)
+	})
+}
+
+func (s *storage) replay(rc *recovery) {
+	r := s.r
+	l := &r.log
+	l.reset(rc.snapMeta.Index, rc.snapMeta.Term, rc.snapMeta.Zxid)
+	var hs hardState
+	kept := 0 // segments that stay
+	cut := -1 // segment to truncate at cutAt
+	var cutAt int64
+	for k, data := range rc.segData {
+		seg := rc.segs[k]
+		sc := scanSegment(data, k == len(rc.segData)-1)
+		ok := s.replaySegment(rc, seg, sc.records, &hs)
+		if !ok {
+			break
+		}
+		kept = k + 1
+		if sc.damaged {
+			if sc.lossy {
+				rc.lossy = append(rc.lossy, seg.name+": "+sc.why)
+			} else {
+				r.env.Logf("raft: %s: %s; truncating", seg.name, sc.why)
+			}
+			cut, cutAt = k, sc.validEnd
+			break
+		}
+	}
+	if bad := l.verify(); bad != 0 {
+		// The records that should have cut a stale suffix were lost.
+		rc.lossy = append(rc.lossy, fmt.Sprintf("the replayed log is out of order at entry %d", bad))
+		l.truncateFrom(bad)
+	}
+	// The hard state is the newest intact copy, from the WAL or the state
+	// file: corruption of either must not make the server forget a vote.
+	if rc.hasState {
+		fh, valid := decodeStateFile(rc.state)
+		if valid == 0 {
+			rc.lossy = append(rc.lossy, "both slots of the state file are damaged")
+		} else if fh.Seq > hs.Seq {
+			hs = fh
+		}
+		s.fileExists = true
+	}
+	s.stateSeq = hs.Seq
+	r.term, r.vote, r.abstain = hs.Term, hs.Vote, hs.Abstain
+	if len(rc.segs) == 0 && rc.snapName == "" && !rc.hasState && r.cfg.Rejoin {
+		rc.lossy = append(rc.lossy, "started empty with Rejoin: the disk was wiped")
+	}
+	if len(rc.lossy) > 0 {
+		r.abstain = true
+		r.env.Logf("raft: %d may have lost acknowledged data (%s); abstaining from elections until a leader repairs it",
+			r.cfg.ID, strings.Join(rc.lossy, "; "))
+	}
+	// Make the hard state, abstention included, durable before destroying
+	// any evidence of damage: a crash in between must not leave a server
+	// that neither remembers the damage nor abstains.
+	s.writeStateFile(nil)
+
+	// Segments after the damage hold data written after it: it cannot be
+	// trusted, and the log was already cut before it.
+	for _, seg := range rc.segs[kept:] {
+		s.do(node.RemoveOp(s.path(seg.name)), ignoreErr)
+	}
+	if cut >= 0 {
+		name := s.path(rc.segs[cut].name)
+		s.do(node.TruncateOp(name, cutAt), nil)
+		s.do(node.SyncOp(name), nil)
+	}
+	// What we read may never have reached the disk: a process that was
+	// killed leaves its unsynced writes in the page cache, and the next
+	// incarnation reads them back as if durable. Sync everything we build
+	// on before writing anything after it (the disk's FIFO then orders
+	// every later acknowledgement behind these).
+	for _, seg := range rc.segs[:kept] {
+		s.do(node.SyncOp(s.path(seg.name)), nil)
+	}
+	if rc.snapName != "" {
+		s.do(node.SyncOp(s.path(rc.snapName)), nil)
+	}
+	s.do(node.SyncDirOp(s.dir), nil)
+	s.segs = append(s.segs[:0], rc.segs[:kept]...)
+
+	if rc.snapName != "" {
+		_, data, _ := decodeSnapshot(rc.snapFile)
+		if err := r.sm.Restore(data, rc.snapMeta.Index, rc.snapMeta.Zxid); err != nil {
+			r.env.Halt(fmt.Sprintf("raft: restoring snapshot %s: %v", rc.snapName, err))
+			return
+		}
+		s.snap = segSnap{name: rc.snapName, meta: rc.snapMeta, size: int64(len(rc.snapFile))}
+	}
+	r.applied = rc.snapMeta.Index
+	r.commit = r.applied
+	if len(rc.lossy) == 0 {
+		// The commit hint speaks of the log it was written with; after
+		// damage the log that remains may hold other entries at those
+		// indexes, so it is only trusted when nothing was lost.
+		r.commit = max(r.applied, min(hs.Commit, l.lastIndex()))
+	}
+	s.durable = l.lastIndex()
+
+	// Everything written from now on goes into a fresh segment: never
+	// append to a file whose tail was damaged.
+	s.open = true
+	s.rotate = true
+	s.saveState()
+	r.env.Logf("raft: %d recovered: term %d, vote %d, snapshot %d, log [%d, %d], commit %d, abstain %v",
+		r.cfg.ID, r.term, r.vote, l.snapIndex, l.first, l.lastIndex(), r.commit, r.abstain)
+	r.ready = true
+	r.resetElectionTimer()
+	r.role = Follower
+	r.applyCommitted()
+	for _, p := range r.peers {
+		p.conn = r.env.Dial(p.addr)
+	}
+	r.env.SetTimer(timerTick, r.cfg.Tick)
+	s.flush()
+	if r.hooks.Ready != nil {
+		r.hooks.Ready()
+	}
+}
+
+// replaySegment applies one segment's records to the log. It returns false
+// if the segment cannot be used (it does not continue the log), which is
+// data loss.
+func (s *storage) replaySegment(rc *recovery, seg segFile, recs []record, hs *hardState) bool {
+	l := &s.r.log
+	if rc.snapMeta.VoidsOlderLog && seg.seq < rc.snapMeta.WALSeq {
+		// Written before an installed snapshot replaced the log: only its
+		// hard state still counts.
+		for _, rec := range recs {
+			if rec.state != nil && rec.state.Seq >= hs.Seq {
+				*hs = *rec.state
+			}
+		}
+		return true
+	}
+	if len(recs) == 0 || recs[0].seg == nil || recs[0].seg.Seq != seg.seq || recs[0].seg.FirstIndex != seg.first {
+		rc.lossy = append(rc.lossy, seg.name+": missing or wrong segment header")
+		return false
+	}
+	si := recs[0].seg
+	switch {
+	case si.FirstIndex > l.lastIndex()+1:
+		rc.lossy = append(rc.lossy, fmt.Sprintf("%s starts at %d but the log ends at %d: entries are missing", seg.name, si.FirstIndex, l.lastIndex()))
+		return false
+	case si.FirstIndex > l.first-1:
+		// A segment starts where its log started: anything after that
+		// point from older segments was superseded (a recovery that cut a
+		// damaged tail). Its PrevTerm is not checked against the entry
+		// before it: a conflict resolved inside this segment may have
+		// replaced that entry since.
+		l.truncateFrom(si.FirstIndex)
+	}
+	for _, rec := range recs[1:] {
+		switch {
+		case rec.state != nil:
+			if rec.state.Seq >= hs.Seq {
+				*hs = *rec.state
+			}
+		case rec.entry != nil:
+			// An entry record means the log was cut before it and the entry
+			// appended, so it supersedes every entry after it written
+			// earlier, even when the entry itself is in the snapshot.
+			e := *rec.entry
+			if e.Index < l.first {
+				l.truncateFrom(l.first)
+				continue
+			}
+			if e.Index > l.lastIndex()+1 {
+				rc.lossy = append(rc.lossy, fmt.Sprintf("%s: entry %d after %d", seg.name, e.Index, l.lastIndex()))
+				return false
+			}
+			l.truncateFrom(e.Index)
+			e.Data = append([]byte(nil), e.Data...)
+			l.appendReplayed(e)
+		}
+	}
+	return true
+}
