@@ -45,6 +45,7 @@ func newNemesis(w *World, profile FaultProfile) *nemesis {
 	add("disk-errors", f.DiskErrors, nm.diskErrors)
 	add("corruption", f.Corruption, nm.corruption)
 	add("misdirect", f.Misdirect, nm.misdirect)
+	add("wipe", f.Wipe, nm.wipe)
 	for _, k := range nm.kinds {
 		k.schedule()
 	}
@@ -326,6 +327,28 @@ func (nm *nemesis) misdirect() {
 		n.FS.MisdirectNextWrite()
 		nm.w.note("misdirect next write on %s", n.Name)
 	}
+}
+
+// WipeAware scenarios learn when a server's disk was replaced, so they can
+// restart it the way an operator would (herd's Rejoin).
+type WipeAware interface {
+	Wiped(n *Node)
+}
+
+// wipe replaces a server's disk with a blank one: the machine loses power,
+// its disk is swapped, and it comes back empty.
+func (nm *nemesis) wipe() {
+	n := nm.corruptible()
+	if n == nil {
+		return
+	}
+	nm.w.note("wipe %s", n.Name)
+	if wa, ok := nm.w.checks.(WipeAware); ok {
+		wa.Wiped(n)
+	}
+	n.Crash()
+	n.FS = disk.NewSimFS()
+	nm.after(nm.w.params.Faults.Downtime.draw(nm.rng), n.Restart)
 }
 
 // heal ends the safety phase: no new faults, every node running, every link

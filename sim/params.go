@@ -63,18 +63,19 @@ type FaultProfile struct {
 	DiskErrors bool // EIO on read, write and sync for a while
 	Corruption bool // bit flips in durable data
 	Misdirect  bool // a write lands at the wrong offset
+	Wipe       bool // a server's disk is replaced by a blank one
 	// Clients lets crash, kill and pause hit client nodes too.
 	Clients bool
 }
 
 // AllFaults enables everything.
 var AllFaults = FaultProfile{Crash: true, Kill: true, Pause: true, Clock: true, Partition: true,
-	Clog: true, ConnReset: true, DiskErrors: true, Corruption: true, Misdirect: true}
+	Clog: true, ConnReset: true, DiskErrors: true, Corruption: true, Misdirect: true, Wipe: true}
 
 // FaultRates gives the mean time between injections of each fault in the
 // safety phase; zero turns a fault off.
 type FaultRates struct {
-	Crash, Kill, Pause, Clock, Partition, Clog, ConnReset, DiskErrors, Corruption, Misdirect time.Duration
+	Crash, Kill, Pause, Clock, Partition, Clog, ConnReset, DiskErrors, Corruption, Misdirect, Wipe time.Duration
 	// Downtime is how long a crashed or killed node stays down; Outage how
 	// long a partition, pause, clog or disk-error window lasts.
 	Downtime, Outage Latency
@@ -140,6 +141,7 @@ func DefaultParams(p FaultProfile) Params {
 	set(p.DiskErrors, &r.DiskErrors, 8*time.Second)
 	set(p.Corruption, &r.Corruption, 10*time.Second)
 	set(p.Misdirect, &r.Misdirect, 20*time.Second)
+	set(p.Wipe, &r.Wipe, 20*time.Second)
 	prm.Faults = r
 	return prm
 }
@@ -188,6 +190,7 @@ func SwarmParams(seed uint64, p FaultProfile) Params {
 	maybe(p.DiskErrors, &f.DiskErrors)
 	maybe(p.Corruption, &f.Corruption)
 	maybe(p.Misdirect, &f.Misdirect)
+	maybe(p.Wipe, &f.Wipe)
 	return prm
 }
 

@@ -6,6 +6,7 @@ import (
 
 	"github.com/cespare/xxhash/v2"
 
+	"herd/node"
 	"herd/node/raft"
 	"herd/node/replog"
 )
@@ -20,7 +21,10 @@ var consensusBugs = map[string]string{
 	raft.BugCommitOnMinority: "the leader commits an entry once any one server has it: a committed entry can be lost",
 	raft.BugAckBeforeDurable: "followers acknowledge appends and grant votes before their WAL batch is on disk",
 	raft.BugNoTruncate:       "a follower keeps the entries it holds at the leader's indexes without comparing terms, and acknowledges them",
+	bugWipedVotes:            "a server whose disk was replaced is restarted without Rejoin and votes with an empty log",
 }
+
+const bugWipedVotes = "wiped-votes"
 
 func init() {
 	Register(&Scenario{
@@ -65,6 +69,7 @@ type consensusChecks struct {
 	starting    []int // counted at the start of the recovery in progress
 	seen        []int
 	lastAbstain []bool
+	wiped       []bool // the disk was replaced: restart in Rejoin mode
 }
 
 type applyPos struct {
@@ -90,6 +95,7 @@ func buildConsensus(w *World) Checks {
 	cc.starting = make([]int, nServers)
 	cc.seen = make([]int, nServers)
 	cc.lastAbstain = make([]bool, nServers)
+	cc.wiped = make([]bool, nServers)
 	for i := range nServers {
 		i := i
 		name := fmt.Sprintf("s%d", i+1)
@@ -113,12 +119,20 @@ func buildConsensus(w *World) Checks {
 			OnReady: func() {
 				// Only a recovery that finished has looked at the damage.
 				cc.seen[i] = cc.starting[i]
+				cc.wiped[i] = false
 				if s := cc.server(i); s != nil {
 					cc.lastAbstain[i] = s.Raft().Status().Abstain
 				}
 			},
 		}
-		cc.servers = append(cc.servers, w.AddNode(NodeSpec{Name: name, Listen: []string{peers[i].Addr, clientAddrs[i]}, Factory: replog.NewServer(cfg)}))
+		factory := func(env node.Env) node.Machine {
+			c := cfg
+			// An operator says so when replacing a disk (the planted bug
+			// forgets to).
+			c.Raft.Rejoin = cc.wiped[i] && w.Bug != bugWipedVotes
+			return replog.NewServer(c)(env)
+		}
+		cc.servers = append(cc.servers, w.AddNode(NodeSpec{Name: name, Listen: []string{peers[i].Addr, clientAddrs[i]}, Factory: factory}))
 	}
 	for i := range 3 {
 		name := fmt.Sprintf("c%d", i+1)
@@ -283,7 +297,7 @@ func (cc *consensusChecks) readDone(client string, id uint64, r replog.Response)
 // it (TigerBeetle's fault atlas does the same).
 func (cc *consensusChecks) MayCorrupt(*Node) bool {
 	for j, n := range cc.servers {
-		if n.FS.MisdirectPending() || len(n.FS.Corruptions()) > cc.seen[j] {
+		if n.FS.MisdirectPending() || len(n.FS.Corruptions()) > cc.seen[j] || cc.wiped[j] {
 			return false
 		}
 		abstain := cc.lastAbstain[j] // down or still recovering: what its last recovery found
@@ -295,6 +309,16 @@ func (cc *consensusChecks) MayCorrupt(*Node) bool {
 		}
 	}
 	return true
+}
+
+// Wiped records a replaced disk: the server restarts in Rejoin mode and
+// counts as damaged until a recovery has seen the empty disk.
+func (cc *consensusChecks) Wiped(n *Node) {
+	for j, o := range cc.servers {
+		if o == n {
+			cc.wiped[j] = true
+		}
+	}
 }
 
 // Converged: one leader, everyone recovered, voting, and caught up to the

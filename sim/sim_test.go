@@ -45,7 +45,7 @@ func TestDemoSeedsPass(t *testing.T) {
 	for _, sc := range []struct {
 		name  string
 		seeds uint64
-	}{{"demo", 100}, {"demo-busy", 10}, {"demo-idle", 2}} {
+	}{{"demo", 100}, {"demo-busy", 10}, {"demo-idle", 2}, {"consensus", 40}} {
 		for seed := uint64(1000); seed < 1000+sc.seeds; seed++ {
 			r := Run(Options{Seed: seed, Scenario: sc.name, Swarm: true})
 			if !r.OK() {
@@ -55,25 +55,29 @@ func TestDemoSeedsPass(t *testing.T) {
 	}
 }
 
-// TestPlantedBugsAreCaught proves the demo's checkers bite: each planted bug
-// must be reported as a correctness failure within a bounded number of seeds.
+// TestPlantedBugsAreCaught proves the checkers bite: every planted bug of
+// the demo and consensus scenarios must be reported as a correctness
+// failure within a bounded number of seeds.
 func TestPlantedBugsAreCaught(t *testing.T) {
 	const maxSeeds = 300
-	for bug := range demoBugs {
-		t.Run(bug, func(t *testing.T) {
-			for seed := uint64(1); seed <= maxSeeds; seed++ {
-				r := Run(Options{Seed: seed, Scenario: "demo", Swarm: true, Bug: bug})
-				if r.OK() {
-					continue
+	for _, name := range []string{"demo", "consensus"} {
+		sc := Lookup(name)
+		for bug := range sc.Bugs {
+			t.Run(name+"/"+bug, func(t *testing.T) {
+				for seed := uint64(1); seed <= maxSeeds; seed++ {
+					r := Run(Options{Seed: seed, Scenario: name, Swarm: true, Bug: bug})
+					if r.OK() {
+						continue
+					}
+					if r.Failure.Kind != FailCorrectness {
+						t.Fatalf("seed %d: want a correctness failure, got %v", seed, r.Failure)
+					}
+					t.Logf("caught at seed %d by %s: %s", seed, r.Failure.Check, firstLine(r.Failure.Message))
+					return
 				}
-				if r.Failure.Kind != FailCorrectness {
-					t.Fatalf("seed %d: want a correctness failure, got %v", seed, r.Failure)
-				}
-				t.Logf("caught at seed %d: %s", seed, firstLine(r.Failure.Message))
-				return
-			}
-			t.Fatalf("planted bug %s not caught in %d seeds", bug, maxSeeds)
-		})
+				t.Fatalf("planted bug %s not caught in %d seeds", bug, maxSeeds)
+			})
+		}
 	}
 }
 
