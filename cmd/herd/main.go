@@ -21,6 +21,7 @@ func commands() []command {
 		{"dev", "start a local 3-server cluster on 127.0.0.1 (Ctrl-C stops it)", runDev},
 		{"demo-server", "run one demo-protocol server (test scaffolding)", runDemoServer},
 		{"demo-client", "append records to demo servers and print each acknowledgement", runDemoClient},
+		{"bench", "benchmarks on the production shell (herd bench raft)", runBench},
 	}
 }
 

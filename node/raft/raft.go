@@ -322,6 +322,9 @@ type Status struct {
 	LastZxid        Zxid
 	SnapIndex       Index
 	Durable         Index
+	// Batches counts WAL batches made durable (one fsync each) and
+	// BatchedEntries the entries they carried: group commit at work.
+	Batches, BatchedEntries uint64
 	// Progress is the leader's view of each follower.
 	Progress []Progress
 }
@@ -344,6 +347,7 @@ func (r *Raft) Status() Status {
 		FirstIndex: r.log.snapIndex + 1, LastIndex: r.log.lastIndex(), LastTerm: r.log.lastTerm(),
 		LastZxid: r.log.lastZxid(), SnapIndex: r.log.snapIndex, Durable: r.st.durable,
 		Progress: r.progress(),
+		Batches:  r.st.batchesSynced, BatchedEntries: r.st.entriesSynced,
 	}
 }
 

@@ -55,6 +55,8 @@ type storage struct {
 	// clearAbstainAt: once durable reaches it, the server stops abstaining.
 	clearAbstainAt Index
 
+	batchesSynced, entriesSynced uint64 // statistics
+
 	snap         segSnap // the newest durable snapshot file
 	snapshotting bool
 	recv         *snapRecv
@@ -276,6 +278,8 @@ func (s *storage) synced(ev node.Event) {
 	}
 	r := s.r
 	s.inflight = false
+	s.batchesSynced++
+	s.entriesSynced += uint64(s.inflightEntries)
 	s.pendingEntries -= s.inflightEntries
 	s.inflightEntries = 0
 	if s.inflightLast > s.durable {

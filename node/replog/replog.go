@@ -38,6 +38,14 @@ const (
 	MaxFrame   = MaxPayload + 64
 )
 
+// AppendPropose appends a proposal request frame to dst.
+func AppendPropose(dst []byte, id uint64, payload []byte) []byte {
+	return appendRequest(dst, reqPropose, id, payload)
+}
+
+// AppendRead appends a linearizable-read request frame to dst.
+func AppendRead(dst []byte, id uint64) []byte { return appendRequest(dst, reqRead, id, nil) }
+
 func appendRequest(dst []byte, typ byte, id uint64, payload []byte) []byte {
 	dst = binary.BigEndian.AppendUint32(dst, uint32(9+len(payload)))
 	dst = append(dst, typ)
