@@ -15,14 +15,17 @@ import (
 	"herd/disk"
 	"herd/node"
 	"herd/node/demo"
+	"herd/node/keeper"
+	"herd/node/raft"
 	"herd/node/shell"
 )
 
-// devAddrs are where herd dev listens. The keeper (2181-2183) and the broker
-// (9092) will join them once they exist; for now herd dev runs the demo
-// protocol, the harness's test scaffolding.
+// devAddrs are the demo protocol's default addresses (herd demo-client).
 var devAddrs = []string{"127.0.0.1:7001", "127.0.0.1:7002", "127.0.0.1:7003"}
 
+// runDev starts a 3-server keeper ensemble on 127.0.0.1:2181-2183 with its
+// data in one directory, so a restart recovers it. The broker (9092) will
+// join it.
 func runDev(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("herd dev", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -41,33 +44,34 @@ func runDev(args []string, stdout, stderr io.Writer) int {
 	if *verbose {
 		logw = stderr
 	}
+	var servers []keeper.ServerSpec
+	for i := range 3 {
+		servers = append(servers, keeper.ServerSpec{ID: raft.ID(i + 1), Host: "127.0.0.1", QuorumPort: 2888 + i, ElectionPort: 3888 + i})
+	}
 	var shells []*shell.Shell
-	var fss []*disk.OS
+	var closers []func()
 	defer func() {
-		for _, f := range fss {
-			f.Close()
+		for _, c := range closers {
+			c()
 		}
 	}()
-	for i, addr := range devAddrs {
-		name := fmt.Sprintf("n%d", i+1)
-		dir := filepath.Join(*dataDir, name)
-		f, err := disk.NewOS(dir)
+	for i := range 3 {
+		cfg := keeper.Config{
+			ID: raft.ID(i + 1), ClientAddr: fmt.Sprintf("127.0.0.1:%d", 2181+i), Servers: servers,
+			DataDir: filepath.Join(*dataDir, fmt.Sprintf("keeper%d", i+1)), FourLetter: []string{"*"},
+		}
+		cfg.Defaults()
+		sh, closeFS, err := startKeeper(cfg, logw)
 		if err != nil {
-			fmt.Fprintf(stderr, "herd dev: %v\n", err)
+			fmt.Fprintf(stderr, "herd dev: keeper %d: %v\n", i+1, err)
 			return 1
 		}
-		fss = append(fss, f)
-		sh, err := shell.New(shell.Config{Name: name, FS: f, Listen: []string{addr}, Log: logw},
-			demo.NewServer(demo.Config{Listen: addr, Peers: devAddrs}))
-		if err != nil {
-			fmt.Fprintf(stderr, "herd dev: %s: %v\n", name, err)
-			return 1
-		}
+		closers = append(closers, closeFS)
 		shells = append(shells, sh)
 	}
-	fmt.Fprintf(stdout, "herd dev: 3 demo-protocol servers on %s\n", strings.Join(devAddrs, ", "))
+	fmt.Fprintln(stdout, "herd dev: keeper ensemble (ZooKeeper-compatible) on 127.0.0.1:2181,127.0.0.1:2182,127.0.0.1:2183")
 	fmt.Fprintf(stdout, "herd dev: data in %s (a restart recovers it)\n", *dataDir)
-	fmt.Fprintf(stdout, "herd dev: the keeper and the broker are not built yet; try: herd demo-client --servers %s --appends 1000\n", strings.Join(devAddrs, ","))
+	fmt.Fprintln(stdout, "herd dev: try: zkCli.sh -server 127.0.0.1:2181   or   echo srvr | nc 127.0.0.1 2181")
 	fmt.Fprintln(stdout, "herd dev: Ctrl-C stops")
 	errs := make([]error, len(shells))
 	var wg sync.WaitGroup
@@ -83,7 +87,7 @@ func runDev(args []string, stdout, stderr io.Writer) int {
 	code := 0
 	for i, err := range errs {
 		if err != nil {
-			fmt.Fprintf(stderr, "herd dev: n%d: %v\n", i+1, err)
+			fmt.Fprintf(stderr, "herd dev: keeper %d: %v\n", i+1, err)
 			code = 1
 		}
 	}

@@ -18,7 +18,8 @@ type command struct {
 func commands() []command {
 	return []command{
 		{"sim", "run deterministic simulations (herd sim --help)", runSim},
-		{"dev", "start a local 3-server cluster on 127.0.0.1 (Ctrl-C stops it)", runDev},
+		{"dev", "start a local 3-server keeper ensemble on 127.0.0.1:2181-2183 (Ctrl-C stops it)", runDev},
+		{"keeper", "run a keeper server (ZooKeeper-compatible): herd keeper --config zoo.cfg", runKeeper},
 		{"demo-server", "run one demo-protocol server (test scaffolding)", runDemoServer},
 		{"demo-client", "append records to demo servers and print each acknowledgement", runDemoClient},
 		{"bench", "benchmarks on the production shell (herd bench raft)", runBench},

@@ -22,10 +22,11 @@ const (
 	mProp                             // a proposal forwarded to the leader
 	mReadIndex                        // a follower asks the leader for a read index
 	mReadIndexResp                    // the leader's answer
+	mHost                             // a message between hosts (not replicated)
 )
 
 func (t msgType) String() string {
-	names := [...]string{"?", "vote", "vote-resp", "app", "app-resp", "snap", "snap-resp", "prop", "read-index", "read-index-resp"}
+	names := [...]string{"?", "vote", "vote-resp", "app", "app-resp", "snap", "snap-resp", "prop", "read-index", "read-index-resp", "host"}
 	if int(t) < len(names) {
 		return names[t]
 	}
@@ -140,7 +141,7 @@ func (m *message) encode(dst []byte) []byte {
 		dst = appendU64(dst, m.offset)
 		dst = appendBool(dst, m.success)
 		dst = appendU64(dst, uint64(m.match))
-	case mProp:
+	case mProp, mHost:
 		dst = append(dst, m.data...)
 	case mReadIndex:
 		dst = appendU64(dst, m.ctx)
@@ -266,7 +267,7 @@ func decodeMessage(body []byte) (message, error) {
 		m.offset = r.u64()
 		m.success = r.bool()
 		m.match = Index(r.u64())
-	case mProp:
+	case mProp, mHost:
 		m.data = append([]byte(nil), r.b...)
 		r.b = nil
 	case mReadIndex:

@@ -20,6 +20,7 @@ var fieldsOf = map[msgType][]string{
 	mProp:          {"data"},
 	mReadIndex:     {"ctx"},
 	mReadIndexResp: {"ctx", "index", "ok"},
+	mHost:          {"data"},
 }
 
 // setters draw a value for each named field.
@@ -54,7 +55,7 @@ var setters = map[string]func(m *message, t *rapid.T){
 }
 
 func genMessage(t *rapid.T) message {
-	typ := msgType(rapid.IntRange(int(mVote), int(mReadIndexResp)).Draw(t, "type"))
+	typ := msgType(rapid.IntRange(int(mVote), int(mHost)).Draw(t, "type"))
 	m := message{typ: typ, from: ID(rapid.Uint64().Draw(t, "from")), term: Term(rapid.Uint64().Draw(t, "term"))}
 	for _, name := range fieldsOf[typ] {
 		setters[name](&m, t)
@@ -96,10 +97,10 @@ func TestMessageRejectsDamage(t *testing.T) {
 		m := genMessage(t)
 		body := m.encode(nil)[4:]
 		cut := rapid.IntRange(0, len(body)-1).Draw(t, "cut")
-		if _, err := decodeMessage(body[:cut]); err == nil && m.typ != mProp && m.typ != mSnap {
+		if _, err := decodeMessage(body[:cut]); err == nil && m.typ != mProp && m.typ != mSnap && m.typ != mHost {
 			t.Fatalf("%v truncated to %d of %d bytes decoded without error", m.typ, cut, len(body))
 		}
-		if _, err := decodeMessage(append(body[:len(body):len(body)], 0)); err == nil && m.typ != mProp && m.typ != mSnap {
+		if _, err := decodeMessage(append(body[:len(body):len(body)], 0)); err == nil && m.typ != mProp && m.typ != mSnap && m.typ != mHost {
 			t.Fatalf("%v with a trailing byte decoded without error", m.typ)
 		}
 	})

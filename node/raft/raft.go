@@ -110,6 +110,11 @@ type Hooks struct {
 	// Committed: as leader of term, this server advanced the commit index
 	// to index (checkers use it to know in which term an entry committed).
 	Committed func(term Term, index Index)
+	// Prepare lets the leader's host rewrite a proposal's data just before
+	// it is appended (the keeper stamps the leader's time into it).
+	Prepare func(data []byte) []byte
+	// HostMessage delivers data a peer's host sent with SendHost.
+	HostMessage func(from ID, data []byte)
 }
 
 var (
@@ -410,10 +415,28 @@ func (r *Raft) Forward(data []byte) error {
 	return nil
 }
 
+// SendHost sends data to a peer's host, outside the log: no ordering with
+// entries, no durability, dropped when there is no connection. The keeper
+// uses it for session liveness (touches) that the leader must hear about.
+func (r *Raft) SendHost(to ID, data []byte) {
+	if to != r.cfg.ID {
+		r.sendNow(to, &message{typ: mHost, data: data})
+	}
+}
+
+// ID returns this server's id.
+func (r *Raft) ID() ID { return r.cfg.ID }
+
+// Peers returns the members, this server included.
+func (r *Raft) Peers() []Peer { return r.cfg.Peers }
+
 // appendLeaderEntry appends an entry of the current term, with the next
 // zxid, to the leader's log and the WAL.
 func (r *Raft) appendLeaderEntry(t EntryType, data []byte) *Entry {
 	r.zxidCount++
+	if t == EntryNormal && r.hooks.Prepare != nil {
+		data = r.hooks.Prepare(data)
+	}
 	e := Entry{Index: r.log.lastIndex() + 1, Term: r.term, Zxid: MakeZxid(r.term, r.zxidCount), Type: t, Data: data}
 	r.log.append(e)
 	r.st.appendEntries(r.log.slice(e.Index, e.Index))
@@ -502,6 +525,11 @@ func (r *Raft) step(m *message) {
 		return
 	case mReadIndexResp:
 		r.reads.remoteAnswer(m)
+		return
+	case mHost:
+		if r.hooks.HostMessage != nil {
+			r.hooks.HostMessage(m.from, m.data)
+		}
 		return
 	}
 	switch r.role {

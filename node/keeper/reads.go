@@ -1,0 +1,298 @@
+package keeper
+
+import (
+	"strings"
+
+	"herd/node/jute"
+)
+
+// read executes a read-side request at the head of its connection's queue
+// and stores its reply frame.
+func (s *Server) read(c *conn, r *request) {
+	code, body := s.readOp(c, r.op, r.body)
+	if code == jute.ErrMarshallingError {
+		r.frame = nil
+		s.drop(c, "malformed "+opName(r.op)+" request")
+		return
+	}
+	r.frame = replyFrame(r.xid, s.tree.Zxid(), code, body)
+}
+
+// callerOf describes a connection to the ACL checks.
+func callerOf(c *conn) *caller { return &caller{session: c.session, ids: c.ids, super: c.super} }
+
+func (s *Server) readOp(c *conn, op int32, body []byte) (int32, []byte) {
+	t := s.tree
+	d := jute.NewDecoder(body)
+	bad := func() (int32, []byte) { return jute.ErrMarshallingError, nil }
+	switch op {
+	case jute.OpExists:
+		var req jute.ExistsRequest
+		if req.Decode(d); d.Done() != nil {
+			return bad()
+		}
+		if jute.ValidatePath(req.Path, false) != nil {
+			return jute.ErrBadArguments, nil
+		}
+		// The watch is set even when the node does not exist: it fires on
+		// its creation.
+		if req.Watch {
+			s.watches.add(wData, req.Path, c.id)
+		}
+		n := t.lookup(req.Path)
+		if n == nil {
+			return jute.ErrNoNode, nil
+		}
+		st := n.stat()
+		return jute.ErrOK, jute.Marshal(&st)
+	case jute.OpGetData:
+		var req jute.GetDataRequest
+		if req.Decode(d); d.Done() != nil {
+			return bad()
+		}
+		code, resp := s.getData(c, req.Path, req.Watch)
+		if code != jute.ErrOK {
+			return code, nil
+		}
+		return code, jute.Marshal(resp)
+	case jute.OpGetACL:
+		var req jute.GetACLRequest
+		if req.Decode(d); d.Done() != nil {
+			return bad()
+		}
+		if jute.ValidatePath(req.Path, false) != nil {
+			return jute.ErrBadArguments, nil
+		}
+		n := t.lookup(req.Path)
+		if n == nil {
+			return jute.ErrNoNode, nil
+		}
+		cl := callerOf(c)
+		if !permitted(t.acls.get(n.acl), cl, jute.PermRead|jute.PermAdmin) {
+			return jute.ErrNoAuth, nil
+		}
+		return jute.ErrOK, jute.Marshal(&jute.GetACLResponse{ACL: t.getACL(cl, n), Stat: n.stat()})
+	case jute.OpGetChildren, jute.OpGetChildren2:
+		var req jute.GetChildrenRequest
+		if req.Decode(d); d.Done() != nil {
+			return bad()
+		}
+		code, children, st := s.getChildren(c, req.Path, req.Watch)
+		if code != jute.ErrOK {
+			return code, nil
+		}
+		if op == jute.OpGetChildren {
+			return code, jute.Marshal(&jute.GetChildrenResponse{Children: children})
+		}
+		return code, jute.Marshal(&jute.GetChildren2Response{Children: children, Stat: st})
+	case jute.OpGetEphemerals:
+		var req jute.GetEphemeralsRequest
+		if req.Decode(d); d.Done() != nil {
+			return bad()
+		}
+		return jute.ErrOK, jute.Marshal(&jute.GetEphemeralsResponse{Ephemerals: orEmpty(t.ephemeralsOf(c.session, req.PrefixPath))})
+	case jute.OpGetAllChildrenNumber:
+		var req jute.GetAllChildrenNumberRequest
+		if req.Decode(d); d.Done() != nil {
+			return bad()
+		}
+		if jute.ValidatePath(req.Path, false) != nil {
+			return jute.ErrBadArguments, nil
+		}
+		n := t.lookup(req.Path)
+		if n == nil {
+			return jute.ErrNoNode, nil
+		}
+		if !permitted(t.acls.get(n.acl), callerOf(c), jute.PermRead) {
+			return jute.ErrNoAuth, nil
+		}
+		return jute.ErrOK, jute.Marshal(&jute.GetAllChildrenNumberResponse{TotalNumber: descendants(n)})
+	case jute.OpMultiRead:
+		ops, err := jute.DecodeMulti(d, true)
+		if err != nil || d.Done() != nil {
+			return bad()
+		}
+		results := make([]jute.MultiResult, len(ops))
+		for i, o := range ops {
+			switch o.Type {
+			case jute.OpGetData:
+				code, resp := s.getData(c, o.GetData.Path, false)
+				if code != jute.ErrOK {
+					results[i] = jute.MultiResult{Type: jute.OpError, Err: code}
+					continue
+				}
+				st := resp.Stat
+				results[i] = jute.MultiResult{Type: jute.OpGetData, Data: resp.Data, Stat: &st}
+			case jute.OpGetChildren:
+				code, children, _ := s.getChildren(c, o.GetChildren.Path, false)
+				if code != jute.ErrOK {
+					results[i] = jute.MultiResult{Type: jute.OpError, Err: code}
+					continue
+				}
+				results[i] = jute.MultiResult{Type: jute.OpGetChildren, Children: children}
+			}
+		}
+		e := &jute.Encoder{}
+		jute.EncodeMultiResponse(e, results)
+		return jute.ErrOK, e.B
+	case jute.OpWhoAmI:
+		var infos []jute.ClientInfo
+		for _, id := range c.ids {
+			user := id.ID
+			if id.Scheme == "digest" {
+				user, _, _ = strings.Cut(id.ID, ":")
+			}
+			infos = append(infos, jute.ClientInfo{AuthScheme: id.Scheme, User: user})
+		}
+		if c.super {
+			infos = append(infos, jute.ClientInfo{AuthScheme: "super", User: "super"})
+		}
+		return jute.ErrOK, jute.Marshal(&jute.WhoAmIResponse{ClientInfo: infos})
+	case jute.OpCheckWatches, jute.OpRemoveWatches:
+		var req jute.RemoveWatchesRequest
+		if req.Decode(d); d.Done() != nil {
+			return bad()
+		}
+		var kinds []watchKind
+		switch req.Type {
+		case jute.WatcherChildren:
+			kinds = []watchKind{wChild}
+		case jute.WatcherData:
+			kinds = []watchKind{wData}
+		case jute.WatcherAny:
+			kinds = []watchKind{wData, wChild, wPersistent, wRecursive}
+		default:
+			return jute.ErrBadArguments, nil
+		}
+		found := false
+		for _, k := range kinds {
+			if op == jute.OpRemoveWatches {
+				found = s.watches.remove(k, req.Path, c.id) || found
+			} else {
+				found = found || s.watches.has(k, req.Path, c.id)
+			}
+		}
+		if !found {
+			return jute.ErrNoWatcher, nil
+		}
+		return jute.ErrOK, nil
+	case jute.OpAddWatch:
+		var req jute.AddWatchRequest
+		if req.Decode(d); d.Done() != nil {
+			return bad()
+		}
+		if jute.ValidatePath(req.Path, false) != nil {
+			return jute.ErrBadArguments, nil
+		}
+		switch req.Mode {
+		case jute.AddWatchPersistent:
+			s.watches.add(wPersistent, req.Path, c.id)
+		case jute.AddWatchPersistentRecursive:
+			s.watches.add(wRecursive, req.Path, c.id)
+		default:
+			return jute.ErrBadArguments, nil
+		}
+		return jute.ErrOK, jute.Marshal(&jute.ErrorResponse{Err: 0})
+	case jute.OpSetWatches, jute.OpSetWatches2:
+		var req jute.SetWatches2
+		if op == jute.OpSetWatches {
+			var old jute.SetWatches
+			old.Decode(d)
+			req = jute.SetWatches2{RelativeZxid: old.RelativeZxid, DataWatches: old.DataWatches, ExistWatches: old.ExistWatches, ChildWatches: old.ChildWatches}
+		} else {
+			req.Decode(d)
+		}
+		if d.Done() != nil {
+			return bad()
+		}
+		s.setWatches(c, &req)
+		return jute.ErrOK, nil
+	}
+	return jute.ErrUnimplemented, nil
+}
+
+func orEmpty(v []string) []string {
+	if v == nil {
+		return []string{}
+	}
+	return v
+}
+
+func (s *Server) getData(c *conn, path string, watch bool) (int32, *jute.GetDataResponse) {
+	t := s.tree
+	if jute.ValidatePath(path, false) != nil {
+		return jute.ErrBadArguments, nil
+	}
+	n := t.lookup(path)
+	if n == nil {
+		return jute.ErrNoNode, nil // no watch on a missing node for getData
+	}
+	if !permitted(t.acls.get(n.acl), callerOf(c), jute.PermRead) {
+		return jute.ErrNoAuth, nil
+	}
+	if watch {
+		s.watches.add(wData, path, c.id)
+	}
+	return jute.ErrOK, &jute.GetDataResponse{Data: n.data, Stat: n.stat()}
+}
+
+func (s *Server) getChildren(c *conn, path string, watch bool) (int32, []string, jute.Stat) {
+	t := s.tree
+	if jute.ValidatePath(path, false) != nil {
+		return jute.ErrBadArguments, nil, jute.Stat{}
+	}
+	n := t.lookup(path)
+	if n == nil {
+		return jute.ErrNoNode, nil, jute.Stat{}
+	}
+	if !permitted(t.acls.get(n.acl), callerOf(c), jute.PermRead) {
+		return jute.ErrNoAuth, nil, jute.Stat{}
+	}
+	if watch {
+		s.watches.add(wChild, path, c.id)
+	}
+	return jute.ErrOK, orEmpty(n.sortedChildren()), n.stat()
+}
+
+// setWatches re-registers a reconnecting client's watches, first sending
+// the events it missed since relativeZxid (DataTree.setWatches); they go
+// out before the reply.
+func (s *Server) setWatches(c *conn, req *jute.SetWatches2) {
+	t := s.tree
+	rel := req.RelativeZxid
+	for _, p := range req.DataWatches {
+		n := t.lookup(p)
+		switch {
+		case n == nil:
+			s.notify(c, event{jute.EventNodeDeleted, p})
+		case n.mzxid > rel:
+			s.notify(c, event{jute.EventNodeDataChanged, p})
+		default:
+			s.watches.add(wData, p, c.id)
+		}
+	}
+	for _, p := range req.ExistWatches {
+		if t.lookup(p) != nil {
+			s.notify(c, event{jute.EventNodeCreated, p})
+		} else {
+			s.watches.add(wData, p, c.id)
+		}
+	}
+	for _, p := range req.ChildWatches {
+		n := t.lookup(p)
+		switch {
+		case n == nil:
+			s.notify(c, event{jute.EventNodeDeleted, p})
+		case n.pzxid > rel:
+			s.notify(c, event{jute.EventNodeChildrenChanged, p})
+		default:
+			s.watches.add(wChild, p, c.id)
+		}
+	}
+	for _, p := range req.PersistentWatches {
+		s.watches.add(wPersistent, p, c.id)
+	}
+	for _, p := range req.PersistentRecursiveWatches {
+		s.watches.add(wRecursive, p, c.id)
+	}
+}

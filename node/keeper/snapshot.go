@@ -1,0 +1,191 @@
+package keeper
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+
+	"herd/node/jute"
+)
+
+// A tree snapshot (the state machine's part of a raft snapshot file, which
+// adds its own header and checksums):
+//
+//	magic "HRDT" | version | zxid
+//	acl lists:   count, then per list: count, then (perms, scheme, id)
+//	sessions:    count, then (id, timeout, passwd[16], conn, next, broken)
+//	nodes:       depth-first from the root, children in name order:
+//	             name, data, czxid, mzxid, pzxid, ctime, mtime, version,
+//	             aversion, creates, owner, acl, kind, ttl, child count
+//
+// Nodes carry names, not paths: a path is rebuilt from the walk, which
+// keeps the file (and restart) small.
+
+const (
+	treeMagic   = 0x48524454
+	treeVersion = 1
+)
+
+// Snapshot serialises the tree.
+func (t *Tree) Snapshot() []byte {
+	e := &jute.Encoder{B: make([]byte, 0, 64+t.count*64+t.dataSize())}
+	e.Int(treeMagic)
+	e.Int(treeVersion)
+	e.Long(t.zxid)
+	e.Int(int32(len(t.acls.lists)))
+	for _, list := range t.acls.lists {
+		e.Int(int32(len(list)))
+		for _, a := range list {
+			e.Int(a.Perms)
+			e.String(a.ID.Scheme)
+			e.String(a.ID.ID)
+		}
+	}
+	ids := make([]int64, 0, len(t.sessions))
+	for id := range t.sessions { // order-independent: sorted below
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	e.Int(int32(len(ids)))
+	for _, id := range ids {
+		s := t.sessions[id]
+		e.Long(s.id)
+		e.Int(s.timeout)
+		e.Buffer(s.passwd[:])
+		e.Long(int64(s.conn))
+		e.Long(int64(s.next))
+		e.Bool(s.broken)
+	}
+	var walk func(n *znode)
+	walk = func(n *znode) {
+		e.String(n.name)
+		e.Buffer(n.data)
+		e.Long(n.czxid)
+		e.Long(n.mzxid)
+		e.Long(n.pzxid)
+		e.Long(n.ctime)
+		e.Long(n.mtime)
+		e.Int(n.version)
+		e.Int(n.aversion)
+		e.Int(n.creates)
+		e.Long(n.owner)
+		e.Int(int32(n.acl))
+		e.Int(int32(n.kind))
+		e.Long(n.ttl)
+		names := n.sortedChildren()
+		e.Int(int32(len(names)))
+		for _, name := range names {
+			walk(n.children[name])
+		}
+	}
+	walk(t.root)
+	return e.B
+}
+
+var errBadTreeSnapshot = errors.New("keeper: malformed tree snapshot")
+
+// RestoreTree rebuilds a tree from Snapshot's bytes.
+func RestoreTree(b []byte) (*Tree, error) {
+	d := jute.NewDecoder(b)
+	if d.Int() != treeMagic || d.Int() != treeVersion {
+		return nil, fmt.Errorf("%w: bad header", errBadTreeSnapshot)
+	}
+	t := &Tree{
+		sessions: make(map[int64]*session),
+		timed:    make(map[*znode]struct{}),
+		acls:     aclCache{index: make(map[string]uint32)},
+	}
+	t.zxid = d.Long()
+	nLists := d.Int()
+	if nLists < 0 || int(nLists) > d.Remaining()/4 {
+		return nil, fmt.Errorf("%w: %d acl lists", errBadTreeSnapshot, nLists)
+	}
+	for range nLists {
+		n := d.Int()
+		if n < 0 || int(n) > d.Remaining()/12 {
+			return nil, fmt.Errorf("%w: acl list of %d", errBadTreeSnapshot, n)
+		}
+		list := make([]jute.ACL, n)
+		for i := range list {
+			list[i] = jute.ACL{Perms: d.Int(), ID: jute.ID{Scheme: d.String(), ID: d.String()}}
+		}
+		t.acls.index[aclKey(list)] = uint32(len(t.acls.lists))
+		t.acls.lists = append(t.acls.lists, list)
+	}
+	nSess := d.Int()
+	if nSess < 0 || int(nSess) > d.Remaining()/45 {
+		return nil, fmt.Errorf("%w: %d sessions", errBadTreeSnapshot, nSess)
+	}
+	for range nSess {
+		s := &session{id: d.Long(), timeout: d.Int(), ephemerals: make(map[*znode]struct{})}
+		if pw := d.Buffer(); len(pw) != 16 {
+			return nil, fmt.Errorf("%w: session password of %d bytes", errBadTreeSnapshot, len(pw))
+		} else {
+			copy(s.passwd[:], pw)
+		}
+		s.conn, s.next, s.broken = uint64(d.Long()), uint64(d.Long()), d.Bool()
+		t.sessions[s.id] = s
+	}
+	var read func(parent *znode) (*znode, error)
+	read = func(parent *znode) (*znode, error) {
+		n := &znode{parent: parent, name: d.String(), data: d.Buffer()}
+		n.czxid, n.mzxid, n.pzxid = d.Long(), d.Long(), d.Long()
+		n.ctime, n.mtime = d.Long(), d.Long()
+		n.version, n.aversion, n.creates = d.Int(), d.Int(), d.Int()
+		n.owner = d.Long()
+		n.acl = uint32(d.Int())
+		n.kind = uint8(d.Int())
+		n.ttl = d.Long()
+		kids := d.Int()
+		if err := d.Err(); err != nil {
+			return nil, fmt.Errorf("%w: %v", errBadTreeSnapshot, err)
+		}
+		if int(n.acl) >= len(t.acls.lists) || kids < 0 || int(kids) > d.Remaining()/70 {
+			return nil, fmt.Errorf("%w: node %q", errBadTreeSnapshot, n.name)
+		}
+		t.count++
+		switch n.kind {
+		case kindEphemeral:
+			s := t.sessions[n.owner]
+			if s == nil {
+				return nil, fmt.Errorf("%w: ephemeral %q of unknown session 0x%x", errBadTreeSnapshot, n.name, n.owner)
+			}
+			s.ephemerals[n] = struct{}{}
+		case kindContainer, kindTTL:
+			t.timed[n] = struct{}{}
+		}
+		if kids > 0 {
+			n.children = make(map[string]*znode, kids)
+			for range kids {
+				c, err := read(n)
+				if err != nil {
+					return nil, err
+				}
+				n.children[c.name] = c
+			}
+		}
+		return n, nil
+	}
+	root, err := read(nil)
+	if err != nil {
+		return nil, err
+	}
+	if err := d.Done(); err != nil {
+		return nil, fmt.Errorf("%w: %v", errBadTreeSnapshot, err)
+	}
+	t.root = root
+	return t, nil
+}
+
+func (t *Tree) dataSize() int {
+	total := 0
+	var walk func(n *znode)
+	walk = func(n *znode) {
+		total += len(n.data) + len(n.name)
+		for _, c := range n.children { // order-independent: summing
+			walk(c)
+		}
+	}
+	walk(t.root)
+	return total
+}

@@ -1,0 +1,212 @@
+package keeper
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+
+	"herd/node/jute"
+)
+
+// The data tree is the keeper's state machine: znodes, their Stat, ACLs,
+// sessions and their ephemerals. Every server applies the same log to it
+// and reaches the same state; nothing in it depends on which server applies,
+// or when.
+
+// znode kinds, kept apart from ephemeralOwner so Stat can report what
+// ZooKeeper reports (containers and TTL nodes show ephemeralOwner 0).
+const (
+	kindPersistent uint8 = iota
+	kindEphemeral
+	kindContainer
+	kindTTL
+)
+
+type znode struct {
+	name     string // last path element ("" for the root)
+	parent   *znode
+	children map[string]*znode // nil until the first child
+	data     []byte
+
+	czxid, mzxid, pzxid int64
+	ctime, mtime        int64
+	version, aversion   int32
+	// creates counts child creates: the sequential suffix, and (with
+	// numChildren) the client-visible cversion = 2*creates - numChildren.
+	creates int32
+	owner   int64 // ephemeral owner session, 0 otherwise
+	acl     uint32
+	kind    uint8
+	ttl     int64 // ms, kindTTL only
+}
+
+func (n *znode) path() string {
+	if n.parent == nil {
+		return "/"
+	}
+	var parts []string
+	for m := n; m.parent != nil; m = m.parent {
+		parts = append(parts, m.name)
+	}
+	slices.Reverse(parts)
+	return "/" + strings.Join(parts, "/")
+}
+
+func (n *znode) numChildren() int32 { return int32(len(n.children)) }
+
+// stat is the Stat a client sees.
+func (n *znode) stat() jute.Stat {
+	owner := n.owner
+	if n.kind != kindEphemeral {
+		owner = 0
+	}
+	return jute.Stat{
+		Czxid: n.czxid, Mzxid: n.mzxid, Ctime: n.ctime, Mtime: n.mtime,
+		Version: n.version, Cversion: 2*n.creates - n.numChildren(), Aversion: n.aversion,
+		EphemeralOwner: owner, DataLength: int32(len(n.data)), NumChildren: n.numChildren(), Pzxid: n.pzxid,
+	}
+}
+
+// sortedChildren returns the child names in byte order. ZooKeeper's order is
+// a hash set's; any order is allowed, and a deterministic one keeps replay
+// exact.
+func (n *znode) sortedChildren() []string {
+	names := make([]string, 0, len(n.children))
+	for name := range n.children { // order-independent: sorted below
+		names = append(names, name)
+	}
+	slices.Sort(names)
+	return names
+}
+
+// session is a client session as the whole ensemble knows it.
+type session struct {
+	id      int64
+	timeout int32 // negotiated, ms
+	passwd  [16]byte
+	// Writes of a session apply in the order its client sent them, from one
+	// connection at a time: conn names the connection whose writes are
+	// accepted, next the sequence number expected from it. A write from a
+	// newer connection starting at 1 takes the session over (the old
+	// connection is fenced: ZooKeeper's SessionMoved); a gap (a forwarded
+	// write lost with a leader) rejects everything after it from that
+	// connection, whose server then drops it.
+	conn       uint64
+	next       uint64
+	broken     bool
+	ephemerals map[*znode]struct{}
+}
+
+// aclCache stores each distinct ACL list once: most znodes share a handful.
+type aclCache struct {
+	lists [][]jute.ACL
+	index map[string]uint32
+}
+
+func aclKey(acl []jute.ACL) string {
+	var b strings.Builder
+	for _, a := range acl {
+		fmt.Fprintf(&b, "%d\x00%s\x00%s\x00", a.Perms, a.ID.Scheme, a.ID.ID)
+	}
+	return b.String()
+}
+
+func (c *aclCache) intern(acl []jute.ACL) uint32 {
+	k := aclKey(acl)
+	if i, ok := c.index[k]; ok {
+		return i
+	}
+	i := uint32(len(c.lists))
+	c.lists = append(c.lists, slices.Clone(acl))
+	c.index[k] = i
+	return i
+}
+
+func (c *aclCache) get(i uint32) []jute.ACL { return c.lists[i] }
+
+// Tree is the data tree.
+type Tree struct {
+	root     *znode
+	acls     aclCache
+	sessions map[int64]*session
+	// timed holds container and TTL nodes, for the reaper.
+	timed map[*znode]struct{}
+	count int // znodes, the root included
+	zxid  int64
+}
+
+// NewTree returns the tree ZooKeeper starts with: / with /zookeeper,
+// /zookeeper/config (world-readable) and /zookeeper/quota.
+func NewTree() *Tree {
+	t := &Tree{
+		sessions: make(map[int64]*session),
+		timed:    make(map[*znode]struct{}),
+		acls:     aclCache{index: make(map[string]uint32)},
+	}
+	open := t.acls.intern(openACL)
+	t.root = &znode{acl: open}
+	t.count = 1
+	zk := t.addChild(t.root, "zookeeper", &znode{acl: open})
+	t.addChild(zk, "config", &znode{acl: t.acls.intern(readACL)})
+	t.addChild(zk, "quota", &znode{acl: open})
+	// The constructor's nodes are not counted as child creates: a fresh
+	// root reports cversion -1, as ZooKeeper's does.
+	t.root.creates, zk.creates = 0, 0
+	return t
+}
+
+var (
+	openACL = []jute.ACL{{Perms: jute.PermAll, ID: jute.ID{Scheme: "world", ID: "anyone"}}}
+	readACL = []jute.ACL{{Perms: jute.PermRead, ID: jute.ID{Scheme: "world", ID: "anyone"}}}
+)
+
+func (t *Tree) addChild(parent *znode, name string, n *znode) *znode {
+	n.name, n.parent = name, parent
+	if parent.children == nil {
+		parent.children = make(map[string]*znode)
+	}
+	parent.children[name] = n
+	parent.creates++
+	t.count++
+	return n
+}
+
+// Zxid is the zxid of the last entry applied.
+func (t *Tree) Zxid() int64 { return t.zxid }
+
+// Count is the number of znodes.
+func (t *Tree) Count() int { return t.count }
+
+// lookup finds a znode by a valid path.
+func (t *Tree) lookup(path string) *znode {
+	if path == "/" {
+		return t.root
+	}
+	n := t.root
+	for rest := path[1:]; n != nil; {
+		i := strings.IndexByte(rest, '/')
+		if i < 0 {
+			return n.children[rest]
+		}
+		n = n.children[rest[:i]]
+		rest = rest[i+1:]
+	}
+	return nil
+}
+
+// parentOf splits a path into parent path and name; ok is false if the path
+// has no '/'.
+func parentOf(path string) (parent, name string, ok bool) {
+	i := strings.LastIndexByte(path, '/')
+	if i < 0 {
+		return "", "", false
+	}
+	if i == 0 {
+		return "/", path[1:], true
+	}
+	return path[:i], path[i+1:], true
+}
+
+func isSpecial(path string) bool {
+	return path == "/zookeeper" || path == "/zookeeper/quota" || path == "/zookeeper/config"
+}
