@@ -49,20 +49,15 @@ func NewOS(root string) (*OS, error) {
 		return nil, fmt.Errorf("%w: empty data directory", node.ErrInvalid)
 	}
 	root = filepath.Clean(root)
-	// Levels MkdirAll creates must be made durable in their parents, or a
-	// crash soon after first boot could lose the data directory, and with it
-	// everything the node synced inside.
-	var created []string
-	for d := root; ; d = filepath.Dir(d) {
-		if _, err := os.Lstat(d); err == nil || filepath.Dir(d) == d {
-			break
-		}
-		created = append(created, d)
-	}
 	if err := os.MkdirAll(root, 0o755); err != nil {
 		return nil, mapErr("open", "", err)
 	}
-	for _, d := range created {
+	// Every level of the path must be durable in its parent, or a crash
+	// soon after first boot could lose the data directory and everything
+	// synced inside it. Sync them all, not only the levels this call
+	// created: a process killed between creating and syncing them leaves
+	// directories that exist (in the page cache) but are not durable.
+	for d := root; filepath.Dir(d) != d; d = filepath.Dir(d) {
 		if err := syncDirPath(filepath.Dir(d)); err != nil {
 			return nil, mapErr("open", "", err)
 		}

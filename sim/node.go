@@ -39,6 +39,9 @@ type Node struct {
 	diskDone    diskHandler
 	// diskFaultUntil ends the fault schedule's disk-error window, if any.
 	diskFaultUntil sched.Time
+	// bootCorruptions is how many recorded corruptions its disk had when
+	// the current incarnation booted (corruption gates use it).
+	bootCorruptions int
 	// crashOnWrite: the fault schedule crashes the node (and, for a power
 	// outage, the rest of crashGroup with it) as soon as its next write
 	// reaches the page cache.
@@ -76,8 +79,13 @@ func (n *Node) LocalTime() node.Time { return n.clock.local(n.w.Q.Now()) }
 
 // ---- lifecycle ----
 
+// BootCorruptions is how many recorded corruptions the disk had when the
+// current incarnation booted.
+func (n *Node) BootCorruptions() int { return n.bootCorruptions }
+
 func (n *Node) boot() {
 	n.incarnation++
+	n.bootCorruptions = len(n.FS.Corruptions())
 	n.up = true
 	n.paused = false
 	n.haltReason = ""

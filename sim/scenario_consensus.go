@@ -64,12 +64,7 @@ type consensusChecks struct {
 	readFloor  map[string]raft.Index // client/read id -> maxAcked when the read began
 	acks       int
 
-	// For the corruption gate, per server: corruptions its disk had when its
-	// last completed recovery began, and whether it left it abstaining.
-	starting    []int // counted at the start of the recovery in progress
-	seen        []int
-	lastAbstain []bool
-	wiped       []bool // the disk was replaced: restart in Rejoin mode
+	gate *raftGate
 }
 
 type applyPos struct {
@@ -92,10 +87,6 @@ func buildConsensus(w *World) Checks {
 		clientAddrs = append(clientAddrs, fmt.Sprintf("s%d:2181", i+1))
 	}
 	cc.lastApply = make([]applyPos, nServers)
-	cc.starting = make([]int, nServers)
-	cc.seen = make([]int, nServers)
-	cc.lastAbstain = make([]bool, nServers)
-	cc.wiped = make([]bool, nServers)
 	for i := range nServers {
 		i := i
 		name := fmt.Sprintf("s%d", i+1)
@@ -115,25 +106,22 @@ func buildConsensus(w *World) Checks {
 					cc.commitTerm = append(cc.commitTerm, term)
 				}
 			},
-			OnStart: func() { cc.starting[i] = len(cc.servers[i].FS.Corruptions()) },
-			OnReady: func() {
-				// Only a recovery that finished has looked at the damage.
-				cc.seen[i] = cc.starting[i]
-				cc.wiped[i] = false
-				if s := cc.server(i); s != nil {
-					cc.lastAbstain[i] = s.Raft().Status().Abstain
-				}
-			},
 		}
 		factory := func(env node.Env) node.Machine {
 			c := cfg
 			// An operator says so when replacing a disk (the planted bug
 			// forgets to).
-			c.Raft.Rejoin = cc.wiped[i] && w.Bug != bugWipedVotes
+			c.Raft.Rejoin = cc.gate.rejoin(i) && w.Bug != bugWipedVotes
 			return replog.NewServer(c)(env)
 		}
 		cc.servers = append(cc.servers, w.AddNode(NodeSpec{Name: name, Listen: []string{peers[i].Addr, clientAddrs[i]}, Factory: factory}))
 	}
+	cc.gate = newRaftGate(cc.servers, func(i int) *raft.Raft {
+		if s := cc.server(i); s != nil {
+			return s.Raft()
+		}
+		return nil
+	})
 	for i := range 3 {
 		name := fmt.Sprintf("c%d", i+1)
 		cfg := replog.ClientConfig{
@@ -290,36 +278,9 @@ func (cc *consensusChecks) readDone(client string, id uint64, r replog.Response)
 	}
 }
 
-// MayCorrupt allows corrupting a server only while every server, itself
-// included, is clean: no misdirected write armed, every corruption of its
-// disk older than its last recovery, and not abstaining. One unrepaired
-// corruption at a time, as a fault model for a replicated system must bound
-// it (TigerBeetle's fault atlas does the same).
-func (cc *consensusChecks) MayCorrupt(*Node) bool {
-	for j, n := range cc.servers {
-		if n.FS.MisdirectPending() || len(n.FS.Corruptions()) > cc.seen[j] || cc.wiped[j] {
-			return false
-		}
-		abstain := cc.lastAbstain[j] // down or still recovering: what its last recovery found
-		if s := cc.server(j); s != nil && s.Raft().Status().Ready {
-			abstain = s.Raft().Status().Abstain
-		}
-		if abstain {
-			return false
-		}
-	}
-	return true
-}
-
-// Wiped records a replaced disk: the server restarts in Rejoin mode and
-// counts as damaged until a recovery has seen the empty disk.
-func (cc *consensusChecks) Wiped(n *Node) {
-	for j, o := range cc.servers {
-		if o == n {
-			cc.wiped[j] = true
-		}
-	}
-}
+// MayCorrupt and Wiped: see raftGate.
+func (cc *consensusChecks) MayCorrupt(n *Node) bool { return cc.gate.MayCorrupt(n) }
+func (cc *consensusChecks) Wiped(n *Node)           { cc.gate.Wiped(n) }
 
 // Converged: one leader, everyone recovered, voting, and caught up to the
 // leader's log, and every client done.

@@ -50,7 +50,7 @@ func (t *Tree) apply(e *raft.Entry, cfg *treeConfig, mine func(txnOrigin) bool) 
 		t.createSession(id, x.timeout, x.passwd)
 		out.sessionCreated = id
 	case txnCloseSession:
-		if t.closeSession(x.session, int64(e.Zxid), &out.events) {
+		if t.closeSession(x.session, int64(e.Zxid), &out.events, cfg.keepEphemerals) {
 			out.sessionClosed = x.session
 		}
 	case txnReap:
@@ -154,7 +154,7 @@ func (t *Tree) applyRequest(x *txn, e *raft.Entry, cfg *treeConfig, want bool, o
 			out.resp = en.B
 		}
 	case jute.OpCloseSession:
-		if t.closeSession(x.session, int64(e.Zxid), &out.events) {
+		if t.closeSession(x.session, int64(e.Zxid), &out.events, cfg.keepEphemerals) {
 			out.sessionClosed = x.session
 		}
 	default:

@@ -43,9 +43,21 @@ type Config struct {
 	RaftTick      time.Duration
 	ElectionTicks int
 	SnapshotEvery uint64
-	// Bug plants a bug for checker tests.
+	// Rejoin: this server's disk was replaced while the ensemble kept its
+	// data; it must not vote until a leader has caught it up (raft.Config).
+	Rejoin bool
+	// Bug plants a bug for checker tests (Bug* constants).
 	Bug string
 }
+
+// Planted bugs, so tests can prove the simulator's checkers catch them.
+const (
+	BugStaleSync      = "stale-sync"      // answer sync at once, without a ReadIndex barrier
+	BugLateWatch      = "late-watch"      // send watch events at the next tick instead of before later replies
+	BugKeepEphemerals = "keep-ephemerals" // a closed or expired session leaves its ephemerals behind
+	BugServeBehind    = "serve-behind"    // serve a client whose lastZxidSeen is ahead of this server
+	BugDoubleWatch    = "double-watch"    // one-shot watches are not removed when they fire
+)
 
 // ServerSpec is one server.N line.
 type ServerSpec struct {

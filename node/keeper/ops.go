@@ -2,7 +2,6 @@ package keeper
 
 import (
 	"encoding/base64"
-	"fmt"
 	"net/netip"
 	"slices"
 	"strings"
@@ -28,7 +27,8 @@ type event struct {
 // treeConfig holds the settings the state machine depends on; they are part
 // of the ensemble's configuration and identical on every server.
 type treeConfig struct {
-	ttlEnabled bool // zoo.cfg extendedTypesEnabled
+	ttlEnabled     bool // zoo.cfg extendedTypesEnabled
+	keepEphemerals bool // BugKeepEphemerals
 }
 
 const maxTTL = 1<<40 - 1
@@ -180,7 +180,7 @@ func (t *Tree) create(c *caller, cfg *treeConfig, r *createOp, ev *[]event, undo
 	}
 	path := r.path
 	if sequential {
-		path += fmt.Sprintf("%010d", parent.creates)
+		path += jute.SequentialSuffix(parent.creates)
 	}
 	if jute.ValidatePath(path, false) != nil {
 		return "", nil, jute.ErrBadArguments
@@ -381,10 +381,14 @@ func (t *Tree) createSession(id int64, timeout int32, passwd [16]byte) {
 
 // closeSession deletes a session and its ephemerals, in path order, each
 // firing its events and updating its parent exactly like a delete.
-func (t *Tree) closeSession(id int64, zxid int64, ev *[]event) bool {
+func (t *Tree) closeSession(id int64, zxid int64, ev *[]event, keepEphemerals bool) bool {
 	s := t.sessions[id]
 	if s == nil {
 		return false
+	}
+	if keepEphemerals {
+		delete(t.sessions, id)
+		return true
 	}
 	nodes := make([]*znode, 0, len(s.ephemerals))
 	for n := range s.ephemerals { // order-independent: sorted below

@@ -11,11 +11,10 @@ import (
 func (s *Server) read(c *conn, r *request) {
 	code, body := s.readOp(c, r.op, r.body)
 	if code == jute.ErrMarshallingError {
-		r.frame = nil
 		s.drop(c, "malformed "+opName(r.op)+" request")
 		return
 	}
-	r.frame = replyFrame(r.xid, s.tree.Zxid(), code, body)
+	r.code, r.resp = code, body
 }
 
 // callerOf describes a connection to the ACL checks.

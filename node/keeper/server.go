@@ -73,7 +73,13 @@ type request struct {
 	body     []byte // a read, executed when it reaches the head of the queue
 	deferred bool
 	ready    bool
-	frame    []byte
+	// The reply: err and body; the frame is built when it is sent, stamped
+	// with the zxid the server has applied then (as ZooKeeper stamps every
+	// reply), so a connection never sees zxids go back.
+	code     int32
+	resp     []byte
+	zxid     int64 // used instead of the applied zxid when fixedZxid
+	fixed    bool
 	write    bool
 	deadline node.Time // writes and syncs: give up on the connection after this
 	start    node.Time
@@ -123,6 +129,7 @@ type Server struct {
 
 	writeTimeout time.Duration
 	stats        serverStats
+	late         []lateEvent // BugLateWatch only
 	started      node.Time
 	ready        bool
 }
@@ -141,7 +148,7 @@ func New(cfg Config) node.Factory {
 		s := &Server{
 			env:       env,
 			cfg:       cfg,
-			tcfg:      treeConfig{ttlEnabled: cfg.TTLEnabled},
+			tcfg:      treeConfig{ttlEnabled: cfg.TTLEnabled, keepEphemerals: cfg.Bug == BugKeepEphemerals},
 			tree:      NewTree(),
 			conns:     make(map[node.ConnID]*conn),
 			bySession: make(map[int64][]*conn),
@@ -164,7 +171,7 @@ func New(cfg Config) node.Factory {
 		}
 		s.raft = raft.New(env, raft.Config{
 			ID: cfg.ID, Peers: peers, Dir: "raft", Tick: cfg.RaftTick, ElectionTicks: cfg.ElectionTicks,
-			SnapshotEvery: cfg.SnapshotEvery, MaxPending: 200_000, Bug: cfg.Bug,
+			SnapshotEvery: cfg.SnapshotEvery, MaxPending: 200_000, Rejoin: cfg.Rejoin, Bug: raftBug(cfg.Bug),
 		}, (*stateMachine)(s), raft.Hooks{
 			Ready:       s.raftReady,
 			ReadReady:   s.readReady,
@@ -174,6 +181,15 @@ func New(cfg Config) node.Factory {
 		})
 		return s
 	}
+}
+
+// raftBug passes through planted bugs that belong to the consensus layer.
+func raftBug(b string) string {
+	switch b {
+	case raft.BugAckBeforeDurable, raft.BugCommitOnMinority, raft.BugNoTruncate:
+		return b
+	}
+	return ""
 }
 
 // Tree exposes the data tree (checkers, tools).
@@ -335,7 +351,7 @@ func (s *Server) connect(c *conn, body []byte) {
 		s.drop(c, "recovering")
 		return
 	}
-	if req.LastZxidSeen > s.tree.Zxid() {
+	if req.LastZxidSeen > s.tree.Zxid() && s.cfg.Bug != BugServeBehind {
 		// This server is behind the client: it must not serve it (the
 		// client tries another server).
 		s.drop(c, fmt.Sprintf("client has seen zxid 0x%x, this server only 0x%x", req.LastZxidSeen, s.tree.Zxid()))
@@ -448,7 +464,7 @@ func (s *Server) request(c *conn, body []byte) {
 	now := s.env.Now()
 	switch h.Type {
 	case jute.OpPing:
-		s.enqueue(c, &request{xid: h.Xid, op: h.Type, ready: true, start: now, frame: replyFrame(h.Xid, s.tree.Zxid(), jute.ErrOK, nil)})
+		s.enqueue(c, &request{xid: h.Xid, op: h.Type, ready: true, start: now})
 	case jute.OpAuth:
 		s.auth(c, h.Xid, rest)
 	case jute.OpExists, jute.OpGetData, jute.OpGetACL, jute.OpGetChildren, jute.OpGetChildren2,
@@ -465,6 +481,10 @@ func (s *Server) request(c *conn, body []byte) {
 		s.req++
 		s.reads[s.req] = readWait{c: c, r: r}
 		s.enqueue(c, r)
+		if s.cfg.Bug == BugStaleSync {
+			s.readReady(s.req, true)
+			return
+		}
 		s.raft.ReadIndex(s.req)
 	case jute.OpCreate, jute.OpCreate2, jute.OpCreateContainer, jute.OpCreateTTL, jute.OpDelete,
 		jute.OpSetData, jute.OpSetACL, jute.OpMulti, jute.OpCloseSession:
@@ -473,9 +493,10 @@ func (s *Server) request(c *conn, body []byte) {
 		// A check outside a multi makes ZooKeeper 3.8 drop the connection.
 		s.drop(c, "check outside multi")
 	case jute.OpReconfig:
-		s.enqueue(c, &request{xid: h.Xid, op: h.Type, ready: true, start: now, frame: replyFrame(h.Xid, s.tree.Zxid(), jute.ErrReconfigDisabled, nil)})
+		s.enqueue(c, &request{xid: h.Xid, op: h.Type, ready: true, start: now, code: jute.ErrReconfigDisabled})
 	default:
-		s.enqueue(c, &request{xid: h.Xid, op: h.Type, ready: true, start: now, frame: replyFrame(h.Xid, -1, jute.ErrUnimplemented, nil)})
+		// ZooKeeper answers an unknown op with zxid -1.
+		s.enqueue(c, &request{xid: h.Xid, op: h.Type, ready: true, start: now, code: jute.ErrUnimplemented, zxid: -1, fixed: true})
 	}
 }
 
@@ -545,6 +566,9 @@ func (s *Server) pump(c *conn) {
 		r := c.queue[0]
 		if r.deferred {
 			s.read(c, r)
+			if c.state != cOpen {
+				return
+			}
 			r.deferred = false
 			r.ready = true
 		}
@@ -553,7 +577,11 @@ func (s *Server) pump(c *conn) {
 		}
 		c.queue[0] = nil
 		c.queue = c.queue[1:]
-		s.env.Send(c.id, r.frame)
+		zxid := s.tree.Zxid()
+		if r.fixed {
+			zxid = r.zxid
+		}
+		s.env.Send(c.id, replyFrame(r.xid, zxid, r.code, r.resp))
 		c.sent++
 		s.stats.sent++
 		s.latency(s.env.Now().Sub(r.start))
@@ -637,8 +665,12 @@ func (s *Server) apply(e *raft.Entry) {
 	// Watches first: an event must reach its client before any reply that
 	// reveals the change.
 	for _, ev := range out.events {
-		for _, id := range s.watches.trigger(ev) {
+		for _, id := range s.watches.trigger(ev, s.cfg.Bug == BugDoubleWatch) {
 			if c := s.conns[id]; c != nil && c.state == cOpen {
+				if s.cfg.Bug == BugLateWatch {
+					s.late = append(s.late, lateEvent{id, ev})
+					continue
+				}
 				s.notify(c, ev)
 			}
 		}
@@ -680,7 +712,7 @@ func (s *Server) apply(e *raft.Entry) {
 			s.drop(c, fmt.Sprintf("write refused to keep the session's order (%s)", jute.ErrName(out.err)))
 			return
 		}
-		p.r.frame = replyFrame(p.r.xid, s.tree.Zxid(), out.err, out.resp)
+		p.r.code, p.r.resp = out.err, out.resp
 		p.r.ready = true
 		s.pump(c)
 	}
@@ -720,7 +752,7 @@ func (s *Server) readReady(ctx uint64, ok bool) {
 	}
 	var req jute.SyncRequest
 	_ = jute.Unmarshal(w.r.body, &req)
-	w.r.frame = replyFrame(w.r.xid, s.tree.Zxid(), jute.ErrOK, jute.Marshal(&jute.SyncResponse{Path: req.Path}))
+	w.r.code, w.r.resp = jute.ErrOK, jute.Marshal(&jute.SyncResponse{Path: req.Path})
 	w.r.ready = true
 	s.pump(c)
 }
@@ -780,8 +812,19 @@ func (s *Server) hostMessage(from raft.ID, data []byte) {
 	}
 }
 
+type lateEvent struct {
+	c  node.ConnID
+	ev event
+}
+
 func (s *Server) tick() {
 	now := s.env.Now()
+	for _, l := range s.late {
+		if c := s.conns[l.c]; c != nil && c.state == cOpen {
+			s.notify(c, l.ev)
+		}
+	}
+	s.late = s.late[:0]
 	// Requests that waited too long: their write or sync was lost.
 	var stale []*conn
 	for _, c := range s.conns { // order-independent: collected and sorted below

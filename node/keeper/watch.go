@@ -106,9 +106,10 @@ func (w *watches) dropConn(c node.ConnID) {
 
 // trigger returns, in connection order, the connections to notify of ev,
 // each once, and removes the one-shot watches it fires.
-func (w *watches) trigger(ev event) []node.ConnID {
+func (w *watches) trigger(ev event, keepOneShot bool) []node.ConnID {
 	var out []node.ConnID
 	take := func(k watchKind, path string, oneShot bool) {
+		oneShot = oneShot && !keepOneShot
 		set := w.byPath[k][path]
 		for c := range set { // order-independent: sorted below, deduplicated
 			out = append(out, c)

@@ -394,14 +394,14 @@ func (s *storage) readFile(name string, off int64, n int, cb func(data []byte, e
 // have lost acknowledged data makes the server abstain until repaired.
 func (s *storage) recover() {
 	s.do(node.MkdirOp(s.dir), func(ev node.Event) {
-		switch {
-		case ev.Err == nil:
-			// A new directory's name must be durable before anything in it.
-			s.do(node.SyncDirOp(node.Dir(s.dir)), nil)
-		case !errors.Is(ev.Err, node.ErrExist):
+		if ev.Err != nil && !errors.Is(ev.Err, node.ErrExist) {
 			s.r.env.Halt("raft: cannot create " + s.dir + ": " + ev.Err.Error())
 			return
 		}
+		// The directory's name must be durable before anything in it, and
+		// "it already exists" proves nothing: a killed predecessor may have
+		// created it and died before syncing its parent.
+		s.do(node.SyncDirOp(node.Dir(s.dir)), nil)
 		s.do(node.ListOp(s.dir), s.listed)
 	})
 }

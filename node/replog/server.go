@@ -19,9 +19,7 @@ type ServerConfig struct {
 	// (checkers).
 	OnRole   func(role raft.Role, term raft.Term, leader raft.ID)
 	OnCommit func(term raft.Term, index raft.Index)
-	// OnStart is called when an incarnation starts, before recovery reads
-	// the disk; OnReady when recovery is done.
-	OnStart func()
+	// OnReady is called when recovery is done.
 	OnReady func()
 }
 
@@ -89,9 +87,6 @@ func (s *Server) Step(ev node.Event) {
 	}
 	switch ev.Kind {
 	case node.EvStart:
-		if s.cfg.OnStart != nil {
-			s.cfg.OnStart()
-		}
 		s.nonce = s.env.Rand().Uint64()
 		s.raft.Start()
 		s.env.SetTimer(timerExpire, requestLife)

@@ -1,0 +1,84 @@
+package keeper
+
+import "fmt"
+
+// CheckInvariants verifies the tree's structure: parent and child links
+// agree, the node count is right, every ephemeral belongs to a live session
+// whose index lists it (and has no children), every session's index lists
+// only its live ephemerals, containers and TTL nodes are indexed, and no
+// node has had fewer child creates than it has children. The simulator runs
+// it on every server; it costs a walk of the tree.
+func (t *Tree) CheckInvariants() error {
+	count := 0
+	ephemerals := 0
+	var walk func(n *znode, path string) error
+	walk = func(n *znode, path string) error {
+		count++
+		builtin := int32(0) // children the constructor made without counting them
+		switch path {
+		case "/":
+			builtin = 1
+		case "/zookeeper":
+			builtin = 2
+		}
+		if n.creates < n.numChildren()-builtin {
+			return fmt.Errorf("%s: %d children but %d child creates", path, n.numChildren(), n.creates)
+		}
+		switch n.kind {
+		case kindEphemeral:
+			ephemerals++
+			s := t.sessions[n.owner]
+			if s == nil {
+				return fmt.Errorf("%s: ephemeral of session 0x%x, which does not exist", path, n.owner)
+			}
+			if _, ok := s.ephemerals[n]; !ok {
+				return fmt.Errorf("%s: ephemeral missing from session 0x%x's index", path, n.owner)
+			}
+			if len(n.children) > 0 {
+				return fmt.Errorf("%s: ephemeral with children", path)
+			}
+		case kindContainer, kindTTL:
+			if _, ok := t.timed[n]; !ok {
+				return fmt.Errorf("%s: container/TTL node not indexed", path)
+			}
+		}
+		for name, c := range n.children { // order-independent: the first error found may differ, any is a failure
+			if c.parent != n || c.name != name {
+				return fmt.Errorf("%s/%s: broken parent link", path, name)
+			}
+			p := path + "/" + name
+			if path == "/" {
+				p = "/" + name
+			}
+			if err := walk(c, p); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	if err := walk(t.root, "/"); err != nil {
+		return err
+	}
+	if count != t.count {
+		return fmt.Errorf("tree holds %d nodes, its count says %d", count, t.count)
+	}
+	indexed := 0
+	for id, s := range t.sessions { // order-independent: counting and membership
+		for n := range s.ephemerals { // order-independent: membership
+			if n.owner != id || n.kind != kindEphemeral || n.parent == nil || n.parent.children[n.name] != n {
+				return fmt.Errorf("session 0x%x lists an ephemeral that is not in the tree as its own", id)
+			}
+		}
+		indexed += len(s.ephemerals)
+	}
+	if indexed != ephemerals {
+		return fmt.Errorf("%d ephemerals in the tree, %d in session indexes", ephemerals, indexed)
+	}
+	return nil
+}
+
+// HasSession reports whether the session exists.
+func (t *Tree) HasSession(id int64) bool { return t.sessions[id] != nil }
+
+// Exists reports whether a znode exists.
+func (t *Tree) Exists(path string) bool { return t.lookup(path) != nil }
