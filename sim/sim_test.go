@@ -45,7 +45,7 @@ func TestDemoSeedsPass(t *testing.T) {
 	for _, sc := range []struct {
 		name  string
 		seeds uint64
-	}{{"demo", 100}, {"demo-busy", 10}, {"demo-idle", 2}, {"consensus", 40}} {
+	}{{"demo", 100}, {"demo-busy", 10}, {"demo-idle", 2}, {"consensus", 40}, {"keeper", 40}} {
 		for seed := uint64(1000); seed < 1000+sc.seeds; seed++ {
 			r := Run(Options{Seed: seed, Scenario: sc.name, Swarm: true})
 			if !r.OK() {
@@ -60,7 +60,7 @@ func TestDemoSeedsPass(t *testing.T) {
 // failure within a bounded number of seeds.
 func TestPlantedBugsAreCaught(t *testing.T) {
 	const maxSeeds = 300
-	for _, name := range []string{"demo", "consensus"} {
+	for _, name := range []string{"demo", "consensus", "keeper"} {
 		sc := Lookup(name)
 		for bug := range sc.Bugs {
 			t.Run(name+"/"+bug, func(t *testing.T) {

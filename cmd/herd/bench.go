@@ -25,14 +25,16 @@ import (
 
 func runBench(args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 {
-		fmt.Fprintln(stderr, "usage: herd bench raft [flags]   (herd bench raft --help)")
+		fmt.Fprintln(stderr, "usage: herd bench raft|keeper [flags]   (herd bench keeper --help)")
 		return 2
 	}
 	switch args[0] {
 	case "raft":
 		return benchRaft(args[1:], stdout, stderr)
+	case "keeper":
+		return benchKeeper(args[1:], stdout, stderr)
 	}
-	fmt.Fprintf(stderr, "herd bench: unknown target %q (want raft)\n", args[0])
+	fmt.Fprintf(stderr, "herd bench: unknown target %q (want raft or keeper)\n", args[0])
 	return 2
 }
 

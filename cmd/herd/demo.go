@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime/pprof"
 	"strings"
 	"sync"
 	"syscall"
@@ -35,8 +36,22 @@ func runDev(args []string, stdout, stderr io.Writer) int {
 	}
 	dataDir := fs.String("data", defDir, "directory holding the servers' data")
 	verbose := fs.Bool("v", false, "log the servers' debug lines")
+	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile of the whole ensemble to this file")
 	if err := fs.Parse(args); err != nil {
 		return 2
+	}
+	if *cpuprofile != "" {
+		f, err := os.Create(*cpuprofile)
+		if err != nil {
+			fmt.Fprintln(stderr, "herd dev:", err)
+			return 1
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			fmt.Fprintln(stderr, "herd dev:", err)
+			return 1
+		}
+		defer pprof.StopCPUProfile()
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()

@@ -22,7 +22,7 @@ func commands() []command {
 		{"keeper", "run a keeper server (ZooKeeper-compatible): herd keeper --config zoo.cfg", runKeeper},
 		{"demo-server", "run one demo-protocol server (test scaffolding)", runDemoServer},
 		{"demo-client", "append records to demo servers and print each acknowledgement", runDemoClient},
-		{"bench", "benchmarks on the production shell (herd bench raft)", runBench},
+		{"bench", "benchmarks: herd bench raft (consensus), herd bench keeper (any ZooKeeper endpoint)", runBench},
 	}
 }
 

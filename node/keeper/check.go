@@ -10,10 +10,12 @@ import "fmt"
 // it on every server; it costs a walk of the tree.
 func (t *Tree) CheckInvariants() error {
 	count := 0
+	bytes := 0
 	ephemerals := 0
 	var walk func(n *znode, path string) error
 	walk = func(n *znode, path string) error {
 		count++
+		bytes += len(n.name) + len(n.data)
 		builtin := int32(0) // children the constructor made without counting them
 		switch path {
 		case "/":
@@ -61,6 +63,9 @@ func (t *Tree) CheckInvariants() error {
 	}
 	if count != t.count {
 		return fmt.Errorf("tree holds %d nodes, its count says %d", count, t.count)
+	}
+	if bytes != t.bytes {
+		return fmt.Errorf("tree holds %d data and name bytes, its count says %d", bytes, t.bytes)
 	}
 	indexed := 0
 	for id, s := range t.sessions { // order-independent: counting and membership

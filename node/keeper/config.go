@@ -113,6 +113,9 @@ func (c *Config) Defaults() {
 	if c.ElectionTicks <= 0 {
 		c.ElectionTicks = 10
 	}
+	if c.SnapshotEvery == 0 {
+		c.SnapshotEvery = 100_000 // ZooKeeper's snapCount default
+	}
 }
 
 // fourLetterWords are the commands herd answers.
@@ -208,6 +211,10 @@ func ParseZooCfg(text string) (Config, error) {
 			c.SuperDigest = val
 		case key == "jute.maxbuffer":
 			c.MaxBuffer, err = num()
+		case key == "snapCount":
+			var n int
+			n, err = num()
+			c.SnapshotEvery = uint64(max(n, 1))
 		case key == "znode.container.checkIntervalMs":
 			c.ContainerCheck, err = ms()
 		case strings.HasPrefix(key, "server."):
@@ -222,7 +229,7 @@ func ParseZooCfg(text string) (Config, error) {
 				c.Warnings = append(c.Warnings, key+": herd compacts its log itself; accepted and ignored")
 			}
 		case key == "admin.enableServer" || key == "admin.serverPort" || key == "standaloneEnabled" ||
-			key == "reconfigEnabled" || key == "syncEnabled" || key == "preAllocSize" || key == "snapCount" ||
+			key == "reconfigEnabled" || key == "syncEnabled" || key == "preAllocSize" ||
 			key == "globalOutstandingLimit" || key == "electionAlg" || key == "quorumListenOnAllIPs" ||
 			key == "leaderServes" || key == "cnxTimeout" || strings.HasPrefix(key, "metricsProvider.") ||
 			strings.HasPrefix(key, "authProvider."):

@@ -235,6 +235,7 @@ func (t *Tree) create(c *caller, cfg *treeConfig, r *createOp, ev *[]event, undo
 func (t *Tree) unlink(n *znode) {
 	delete(n.parent.children, n.name)
 	t.count--
+	t.bytes -= len(n.name) + len(n.data)
 	if n.kind == kindEphemeral {
 		if s := t.sessions[n.owner]; s != nil {
 			delete(s.ephemerals, n)
@@ -247,6 +248,7 @@ func (t *Tree) unlink(n *znode) {
 func (t *Tree) relink(n *znode) {
 	n.parent.children[n.name] = n
 	t.count++
+	t.bytes += len(n.name) + len(n.data)
 	if n.kind == kindEphemeral {
 		if s := t.sessions[n.owner]; s != nil {
 			s.ephemerals[n] = struct{}{}
@@ -319,11 +321,13 @@ func (t *Tree) setData(c *caller, path string, data []byte, version int32, ev *[
 		return nil, jute.ErrBadVersion
 	}
 	prev := *n
+	t.bytes += len(data) - len(n.data)
 	n.data = append([]byte(nil), data...)
 	n.version++
 	n.mzxid, n.mtime = c.zxid, c.time
 	if undo != nil {
 		*undo = append(*undo, func() {
+			t.bytes += len(prev.data) - len(n.data)
 			n.data, n.version, n.mzxid, n.mtime = prev.data, prev.version, prev.mzxid, prev.mtime
 		})
 	}

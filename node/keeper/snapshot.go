@@ -28,7 +28,7 @@ const (
 
 // Snapshot serialises the tree.
 func (t *Tree) Snapshot() []byte {
-	e := &jute.Encoder{B: make([]byte, 0, 64+t.count*64+t.dataSize())}
+	e := &jute.Encoder{B: make([]byte, 0, 64+t.count*96+t.bytes)}
 	e.Int(treeMagic)
 	e.Int(treeVersion)
 	e.Long(t.zxid)
@@ -144,6 +144,7 @@ func RestoreTree(b []byte) (*Tree, error) {
 			return nil, fmt.Errorf("%w: node %q", errBadTreeSnapshot, n.name)
 		}
 		t.count++
+		t.bytes += len(n.name) + len(n.data)
 		switch n.kind {
 		case kindEphemeral:
 			s := t.sessions[n.owner]
@@ -177,15 +178,4 @@ func RestoreTree(b []byte) (*Tree, error) {
 	return t, nil
 }
 
-func (t *Tree) dataSize() int {
-	total := 0
-	var walk func(n *znode)
-	walk = func(n *znode) {
-		total += len(n.data) + len(n.name)
-		for _, c := range n.children { // order-independent: summing
-			walk(c)
-		}
-	}
-	walk(t.root)
-	return total
-}
+func (t *Tree) dataSize() int { return t.bytes }

@@ -132,6 +132,7 @@ type Tree struct {
 	// timed holds container and TTL nodes, for the reaper.
 	timed map[*znode]struct{}
 	count int // znodes, the root included
+	bytes int // data and name bytes of all znodes
 	zxid  int64
 }
 
@@ -168,6 +169,7 @@ func (t *Tree) addChild(parent *znode, name string, n *znode) *znode {
 	parent.children[name] = n
 	parent.creates++
 	t.count++
+	t.bytes += len(name) + len(n.data)
 	return n
 }
 

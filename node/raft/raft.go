@@ -411,7 +411,9 @@ func (r *Raft) Forward(data []byte) error {
 	if r.leader == 0 {
 		return ErrNotLeader
 	}
-	r.send(r.leader, &message{typ: mProp, data: data})
+	// A proposal carries no vote, term or acknowledgement of this server:
+	// it need not wait for this server's disk.
+	r.sendNow(r.leader, &message{typ: mProp, data: data})
 	return nil
 }
 
@@ -517,7 +519,7 @@ func (r *Raft) step(m *message) {
 		if r.role == Leader {
 			_, _, _ = r.Propose(m.data)
 		} else if r.leader != 0 && r.leader != m.from {
-			r.send(r.leader, m)
+			r.sendNow(r.leader, &message{typ: mProp, data: m.data})
 		}
 		return
 	case mReadIndex:
@@ -765,9 +767,11 @@ func (r *Raft) send(to ID, m *message) {
 	r.st.sendDurable(p.conn, m.encode(nil))
 }
 
-// sendNow sends without waiting for the disk. Only the leader's appends and
-// heartbeats may do so: they carry entries the followers will make durable
-// themselves, and a term the leader made durable when it stood for election.
+// sendNow sends without waiting for the disk. Only messages that promise
+// nothing about this server's disk may: the leader's appends and heartbeats
+// (they carry entries the followers make durable themselves, and a term the
+// leader made durable when it stood for election), forwarded proposals,
+// ReadIndex requests and answers, and host messages.
 func (r *Raft) sendNow(to ID, m *message) {
 	p := r.peerByID(to)
 	if p == nil || p.conn == 0 {

@@ -44,7 +44,7 @@ func (r *Raft) ReadIndex(ctx uint64) {
 		rd.leaderRequest(ctx, 0)
 	case r.leader != 0 && len(rd.remote) < maxReads:
 		rd.remote = append(rd.remote, pendingRead{ctx: ctx})
-		r.send(r.leader, &message{typ: mReadIndex, ctx: ctx})
+		r.sendNow(r.leader, &message{typ: mReadIndex, ctx: ctx})
 	default:
 		rd.answer(ctx, false)
 	}
@@ -128,7 +128,7 @@ func (rd *reads) reply(pr pendingRead, ok bool) {
 		rd.answer(pr.ctx, ok)
 		return
 	}
-	rd.r.send(pr.from, &message{typ: mReadIndexResp, ctx: pr.ctx, index: pr.index, ok: ok})
+	rd.r.sendNow(pr.from, &message{typ: mReadIndexResp, ctx: pr.ctx, index: pr.index, ok: ok})
 }
 
 // commitAdvanced lets deferred reads start once the leader commits in its
@@ -163,7 +163,7 @@ func (rd *reads) lostLeadership() {
 func (rd *reads) remoteRequest(m *message) {
 	r := rd.r
 	if r.role != Leader {
-		r.send(m.from, &message{typ: mReadIndexResp, ctx: m.ctx, ok: false})
+		r.sendNow(m.from, &message{typ: mReadIndexResp, ctx: m.ctx, ok: false})
 		return
 	}
 	rd.leaderRequest(m.ctx, m.from)
