@@ -6,6 +6,7 @@ import (
 	"strings"
 	"time"
 
+	"herd/node/jute"
 	"herd/node/raft"
 )
 
@@ -101,7 +102,22 @@ func (s *Server) sortedConns() []*conn {
 func (s *Server) consText() string {
 	var b strings.Builder
 	for _, c := range s.sortedConns() {
-		fmt.Fprintf(&b, " /%s[%d](queued=%d,recved=%d,sent=%d,sid=0x%x)\n", c.remote, 1, len(c.queue), c.recv, c.sent, c.session)
+		fmt.Fprintf(&b, " /%s[%d](queued=%d,recved=%d,sent=%d", c.remote, 1, len(c.queue), c.recv, c.sent)
+		if c.session != 0 && c.state == cOpen {
+			// ZooKeeper's format (ServerCnxn.dumpConnectionInfo); go-zookeeper's
+			// FLWCons parses exactly this field order.
+			avg := int64(0)
+			if c.latCount > 0 {
+				avg = c.latSumMs / c.latCount
+			}
+			fmt.Fprintf(&b, ",sid=0x%x,lop=%s,est=%d,to=%d", c.session, c.lastOp, c.est, c.timeout)
+			if c.lastCxid >= 0 {
+				fmt.Fprintf(&b, ",lcxid=0x%x", c.lastCxid)
+			}
+			fmt.Fprintf(&b, ",lzxid=0x%x,lresp=%d,llat=%d,minlat=%d,avglat=%d,maxlat=%d",
+				c.lastZxid, c.lastResp, c.lastLat, c.minLat, avg, c.maxLat)
+		}
+		b.WriteString(")\n")
 	}
 	return b.String() + "\n"
 }
@@ -205,4 +221,54 @@ func (s *Server) watchedPaths() int {
 		n += len(m)
 	}
 	return n
+}
+
+// consOpName is the short operation name ZooKeeper's `cons` shows as lop=
+// (FinalRequestProcessor's lastOp).
+func consOpName(op int32) string {
+	switch op {
+	case jute.OpPing:
+		return "PING"
+	case jute.OpCreate, jute.OpCreate2, jute.OpCreateContainer, jute.OpCreateTTL:
+		return "CREA"
+	case jute.OpDelete:
+		return "DELE"
+	case jute.OpSetData:
+		return "SETD"
+	case jute.OpGetData:
+		return "GETD"
+	case jute.OpExists:
+		return "EXIS"
+	case jute.OpGetChildren:
+		return "GETC"
+	case jute.OpGetChildren2:
+		return "GETC"
+	case jute.OpGetACL:
+		return "GETA"
+	case jute.OpSetACL:
+		return "SETA"
+	case jute.OpSync:
+		return "SYNC"
+	case jute.OpMulti:
+		return "MULT"
+	case jute.OpMultiRead:
+		return "MLTR"
+	case jute.OpCloseSession:
+		return "CLOS"
+	case jute.OpSetWatches, jute.OpSetWatches2:
+		return "SETW"
+	case jute.OpCheckWatches:
+		return "CHKW"
+	case jute.OpRemoveWatches:
+		return "REMW"
+	case jute.OpAddWatch:
+		return "ADDW"
+	case jute.OpGetEphemerals:
+		return "GETE"
+	case jute.OpGetAllChildrenNumber:
+		return "GETACN"
+	case jute.OpWhoAmI:
+		return "HOMI"
+	}
+	return "NA"
 }

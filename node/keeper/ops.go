@@ -193,7 +193,7 @@ func (t *Tree) create(c *caller, cfg *treeConfig, r *createOp, ev *[]event, undo
 		return "", nil, jute.ErrNoChildrenForEphemerals
 	}
 	n := &znode{
-		data:  append([]byte(nil), r.data...),
+		data:  cloneData(r.data),
 		czxid: c.zxid, mzxid: c.zxid, pzxid: c.zxid,
 		ctime: c.time, mtime: c.time,
 		acl: t.acls.intern(acl),
@@ -322,7 +322,7 @@ func (t *Tree) setData(c *caller, path string, data []byte, version int32, ev *[
 	}
 	prev := *n
 	t.bytes += len(data) - len(n.data)
-	n.data = append([]byte(nil), data...)
+	n.data = cloneData(data)
 	n.version++
 	n.mzxid, n.mtime = c.zxid, c.time
 	if undo != nil {
@@ -469,4 +469,14 @@ func (t *Tree) expired(now int64) []string {
 	}
 	slices.Sort(out)
 	return out
+}
+
+// cloneData copies znode data, keeping ZooKeeper's distinction between null
+// (nil: jute length -1) and empty (length 0): clients see it (kazoo returns
+// None for one and b"" for the other, and its Counter recipe needs b"").
+func cloneData(b []byte) []byte {
+	if b == nil {
+		return nil
+	}
+	return append(make([]byte, 0, len(b)), b...)
 }

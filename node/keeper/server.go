@@ -65,6 +65,14 @@ type conn struct {
 	early [][]byte
 	recv  uint64
 	sent  uint64
+	// For `cons`, as ZooKeeper reports a connection: established and last
+	// response (wall clock ms), last op, cxid and zxid, latencies in ms.
+	est, lastResp           int64
+	lastOp                  string
+	lastCxid                int32
+	lastZxid                int64
+	lastLat, minLat, maxLat int64
+	latSumMs, latCount      int64
 }
 
 type request struct {
@@ -162,6 +170,7 @@ func New(cfg Config) node.Factory {
 			// its server loses the quorum.
 			writeTimeout: time.Duration(cfg.SyncLimit) * cfg.TickTime,
 		}
+		s.tree.setConfigData(cfg.Servers)
 		var peers []raft.Peer
 		for _, sp := range cfg.Servers {
 			peers = append(peers, raft.Peer{ID: sp.ID, Addr: sp.PeerAddr()})
@@ -406,6 +415,8 @@ func (s *Server) resume(c *conn) {
 func (s *Server) open(c *conn, id int64) {
 	c.session = id
 	c.state = cOpen
+	c.est = s.env.WallClock()
+	c.lastOp, c.lastCxid, c.lastZxid = "NA", -1, -1
 	s.bySession[id] = append(s.bySession[id], c)
 	s.touch(id)
 	s.sendConnectResponse(c, c.timeout, id, c.passwd)
@@ -584,12 +595,33 @@ func (s *Server) pump(c *conn) {
 		s.env.Send(c.id, replyFrame(r.xid, zxid, r.code, r.resp))
 		c.sent++
 		s.stats.sent++
-		s.latency(s.env.Now().Sub(r.start))
+		lat := s.env.Now().Sub(r.start)
+		s.latency(lat)
+		s.connStats(c, r, zxid, lat)
 		if r.close {
 			s.drop(c, "")
 			return
 		}
 	}
+}
+
+// connStats records a reply for `cons`, as ZooKeeper's
+// ServerCnxn.updateStatsForResponse does.
+func (s *Server) connStats(c *conn, r *request, zxid int64, lat time.Duration) {
+	c.lastOp = consOpName(r.op)
+	if r.xid >= 0 {
+		c.lastCxid = r.xid
+	}
+	c.lastZxid = zxid
+	c.lastResp = s.env.WallClock()
+	ms := lat.Milliseconds()
+	c.lastLat = ms
+	if c.latCount == 0 || ms < c.minLat {
+		c.minLat = ms
+	}
+	c.maxLat = max(c.maxLat, ms)
+	c.latSumMs += ms
+	c.latCount++
 }
 
 func (s *Server) latency(d time.Duration) {

@@ -156,6 +156,25 @@ func NewTree() *Tree {
 	return t
 }
 
+// setConfigData sets /zookeeper/config to the ensemble's configuration in
+// ZooKeeper's format (QuorumVerifier.toString: a "server.N=host:quorum:
+// election:participant" line per server, then "version=0", no final
+// newline). zkCli's `config` prints it. A single server runs standalone and,
+// as in ZooKeeper, leaves it empty.
+func (t *Tree) setConfigData(servers []ServerSpec) {
+	if len(servers) <= 1 {
+		return
+	}
+	var b strings.Builder
+	for _, sp := range servers {
+		fmt.Fprintf(&b, "server.%d=%s:%d:%d:participant\n", sp.ID, sp.Host, sp.QuorumPort, sp.ElectionPort)
+	}
+	b.WriteString("version=0")
+	n := t.lookup("/zookeeper/config")
+	t.bytes += b.Len() - len(n.data)
+	n.data = []byte(b.String())
+}
+
 var (
 	openACL = []jute.ACL{{Perms: jute.PermAll, ID: jute.ID{Scheme: "world", ID: "anyone"}}}
 	readACL = []jute.ACL{{Perms: jute.PermRead, ID: jute.ID{Scheme: "world", ID: "anyone"}}}
