@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"syscall"
@@ -47,6 +48,18 @@ func runKeeper(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	defer closeFS()
+	// HERD_CPUPROFILE=/path/prof-%d profiles each server of an ensemble
+	// started by tools that cannot pass flags (compat/ensemble).
+	if p := os.Getenv("HERD_CPUPROFILE"); p != "" {
+		if strings.Contains(p, "%d") {
+			p = fmt.Sprintf(p, cfg.ID)
+		}
+		if f, err := os.Create(p); err == nil {
+			if pprof.StartCPUProfile(f) == nil {
+				defer func() { pprof.StopCPUProfile(); f.Close() }()
+			}
+		}
+	}
 	fmt.Fprintf(stdout, "herd keeper %d: clients on %s, data in %s\n", cfg.ID, sh.Addrs()[0], cfg.DataDir)
 	if err := sh.Run(ctx); err != nil {
 		fmt.Fprintln(stderr, "herd keeper:", err)

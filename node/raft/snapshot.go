@@ -40,7 +40,13 @@ type snapMeta struct {
 }
 
 func encodeSnapshot(meta snapMeta, data []byte) []byte {
-	out := make([]byte, snapHeader, snapHeader+len(data))
+	return append(snapshotHeader(meta, data), data...)
+}
+
+// snapshotHeader is the file's header for data. Writers write it and data
+// as two pieces, so a large state machine is not copied once more.
+func snapshotHeader(meta snapMeta, data []byte) []byte {
+	out := make([]byte, snapHeader)
 	binary.BigEndian.PutUint32(out[0:], snapMagic)
 	binary.BigEndian.PutUint32(out[4:], snapVersion)
 	binary.BigEndian.PutUint64(out[8:], uint64(meta.Index))
@@ -53,7 +59,7 @@ func encodeSnapshot(meta snapMeta, data []byte) []byte {
 		out[56] = 1
 	}
 	binary.BigEndian.PutUint32(out[44:], snapHeaderCRC(out))
-	return append(out, data...)
+	return out
 }
 
 func snapHeaderCRC(h []byte) uint32 {

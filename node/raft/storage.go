@@ -326,9 +326,9 @@ func (s *storage) takeSnapshot() {
 	} else {
 		meta.Zxid = r.log.prevZxid
 	}
-	file := encodeSnapshot(meta, r.sm.Snapshot())
+	data := r.sm.Snapshot()
 	s.snapshotting = true
-	s.writeSnapshot(meta, file, func() {
+	s.writeSnapshot(meta, snapshotHeader(meta, data), data, func() {
 		s.snapshotting = false
 		r.log.snapIndex, r.log.snapTerm, r.log.snapZxid = meta.Index, meta.Term, meta.Zxid
 		keep := Index(r.cfg.SnapshotKeep)
@@ -340,11 +340,14 @@ func (s *storage) takeSnapshot() {
 	})
 }
 
-// writeSnapshot makes file the durable snapshot, then calls done.
-func (s *storage) writeSnapshot(meta snapMeta, file []byte, done func()) {
+// writeSnapshot makes header+data the durable snapshot file, then calls
+// done.
+func (s *storage) writeSnapshot(meta snapMeta, header, data []byte, done func()) {
 	name := snapshotName(meta.Index)
 	tmp := s.path(name + ".tmp")
-	s.do(node.WriteOp(tmp, 0, file), nil)
+	size := int64(len(header) + len(data))
+	s.do(node.WriteOp(tmp, 0, header), nil)
+	s.do(node.WriteOp(tmp, int64(len(header)), data), nil)
 	s.do(node.SyncOp(tmp), nil)
 	s.do(node.RenameOp(tmp, s.path(name)), nil)
 	s.do(node.SyncDirOp(s.dir), func(ev node.Event) {
@@ -353,7 +356,7 @@ func (s *storage) writeSnapshot(meta snapMeta, file []byte, done func()) {
 			return
 		}
 		old := s.snap.name
-		s.snap = segSnap{name: name, meta: meta, size: int64(len(file))}
+		s.snap = segSnap{name: name, meta: meta, size: size}
 		if old != "" && old != name {
 			s.do(node.RemoveOp(s.path(old)), ignoreErr)
 		}
