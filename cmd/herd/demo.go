@@ -24,9 +24,13 @@ import (
 // devAddrs are the demo protocol's default addresses (herd demo-client).
 var devAddrs = []string{"127.0.0.1:7001", "127.0.0.1:7002", "127.0.0.1:7003"}
 
-// runDev starts a 3-server keeper ensemble on 127.0.0.1:2181-2183 with its
-// data in one directory, so a restart recovers it. The broker (9092) will
-// join it.
+// devBrokerAddr is where `herd dev` runs its broker: Kafka's default port.
+const devBrokerAddr = "127.0.0.1:9092"
+
+
+// runDev starts a 3-server keeper ensemble on 127.0.0.1:2181-2183 and one
+// broker on 127.0.0.1:9092, with their data in one directory, so a restart
+// recovers it.
 func runDev(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("herd dev", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -84,9 +88,19 @@ func runDev(args []string, stdout, stderr io.Writer) int {
 		closers = append(closers, closeFS)
 		shells = append(shells, sh)
 	}
+	stopBroker, err := startDevBroker(ctx, filepath.Join(*dataDir, "broker"), devBrokerAddr, logw)
+	if err != nil {
+		fmt.Fprintf(stderr, "herd dev: broker: %v\n", err)
+		for _, sh := range shells {
+			sh.Close()
+		}
+		return 1
+	}
+	defer stopBroker()
 	fmt.Fprintln(stdout, "herd dev: keeper ensemble (ZooKeeper-compatible) on 127.0.0.1:2181,127.0.0.1:2182,127.0.0.1:2183")
+	fmt.Fprintf(stdout, "herd dev: broker (Kafka-compatible) on %s\n", devBrokerAddr)
 	fmt.Fprintf(stdout, "herd dev: data in %s (a restart recovers it)\n", *dataDir)
-	fmt.Fprintln(stdout, "herd dev: try: zkCli.sh -server 127.0.0.1:2181   or   echo srvr | nc 127.0.0.1 2181")
+	fmt.Fprintln(stdout, "herd dev: try: zkCli.sh -server 127.0.0.1:2181   or   kcat -b 127.0.0.1:9092 -L")
 	fmt.Fprintln(stdout, "herd dev: Ctrl-C stops")
 	errs := make([]error, len(shells))
 	var wg sync.WaitGroup

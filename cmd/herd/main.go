@@ -20,6 +20,7 @@ func commands() []command {
 		{"sim", "run deterministic simulations (herd sim --help)", runSim},
 		{"dev", "start a local 3-server keeper ensemble on 127.0.0.1:2181-2183 (Ctrl-C stops it)", runDev},
 		{"keeper", "run a keeper server (ZooKeeper-compatible): herd keeper --config zoo.cfg", runKeeper},
+		{"broker", "run a Kafka-compatible broker: herd broker --config server.properties", runBroker},
 		{"demo-server", "run one demo-protocol server (test scaffolding)", runDemoServer},
 		{"demo-client", "append records to demo servers and print each acknowledgement", runDemoClient},
 		{"bench", "benchmarks: herd bench raft (consensus), herd bench keeper (any ZooKeeper endpoint)", runBench},

@@ -1,0 +1,94 @@
+// Package partlog stores Kafka partition logs on a node's disk, sans-I/O: it
+// never touches files itself but submits node.DiskOp values through its Host
+// and continues when the owner hands back the completion.
+//
+// One Dir is one entry of log.dirs; it holds a Log per topic-partition, in a
+// subdirectory named "<topic>-<partition>" as Kafka does, and the dir-level
+// checkpoint files (recovery point, log start offset, high watermark).
+//
+// Everything here runs on the owning core's single thread. Callbacks are
+// always called later, from the owner's delivery of a disk completion (or from
+// Tick), never from inside the call that registered them.
+//
+// The on-disk layout is Kafka's (partition directories of 20-digit segment
+// files with .log, .index and .timeindex; partition.metadata; the dir-level
+// checkpoint files; .kafka_cleanshutdown), described with the flush and
+// recovery rules in DESIGN-partlog.md.
+package partlog
+
+import (
+	"errors"
+
+	"herd/node"
+)
+
+// Host is what a Dir needs from its owner.
+type Host struct {
+	// Disk submits op; the owner must call done exactly once with op's
+	// completion event (node.Env.Disk plus a routing table OpID -> done).
+	Disk func(op node.DiskOp, done func(ev node.Event))
+	// Now is the owner's monotonic clock (flush.ms, segment roll by time).
+	Now func() node.Time
+	// WallClock is milliseconds since the Unix epoch (record timestamps,
+	// retention by time, LogAppendTime).
+	WallClock func() int64
+	// Logf logs a debug line (may be nil).
+	Logf func(format string, args ...any)
+}
+
+// Config is the per-log configuration: broker defaults from
+// server.properties with per-topic overrides applied.
+type Config struct {
+	SegmentBytes       int64 // log.segment.bytes / segment.bytes (default 1 GiB)
+	SegmentMs          int64 // log.roll.ms / segment.ms (default 7 days)
+	RetentionBytes     int64 // log.retention.bytes / retention.bytes; -1 = unlimited (default)
+	RetentionMs        int64 // log.retention.ms|minutes|hours / retention.ms; -1 = unlimited (default 7 days)
+	IndexIntervalBytes int   // log.index.interval.bytes / index.interval.bytes (default 4096)
+	SegmentIndexBytes  int   // log.index.size.max.bytes / segment.index.bytes (default 10 MiB)
+	MaxMessageBytes    int   // message.max.bytes / max.message.bytes: largest batch accepted
+	// FlushMessages: fsync once this many records are unflushed
+	// (log.flush.interval.messages / flush.messages). 1 = fsync every append
+	// before acknowledging it. <=0 or math.MaxInt64 = never by count (Kafka's default).
+	FlushMessages int64
+	// FlushMs: fsync unflushed data this long after it was appended
+	// (log.flush.interval.ms / flush.ms). <=0 = never by time (Kafka's default).
+	FlushMs int64
+	// LogAppendTime: message.timestamp.type=LogAppendTime (log.message.
+	// timestamp.type at broker level). The broker's wall clock replaces
+	// each batch's maxTimestamp on append.
+	LogAppendTime bool
+}
+
+// DefaultConfig is Kafka's default log configuration.
+func DefaultConfig() Config {
+	return Config{
+		SegmentBytes:       1 << 30,
+		SegmentMs:          7 * 24 * 3600 * 1000,
+		RetentionBytes:     -1,
+		RetentionMs:        7 * 24 * 3600 * 1000,
+		IndexIntervalBytes: 4096,
+		SegmentIndexBytes:  10 << 20,
+		MaxMessageBytes:    1048588,
+		FlushMessages:      0,
+		FlushMs:            0,
+	}
+}
+
+// TopicPartition names one partition.
+type TopicPartition struct {
+	Topic     string
+	Partition int32
+}
+
+// Errors returned by Append and Read. The broker maps them to Kafka error
+// codes (CORRUPT_MESSAGE, INVALID_RECORD, MESSAGE_TOO_LARGE,
+// UNSUPPORTED_FOR_MESSAGE_FORMAT, OFFSET_OUT_OF_RANGE, KAFKA_STORAGE_ERROR).
+var (
+	ErrCorrupt          = errors.New("partlog: corrupt record batch (bad length or CRC)")
+	ErrInvalidRecord    = errors.New("partlog: invalid record batch")
+	ErrTooLarge         = errors.New("partlog: record batch larger than max.message.bytes")
+	ErrUnsupportedMagic = errors.New("partlog: message format (magic) older than v2 is not supported")
+	ErrOffsetOutOfRange = errors.New("partlog: offset out of range")
+	ErrStorage          = errors.New("partlog: storage error")
+	ErrClosed           = errors.New("partlog: log closed or deleted")
+)
