@@ -27,7 +27,6 @@ var devAddrs = []string{"127.0.0.1:7001", "127.0.0.1:7002", "127.0.0.1:7003"}
 // devBrokerAddr is where `herd dev` runs its broker: Kafka's default port.
 const devBrokerAddr = "127.0.0.1:9092"
 
-
 // runDev starts a 3-server keeper ensemble on 127.0.0.1:2181-2183 and one
 // broker on 127.0.0.1:9092, with their data in one directory, so a restart
 // recovers it.
