@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime/debug"
 	"runtime/pprof"
 	"strconv"
 	"strings"
@@ -104,6 +105,7 @@ func loadKeeperConfig(path string, stderr io.Writer) (keeper.Config, error) {
 
 // startKeeper builds the shell for one keeper server; the caller runs it.
 func startKeeper(cfg keeper.Config, logw io.Writer) (*shell.Shell, func(), error) {
+	keeperGC()
 	logDir := cfg.DataLogDir
 	if logDir == "" {
 		logDir = cfg.DataDir
@@ -125,3 +127,15 @@ func startKeeper(cfg keeper.Config, logw io.Writer) (*shell.Shell, func(), error
 	}
 	return sh, func() { f.Close() }, nil
 }
+
+// keeperGC sets the garbage collector's target for a keeper process unless
+// the user chose one (GOGC): the data tree is a large, long-lived heap, and
+// Go's default (collect when the heap doubles) would let resident memory
+// reach twice the tree. 50 keeps it near 1.5 times for a few percent of CPU.
+func keeperGC() {
+	if os.Getenv("GOGC") == "" {
+		debug.SetGCPercent(keeperGCPercent)
+	}
+}
+
+const keeperGCPercent = 50

@@ -111,7 +111,11 @@ func (c *Config) Defaults() {
 		c.RaftTick = min(max(c.TickTime/20, 10*time.Millisecond), 100*time.Millisecond)
 	}
 	if c.ElectionTicks <= 0 {
-		c.ElectionTicks = 10
+		// A leader is presumed dead after about one tickTime of silence
+		// (2 s by default; ZooKeeper's followers wait syncLimit ticks, 10 s).
+		// Shorter made elections out of stalls: a snapshot of a million
+		// znodes holds a server's loop for a second or more.
+		c.ElectionTicks = max(10, int(c.TickTime/c.RaftTick))
 	}
 	if c.SnapshotEvery == 0 {
 		c.SnapshotEvery = 100_000 // ZooKeeper's snapCount default

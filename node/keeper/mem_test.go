@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"runtime"
 	"testing"
+	"time"
 
 	"herd/node/jute"
 	"herd/node/raft"
@@ -40,8 +41,16 @@ func TestTreeMemoryMillion(t *testing.T) {
 	runtime.ReadMemStats(&after)
 	used := after.HeapAlloc - before.HeapAlloc
 	t.Logf("1M znodes: heap %d MiB (%d bytes per znode)", used>>20, used/1_000_000)
+	t0 := time.Now()
 	snap := tr.Snapshot()
-	t.Logf("snapshot: %d MiB", len(snap)>>20)
+	enc := time.Since(t0)
+	t0 = time.Now()
+	back, err := RestoreTree(snap)
+	dec := time.Since(t0)
+	if err != nil || back.Count() != tr.Count() {
+		t.Fatalf("reload: %v, %d znodes, want %d", err, back.Count(), tr.Count())
+	}
+	t.Logf("snapshot: %d MiB, encoded in %s, decoded in %s", len(snap)>>20, enc, dec)
 	runtime.KeepAlive(tr)
 	_ = raft.Index(0)
 }

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 
 	"herd/node/jute"
 )
@@ -56,8 +57,11 @@ func (t *Tree) Snapshot() []byte {
 		e.Long(int64(s.next))
 		e.Bool(s.broken)
 	}
-	var walk func(n *znode)
-	walk = func(n *znode) {
+	// One scratch slice per depth: children are collected from the map
+	// (no lookups by name) and sorted by name for a deterministic file.
+	var scratch [][]*znode
+	var walk func(n *znode, depth int)
+	walk = func(n *znode, depth int) {
 		e.String(n.name)
 		e.Buffer(n.data)
 		e.Long(n.czxid)
@@ -72,13 +76,22 @@ func (t *Tree) Snapshot() []byte {
 		e.Int(int32(n.acl))
 		e.Int(int32(n.kind))
 		e.Long(n.ttl)
-		names := n.sortedChildren()
-		e.Int(int32(len(names)))
-		for _, name := range names {
-			walk(n.children[name])
+		if depth == len(scratch) {
+			scratch = append(scratch, nil)
 		}
+		kids := scratch[depth][:0]
+		for _, c := range n.children { // order-independent: sorted below
+			kids = append(kids, c)
+		}
+		slices.SortFunc(kids, func(a, b *znode) int { return strings.Compare(a.name, b.name) })
+		e.Int(int32(len(kids)))
+		for _, c := range kids {
+			walk(c, depth+1)
+		}
+		clear(kids)
+		scratch[depth] = kids[:0]
 	}
-	walk(t.root)
+	walk(t.root, 0)
 	return e.B
 }
 

@@ -14,6 +14,12 @@
 // files with .log, .index and .timeindex; partition.metadata; the dir-level
 // checkpoint files; .kafka_cleanshutdown), described with the flush and
 // recovery rules in DESIGN-partlog.md.
+//
+// Files: dir.go (Dir: create, delete, Tick, checkpoints, Close), log.go (Log:
+// Append, flush, high watermark, roll, retention), read.go (Read,
+// OffsetForTimestamp, index loading), recover.go (OpenDir and the segment
+// scan), batch.go (RecordBatch v2 header), index.go, segment.go,
+// checkpoint.go (file formats, topic config overrides).
 package partlog
 
 import (
@@ -25,7 +31,9 @@ import (
 // Host is what a Dir needs from its owner.
 type Host struct {
 	// Disk submits op; the owner must call done exactly once with op's
-	// completion event (node.Env.Disk plus a routing table OpID -> done).
+	// completion event (node.Env.Disk plus a routing table OpID -> done),
+	// later, never from inside Disk. Completions must arrive in submission
+	// order (node.Env guarantees it); partlog relies on that.
 	Disk func(op node.DiskOp, done func(ev node.Event))
 	// Now is the owner's monotonic clock (flush.ms, segment roll by time).
 	Now func() node.Time

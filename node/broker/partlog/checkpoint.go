@@ -8,6 +8,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+
+	"herd/node"
 )
 
 // Dir-level files, named as Kafka names them so an operator recognises them.
@@ -236,5 +238,7 @@ func normalize(c Config) Config {
 	if c.MaxMessageBytes <= 0 {
 		c.MaxMessageBytes = DefaultConfig().MaxMessageBytes
 	}
+	// A batch is read back with one disk read, which node bounds.
+	c.MaxMessageBytes = min(c.MaxMessageBytes, node.MaxReadLen)
 	return c
 }

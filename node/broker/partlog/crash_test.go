@@ -75,14 +75,14 @@ func (h *crashHistory) checkServed(tp TopicPartition, offset int64, recs []byte,
 
 // checkLog reads a whole log after recovery: dense, byte-identical to what
 // was appended, every acknowledged batch there.
-func (h *crashHistory) checkLog(t *testing.T, dr *driver, l *Log) {
+func (h *crashHistory) checkLog(t *testing.T, dr *driver, l *Log, r *rand.Rand) {
 	t.Helper()
 	tp := l.TopicPartition()
 	h.sub(tp)
 	seen := map[int64]bool{}
 	off := l.LogStartOffset()
 	for off < l.HighWatermark() {
-		res := dr.read(l, off, 1+rand.IntN(20000), true)
+		res := dr.read(l, off, 1+r.IntN(20000), true)
 		if res.Err != nil {
 			t.Fatalf("%v: read %d after recovery: %v", tp, off, res.Err)
 		}
@@ -196,7 +196,7 @@ func runCrashSeed(t *testing.T, seed uint64) {
 			t.Fatalf("incarnation %d: OpenDir: %v\n%s", inc, openErr, fs.Dump())
 		}
 		for _, l := range d.Logs() {
-			h.checkLog(t, dr, l)
+			h.checkLog(t, dr, l, r)
 		}
 		for _, tp := range tps {
 			if d.Log(tp) == nil {

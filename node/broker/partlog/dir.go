@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"strconv"
 	"time"
 
 	"herd/node"
@@ -101,20 +100,6 @@ func (d *Dir) do(op node.DiskOp, cb func(ev node.Event)) {
 		}
 		d.runDeferred()
 	})
-}
-
-// must wraps a callback that runs only if the op succeeded and the dir is
-// still healthy; a failure takes the dir offline.
-func (d *Dir) must(op node.DiskOpKind, path string, fn func()) func(node.Event) {
-	return func(ev node.Event) {
-		if ev.Err != nil {
-			d.fail(fmt.Errorf("%v %s: %w", op, path, ev.Err))
-			return
-		}
-		if d.failed == nil {
-			fn()
-		}
-	}
 }
 
 // later runs fn after the next disk completion. Answers that need no disk
@@ -510,5 +495,3 @@ func (d *Dir) finishClose(err error) {
 		cb(err)
 	}
 }
-
-func itoa(n int64) string { return strconv.FormatInt(n, 10) }

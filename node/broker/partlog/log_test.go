@@ -621,3 +621,115 @@ func TestDeleteLog(t *testing.T) {
 		}
 	}
 }
+
+// TestRecoveryTruncates: after an unclean stop, a damaged batch and
+// everything after it is cut off (file and later segments alike), a
+// zero-filled tail is ignored, and appends continue from there.
+func TestRecoveryTruncates(t *testing.T) {
+	fs := disk.NewSimFS()
+	dr := newDriver(t, fs)
+	d := dr.open("", smallConfig())
+	l := dr.create(d, tp0, nil)
+	var bases []int64
+	for i := range 40 {
+		b, _ := dr.appendSync(l, simpleBatch(dr.wall, 2, 150, fmt.Sprint(i)))
+		bases = append(bases, b)
+	}
+	dr.drop() // killed: no clean-shutdown marker
+	// Zeros past the end of the active segment, as a crash can leave.
+	act := l.active()
+	path := "orders-0/" + segmentName(act.base, logSuffix)
+	if err := fs.WriteAt(path, act.size, make([]byte, 3000)); err != nil {
+		t.Fatal(err)
+	}
+	// A bit flip inside batch 25, in a sealed segment before the active one.
+	victim := l.segmentFor(bases[25])
+	if victim == act {
+		t.Fatal("test needs batch 25 outside the active segment")
+	}
+	data, _ := fs.ReadAt("orders-0/"+segmentName(victim.base, logSuffix), 0, 1<<20)
+	pos := 0
+	for {
+		h, err := parseBatch(data[pos:])
+		if err != nil {
+			t.Fatal(err)
+		}
+		if h.baseOffset == bases[25] {
+			break
+		}
+		pos += h.size
+	}
+	if err := fs.Corrupt("orders-0/"+segmentName(victim.base, logSuffix), int64(pos+100), 3); err != nil {
+		t.Fatal(err)
+	}
+	dr = newDriver(t, fs)
+	d = dr.open("", smallConfig())
+	l = d.Log(tp0)
+	if l.LogEndOffset() != bases[25] || l.HighWatermark() != bases[25] {
+		t.Fatalf("recovered to %d, want %d", l.LogEndOffset(), bases[25])
+	}
+	if !dr.logged("truncating the log at offset") {
+		t.Errorf("no truncation logged: %v", dr.logs)
+	}
+	ents, _ := fs.List("orders-0")
+	for _, e := range ents {
+		if b, ok := parseSegmentName(e.Name, logSuffix); ok && b > victim.base {
+			t.Fatalf("segment %s after the damage survived", e.Name)
+		}
+	}
+	res := dr.read(l, bases[24], 1<<20, true)
+	if hs := splitBatches(t, res.Records); res.Err != nil || len(hs) != 1 || hs[0].baseOffset != bases[24] {
+		t.Fatalf("read of the last good batch: %v %+v", res.Err, hs)
+	}
+	if base, _ := dr.appendSync(l, simpleBatch(dr.wall, 1, 10, "new")); base != bases[25] {
+		t.Fatalf("append after truncation at %d, want %d", base, bases[25])
+	}
+	if l.TopicID() != testTopicID {
+		t.Fatal("topic id lost")
+	}
+}
+
+// TestFormatsRejectGarbage: the small parsers refuse what a writer could
+// not have produced.
+func TestFormatsRejectGarbage(t *testing.T) {
+	for _, s := range []string{"", "0\n", "1\n0\n", "0\n2\na 0 1\n", "0\n1\na b 1\n", "0\n1\na 0 -1\n", "0\n1\na/b 0 1\n", "0\n1\na 0 1 2\n"} {
+		if _, ok := decodeCheckpoint([]byte(s)); ok {
+			t.Errorf("checkpoint %q accepted", s)
+		}
+	}
+	if m, ok := decodeCheckpoint(encodeCheckpoint([]checkpointEntry{{TopicPartition{"a-b", 3}, 7}})); !ok || m[TopicPartition{"a-b", 3}] != 7 {
+		t.Error("checkpoint round trip")
+	}
+	for _, s := range []string{"t-1", "a.b_c-0", "x--2"} {
+		if _, ok := parsePartitionDirName(s); !ok {
+			t.Errorf("%q refused", s)
+		}
+	}
+	for _, s := range []string{"t", "-1", "t-", "t-01", "t-x", "t/u-1", "..-1", "t-+1"} {
+		if _, ok := parsePartitionDirName(s); ok {
+			t.Errorf("%q accepted", s)
+		}
+	}
+	if _, ok := decodePartitionMetadata([]byte("version: 1\ntopic_id: ih8DdxAiQ56xXAD_EjRWeA\n")); ok {
+		t.Error("metadata version 1 accepted")
+	}
+	if id, ok := decodePartitionMetadata(encodePartitionMetadata(testTopicID)); !ok || id != testTopicID {
+		t.Error("metadata round trip")
+	}
+	if _, err := applyOverrides(DefaultConfig(), map[string]string{"segment.bytes": "x"}); !errors.Is(err, ErrInvalidConfig) {
+		t.Error("bad segment.bytes accepted")
+	}
+	if _, err := applyOverrides(DefaultConfig(), map[string]string{"message.timestamp.type": "Sometimes"}); !errors.Is(err, ErrInvalidConfig) {
+		t.Error("bad timestamp type accepted")
+	}
+	cfg, err := applyOverrides(DefaultConfig(), map[string]string{"retention.ms": "-1", "flush.messages": "1", "unknown.key": "kept"})
+	if err != nil || cfg.RetentionMs != -1 || cfg.FlushMessages != 1 {
+		t.Errorf("overrides: %+v %v", cfg, err)
+	}
+	if _, ok := decodeOffsetIndex([]byte{0, 0, 0, 5, 0, 0, 0, 9, 0, 0, 0, 5, 0, 0, 0, 10}, 100, 100); ok {
+		t.Error("offset index with a repeated offset accepted")
+	}
+	if _, ok := decodeOffsetIndex([]byte{0, 0, 0, 5, 0, 0, 0, 200}, 100, 100); ok {
+		t.Error("offset index entry beyond the log accepted")
+	}
+}
