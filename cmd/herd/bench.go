@@ -25,7 +25,7 @@ import (
 
 func runBench(args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 {
-		fmt.Fprintln(stderr, "usage: herd bench raft|keeper [flags]   (herd bench keeper --help)")
+		fmt.Fprintln(stderr, "usage: herd bench raft|keeper|broker [flags]   (herd bench keeper --help, herd bench broker produce --help)")
 		return 2
 	}
 	switch args[0] {
@@ -33,8 +33,10 @@ func runBench(args []string, stdout, stderr io.Writer) int {
 		return benchRaft(args[1:], stdout, stderr)
 	case "keeper":
 		return benchKeeper(args[1:], stdout, stderr)
+	case "broker":
+		return benchBroker(args[1:], stdout, stderr)
 	}
-	fmt.Fprintf(stderr, "herd bench: unknown target %q (want raft or keeper)\n", args[0])
+	fmt.Fprintf(stderr, "herd bench: unknown target %q (want raft, keeper or broker)\n", args[0])
 	return 2
 }
 

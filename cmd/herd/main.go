@@ -23,7 +23,7 @@ func commands() []command {
 		{"broker", "run a Kafka-compatible broker: herd broker --config server.properties", runBroker},
 		{"demo-server", "run one demo-protocol server (test scaffolding)", runDemoServer},
 		{"demo-client", "append records to demo servers and print each acknowledgement", runDemoClient},
-		{"bench", "benchmarks: herd bench raft (consensus), herd bench keeper (any ZooKeeper endpoint)", runBench},
+		{"bench", "benchmarks: herd bench raft (consensus), keeper (any ZooKeeper endpoint), broker (any Kafka endpoint)", runBench},
 	}
 }
 
