@@ -42,7 +42,25 @@ type Host struct {
 	WallClock func() int64
 	// Logf logs a debug line (may be nil).
 	Logf func(format string, args ...any)
+	// Bug plants a named bug for the simulator's checkers to catch (see
+	// the Bug* constants); "" in production.
+	Bug string
 }
+
+// Planted bugs (Host.Bug). Each breaks one promise the broker scenario's
+// checker holds the log to.
+const (
+	// BugAckBeforeFlush acknowledges an append (and advances the high
+	// watermark) once written, without waiting for the fsync the flush
+	// policy demands.
+	BugAckBeforeFlush = "ack-before-flush"
+	// BugReuseOffset restarts a recovered log at its checkpointed recovery
+	// point instead of the recovered end, so new appends reuse offsets.
+	BugReuseOffset = "reuse-offset"
+	// BugServeTorn skips the CRC check when recovery scans a segment and
+	// when a read serves a batch.
+	BugServeTorn = "serve-torn"
+)
 
 // Config is the per-log configuration: broker defaults from
 // server.properties with per-topic overrides applied.

@@ -71,7 +71,11 @@ func peekSize(b []byte) int {
 // count agreeing with lastOffsetDelta. It is the check both for what a
 // producer sends and for what recovery and reads find on disk; Append adds
 // its own policy checks (size limit, control batches, codecs) on top.
-func parseBatch(b []byte) (batchHeader, error) {
+func parseBatch(b []byte) (batchHeader, error) { return parseBatchCRC(b, true) }
+
+// parseBatchCRC is parseBatch with the CRC check optional, for the planted
+// bug BugServeTorn only.
+func parseBatchCRC(b []byte, checkCRC bool) (batchHeader, error) {
 	var h batchHeader
 	if len(b) <= offMagic {
 		return h, ErrCorrupt
@@ -87,7 +91,7 @@ func parseBatch(b []byte) (batchHeader, error) {
 		return h, ErrCorrupt
 	}
 	b = b[:size]
-	if crc32.Checksum(b[offAttributes:], castagnoli) != binary.BigEndian.Uint32(b[offCRC:]) {
+	if checkCRC && crc32.Checksum(b[offAttributes:], castagnoli) != binary.BigEndian.Uint32(b[offCRC:]) {
 		return h, ErrCorrupt
 	}
 	h = batchHeader{

@@ -52,6 +52,7 @@ type Dir struct {
 	sorted   []*Log                  // the logs in (topic, partition) order
 	busy     map[TopicPartition]bool // being created or deleted
 	onHW     func(*Log)
+	onFail   func(error)
 	state    dirState
 	failed   error // a mutating disk op failed: the whole dir is offline, as in Kafka
 	closeCBs []func(error)
@@ -148,7 +149,17 @@ func (d *Dir) fail(err error) {
 	if d.state == dirClosing {
 		d.finishClose(d.failed)
 	}
+	if d.onFail != nil {
+		fn := d.onFail
+		d.later(func() { fn(d.failed) })
+	}
 }
+
+// OnFailure registers fn, called once when the directory goes offline (a
+// write, truncate, rename or fsync failed). A broker whose only log
+// directory failed should stop, as Kafka's does: a restart runs recovery,
+// while staying up would refuse every write for good.
+func (d *Dir) OnFailure(fn func(error)) { d.onFail = fn }
 
 // usable reports why calls on the dir cannot proceed, if they cannot.
 func (d *Dir) usable() error {

@@ -190,6 +190,9 @@ func (l *Log) Append(batches []byte, leaderEpoch int32, done func(err error)) (b
 	if fm := l.cfg.FlushMessages; fm > 0 && fm != math.MaxInt64 && l.unflushed >= fm {
 		flushSeq = l.flush()
 	}
+	if l.d.h.Bug == BugAckBeforeFlush {
+		flushSeq = 0 // the fsync still runs, but nothing waits for it
+	}
 	l.queue = append(l.queue, pendingAppend{end: off, writeSeq: l.writeSeq, flushSeq: flushSeq, bytes: int64(len(batches)), done: done})
 	l.pendingBytes += int64(len(batches))
 	return base, off - 1, logAppendTime, nil

@@ -44,7 +44,8 @@ func (l *Log) Read(offset int64, maxBytes int, minOneBatch bool, done func(ReadR
 		return
 	}
 	seg := l.segmentFor(offset)
-	r := &reader{offset: offset, hw: hw, maxBytes: max(maxBytes, 0), minOne: minOneBatch, next: -1}
+	r := &reader{offset: offset, hw: hw, maxBytes: max(maxBytes, 0), minOne: minOneBatch, next: -1,
+		checkCRC: l.d.h.Bug != BugServeTorn}
 	l.withIndex(seg, func(ix *segIndex, err error) {
 		if err != nil {
 			answer(nil, l.readErr(seg, err))
@@ -93,6 +94,7 @@ type reader struct {
 	offset, hw int64
 	maxBytes   int
 	minOne     bool
+	checkCRC   bool  // false only for the planted bug BugServeTorn
 	next       int64 // the offset the next delivered batch must start at (-1: first)
 	total      int
 
@@ -111,7 +113,7 @@ func (r *reader) visit(w *walker, b []byte) bool {
 		w.end(nil)
 		return false
 	}
-	h, err := parseBatch(b)
+	h, err := parseBatchCRC(b, r.checkCRC)
 	if err != nil {
 		w.end(fmt.Errorf("%w: at %d: %v", ErrCorrupt, w.filePos()-int64(len(b)), err))
 		return false

@@ -37,7 +37,7 @@ func (sc *scan) run(from int64) {
 	interval, maxEntries := l.cfg.IndexIntervalBytes, l.maxIndexEntries()
 	w.visit = func(w *walker, b []byte) bool {
 		pos := w.filePos() - int64(len(b))
-		h, err := parseBatch(b)
+		h, err := parseBatchCRC(b, l.d.h.Bug != BugServeTorn)
 		ok := err == nil && pos <= math.MaxInt32 && h.lastOffset()-seg.base <= math.MaxInt32
 		if ok && sc.firstLast >= 0 {
 			ok = h.lastOffset() == sc.firstLast && h.baseOffset >= seg.base
@@ -557,6 +557,11 @@ func (lr *logRecovery) finish() {
 	l.namesDirty = false
 	o.step(node.SyncDirOp(l.path), func(node.Event) {
 		l.segs = lr.segs
+		if l.d.h.Bug == BugReuseOffset {
+			if rp, ok := lr.o.rps[l.tp]; ok && rp < act.next && rp >= act.base {
+				act.next = rp
+			}
+		}
 		leo := act.next
 		start := act.base
 		if len(l.segs) > 0 {
