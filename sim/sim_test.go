@@ -60,7 +60,7 @@ func TestDemoSeedsPass(t *testing.T) {
 // failure within a bounded number of seeds.
 func TestPlantedBugsAreCaught(t *testing.T) {
 	const maxSeeds = 300
-	for _, name := range []string{"demo", "consensus", "keeper"} {
+	for _, name := range []string{"demo", "consensus", "keeper", "broker"} {
 		sc := Lookup(name)
 		for bug := range sc.Bugs {
 			t.Run(name+"/"+bug, func(t *testing.T) {
@@ -348,4 +348,54 @@ func BenchmarkBusyCluster(b *testing.B) {
 	}
 	b.ReportMetric(float64(events)/wall.Seconds(), "events/s")
 	b.ReportMetric(simulated.Seconds()/wall.Seconds(), "sim-s/wall-s")
+}
+
+// ---- the broker scenario ----
+
+// TestBrokerDeterminism: the broker scenario (broker, partlog, Kafka clients
+// over netsim, faults) replays a seed to the same trace, and other seeds
+// differ. It compares traces whether or not the run passes, so it keeps
+// guarding replay while broker findings are open.
+func TestBrokerDeterminism(t *testing.T) {
+	run := func(seed uint64) Result {
+		return Run(Options{Seed: seed, Scenario: "broker", Swarm: true,
+			Tune: func(p *Params) { p.MaxEvents = 2_000_000 }})
+	}
+	a, b := run(3), run(3)
+	if a.Trace != b.Trace || a.Events != b.Events {
+		t.Fatalf("seed 3 twice: traces %x and %x (%d and %d events)", a.Trace, b.Trace, a.Events, b.Events)
+	}
+	if a.Events < 2_000 {
+		t.Fatalf("the broker scenario delivered only %d events", a.Events)
+	}
+	seen := map[uint64]uint64{a.Trace: 3}
+	for seed := uint64(4); seed < 8; seed++ {
+		r := run(seed)
+		if prev, dup := seen[r.Trace]; dup {
+			t.Fatalf("seeds %d and %d gave the same trace %x", prev, seed, r.Trace)
+		}
+		seen[r.Trace] = seed
+	}
+}
+
+// brokerSeedsBlocked names the open broker findings that still make some
+// broker seeds fail liveness; when it is empty, TestBrokerSeedsPass runs.
+// (1) An expired long-poll Fetch with a read in flight stays in b.fetches
+// and armFetchTimer re-arms the fetch timer at its past deadline: the timer
+// fires at the same instant forever (event budget; e.g. seed 21).
+// (2) After a disk error partlog takes the log dir offline and the broker
+// keeps running without it: every produce gets KAFKA_STORAGE_ERROR forever
+// (Kafka halts when its last log dir fails; e.g. seed 9).
+const brokerSeedsBlocked = "fetch-timer livelock; offline log dir never recovers"
+
+func TestBrokerSeedsPass(t *testing.T) {
+	if brokerSeedsBlocked != "" {
+		t.Skip("open broker findings: " + brokerSeedsBlocked)
+	}
+	for seed := uint64(1000); seed < 1040; seed++ {
+		r := Run(Options{Seed: seed, Scenario: "broker", Swarm: true})
+		if !r.OK() {
+			t.Fatalf("%v\nreplay: %s", r.Failure, r.Replay)
+		}
+	}
 }
