@@ -44,6 +44,7 @@ sim-sweep: build
 	$(BIN) sim --scenario demo-busy --seed $(TEST_SEED) --seeds 40
 	$(BIN) sim --scenario consensus --seed $(TEST_SEED) --seeds 500
 	$(BIN) sim --scenario keeper --seed $(TEST_SEED) --seeds 500
+	$(BIN) sim --scenario broker --seed $(TEST_SEED) --seeds 500
 
 # sim: a fresh random sweep of every scenario (what a developer runs while
 # changing distributed logic).

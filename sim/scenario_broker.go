@@ -3,7 +3,6 @@ package sim
 import (
 	"fmt"
 	"math"
-	"reflect"
 	"slices"
 	"strings"
 	"time"
@@ -11,6 +10,7 @@ import (
 	"herd/checker"
 	"herd/node"
 	"herd/node/broker"
+	"herd/node/broker/partlog"
 	"herd/node/kafkaclient"
 )
 
@@ -64,12 +64,12 @@ func (e lyingDiskEnv) Disk(op node.DiskOp) node.OpID {
 	return e.Env.Disk(op)
 }
 
-// brokerCoreBugs need hooks in node/broker and partlog (Config.Bug, honoured
-// by the core); they are offered only once broker.Config has a Bug field.
+// brokerCoreBugs are planted in the broker's storage (broker.Config.Bug,
+// passed to partlog).
 var brokerCoreBugs = map[string]string{
-	"ack-before-flush": "produces on flush.messages=1 topics are acknowledged before their fsync: a power loss loses acknowledged records",
-	"reuse-offset":     "after recovery, offsets restart from the recovery-point checkpoint instead of the recovered log end: offsets hold two records",
-	"serve-torn":       "recovery keeps batches without verifying their CRC: a torn tail is served (bad CRC, or records never produced)",
+	partlog.BugAckBeforeFlush: "produces on flush.messages=1 topics are acknowledged before their fsync: a power loss loses acknowledged records",
+	partlog.BugReuseOffset:    "after recovery, offsets restart from the recovery-point checkpoint instead of the recovered log end: offsets hold two records",
+	partlog.BugServeTorn:      "recovery and reads skip the batch CRC check: a torn tail is served (bad CRC, or records never produced)",
 }
 
 func brokerBugs() map[string]string {
@@ -78,26 +78,10 @@ func brokerBugs() map[string]string {
 		bugs[k] = v
 	}
 	bugs[brokerDiskBugLyingFsync] = "the broker's disk acknowledges fsyncs without making data durable: a power loss loses acknowledged records (ack-before-flush, as seen from outside)"
-	if brokerHasBugField() {
-		for k, v := range brokerCoreBugs { // order-independent: a map copy
-			bugs[k] = v
-		}
+	for k, v := range brokerCoreBugs { // order-independent: a map copy
+		bugs[k] = v
 	}
 	return bugs
-}
-
-// brokerHasBugField and setBrokerBug let the scenario plant broker-side bugs
-// by name as soon as broker.Config grows a Bug string field, without this
-// file depending on it before it exists.
-func brokerHasBugField() bool {
-	f, ok := reflect.TypeOf(broker.Config{}).FieldByName("Bug")
-	return ok && f.Type.Kind() == reflect.String
-}
-
-func setBrokerBug(cfg *broker.Config, bug string) {
-	if brokerHasBugField() {
-		reflect.ValueOf(cfg).Elem().FieldByName("Bug").SetString(bug)
-	}
 }
 
 func init() {
@@ -175,7 +159,7 @@ func buildBroker(w *World) Checks {
 		inner := factory
 		factory = func(env node.Env) node.Machine { return inner(lyingDiskEnv{env}) }
 	case brokerCoreBugs[w.Bug] != "":
-		setBrokerBug(&cfg, w.Bug)
+		cfg.Bug = w.Bug
 		factory = broker.New(cfg)
 	}
 	bc.server = w.AddNode(NodeSpec{Name: "b1", Listen: []string{brokerAddr}, Factory: factory})

@@ -29,16 +29,30 @@ import (
 // Long-poll: a fetch that finds fewer than MinBytes waits until appends
 // raise a partition's high watermark enough, or MaxWaitMillis passes; then
 // it answers with what it has. Records are the log's raw batches.
+//
+// Memory and copies: partitions are read in request order while the
+// response's MaxBytes leaves room (a fetch of 1,000 partitions does not
+// read PartitionMaxBytes of each), and the reply is sent as a list of
+// buffers in which large record sets are the read buffers themselves.
 
 func init() { register(1, "Fetch", 4, 11, handleFetch) }
 
 // fetch is one Fetch request in progress.
 type fetch struct {
-	b        *Broker
-	r        *request
-	req      *kmsg.FetchRequest
-	parts    []fetchPart
-	reads    int // reads in flight
+	b     *Broker
+	r     *request
+	req   *kmsg.FetchRequest
+	parts []fetchPart
+	reads int // reads in flight
+	// The reads are paced by the response's byte budget (MaxBytes), so
+	// that a fetch of many partitions with much data behind them does not
+	// read (and hold) PartitionMaxBytes of each: a partition is read only
+	// while budget-used-reserved leaves room, in request order, as the
+	// response fills in that order anyway.
+	budget   int
+	used     int // bytes of records held in parts' results
+	reserved int // bytes the reads in flight may return
+	next     int // the first partition the initial pass has not read
 	minBytes int
 	deadline node.Time
 	waiting  bool // registered with its partitions and b.fetches
@@ -55,13 +69,18 @@ type fetchPart struct {
 	maxBytes  int
 	errCode   int16
 	res       partlog.ReadResult
+	have      bool // res holds a read's result
+	readMax   int  // the maxBytes of the read in flight
 	reading   bool
 	reread    bool // the high watermark moved while reading
 }
 
 func handleFetch(b *Broker, r *request, kreq kmsg.Request) {
 	req := kreq.(*kmsg.FetchRequest)
-	f := &fetch{b: b, r: r, req: req, minBytes: int(max(req.MinBytes, 0))}
+	f := &fetch{b: b, r: r, req: req, minBytes: int(max(req.MinBytes, 0)), budget: math.MaxInt32}
+	if req.Version >= 3 {
+		f.budget = int(max(req.MaxBytes, 0))
+	}
 	wait := time.Duration(max(req.MaxWaitMillis, 0)) * time.Millisecond
 	f.deadline = b.env.Now().Add(wait)
 	if wait <= 0 {
@@ -82,40 +101,78 @@ func handleFetch(b *Broker, r *request, kreq kmsg.Request) {
 			f.parts = append(f.parts, fp)
 		}
 	}
-	for i := range f.parts {
-		if f.parts[i].p != nil {
-			f.read(i)
-		}
-	}
+	f.pump()
 	if f.reads == 0 {
 		f.evaluate()
 	}
 }
 
-func (f *fetch) read(i int) {
+// pump starts the reads of the initial pass that the budget allows.
+func (f *fetch) pump() {
+	for f.next < len(f.parts) {
+		fp := &f.parts[f.next]
+		if fp.p == nil || fp.have {
+			f.next++
+			continue
+		}
+		switch f.read(f.next) {
+		case readNoBudget:
+			return
+		default:
+			f.next++
+		}
+	}
+}
+
+type readStart uint8
+
+const (
+	readStarted  readStart = iota
+	readNoBudget           // the budget is spoken for; try again after a read
+	readSkipped            // PartitionMaxBytes 0 and not the first batch
+)
+
+func (f *fetch) read(i int) readStart {
 	fp := &f.parts[i]
 	if fp.reading {
 		fp.reread = true
-		return
+		return readStarted
+	}
+	// This read replaces the partition's earlier result, if any.
+	used := f.used - len(fp.res.Records)
+	n := min(fp.maxBytes, max(f.budget-used-f.reserved, 0))
+	if n <= 0 && (used > 0 || f.reserved > 0) {
+		// Only the first batch of the response may exceed the limits
+		// (KIP-74); the others would be trimmed away.
+		if fp.maxBytes <= 0 {
+			return readSkipped
+		}
+		return readNoBudget
 	}
 	fp.reading = true
+	fp.readMax = n
+	f.reserved += n
 	f.reads++
 	// minOneBatch everywhere: which partition is the first with data is
 	// only known once all reads are back; respond trims the others.
-	fp.p.log.Read(fp.offset, fp.maxBytes, true, func(res partlog.ReadResult) {
+	fp.p.log.Read(fp.offset, n, true, func(res partlog.ReadResult) {
 		fp.reading = false
 		f.reads--
+		f.reserved -= fp.readMax
 		if !f.finished {
-			fp.res = res
+			f.used += len(res.Records) - len(fp.res.Records)
+			fp.res, fp.have = res, true
 			if fp.reread && fp.p != nil {
 				fp.reread = false
 				f.read(i)
 			}
+			f.pump()
 		}
 		if f.reads == 0 {
 			f.evaluate()
 		}
 	})
+	return readStarted
 }
 
 // evaluate answers the fetch if it has enough (or has waited long enough),
@@ -136,6 +193,15 @@ func (f *fetch) evaluate() {
 	if f.expired || failed || total >= f.minBytes || f.b.state != stReady {
 		f.respond()
 		return
+	}
+	// A partition whose high watermark moved after its read began (before
+	// the fetch was parked, so no notice reached it) is read again, or
+	// the fetch would sleep until its deadline on data that is there.
+	for i := range f.parts {
+		fp := &f.parts[i]
+		if fp.p != nil && fp.have && fp.p.log != nil && !fp.p.t.deleted && fp.p.log.HighWatermark() > fp.res.HighWatermark {
+			f.read(i)
+		}
 	}
 	if !f.waiting {
 		f.waiting = true
@@ -172,52 +238,146 @@ func (f *fetch) respond() {
 		}
 		b.fetches = slices.DeleteFunc(b.fetches, func(g *fetch) bool { return g == f })
 	}
-	resp := f.req.ResponseKind().(*kmsg.FetchResponse)
-	resp.SessionID = 0
 	budget := math.MaxInt32
 	if f.req.Version >= 3 {
 		budget = int(max(f.req.MaxBytes, 0))
 	}
 	first := true
-	size := 0
+	parts := make([]fetchOut, len(f.parts))
 	for i := range f.parts {
 		fp := &f.parts[i]
-		if len(resp.Topics) == 0 || resp.Topics[len(resp.Topics)-1].Topic != fp.topic {
-			resp.Topics = append(resp.Topics, kmsg.FetchResponseTopic{Topic: fp.topic})
-		}
-		rt := &resp.Topics[len(resp.Topics)-1]
-		sp := kmsg.NewFetchResponseTopicPartition()
-		sp.Partition = fp.partition
-		sp.PreferredReadReplica = -1
-		// Empty, not null: librdkafka rejects a null record set.
-		sp.RecordBatches = []byte{}
+		o := &parts[i]
+		o.topic, o.partition = fp.topic, fp.partition
 		switch {
 		case fp.errCode != 0:
-			sp.ErrorCode = fp.errCode
-			sp.HighWatermark, sp.LastStableOffset, sp.LogStartOffset = -1, -1, -1
+			o.errCode = fp.errCode
+			o.hw, o.logStart = -1, -1
 		case fp.p == nil || fp.p.log == nil || fp.p.t.deleted:
-			sp.ErrorCode = kerr.UnknownTopicOrPartition.Code
-			sp.HighWatermark, sp.LastStableOffset, sp.LogStartOffset = -1, -1, -1
+			o.errCode = kerr.UnknownTopicOrPartition.Code
+			o.hw, o.logStart = -1, -1
 		case fp.res.Err != nil:
-			sp.ErrorCode = storageErrorCode(fp.res.Err)
-			sp.HighWatermark = fp.p.log.HighWatermark()
-			sp.LastStableOffset = sp.HighWatermark
-			sp.LogStartOffset = fp.p.log.LogStartOffset()
+			o.errCode = storageErrorCode(fp.res.Err)
+			o.hw = fp.p.log.HighWatermark()
+			o.logStart = fp.p.log.LogStartOffset()
+		case !fp.have:
+			// Not read: the budget was spent on earlier partitions.
+			o.hw = fp.p.log.HighWatermark()
+			o.logStart = fp.p.log.LogStartOffset()
 		default:
-			sp.HighWatermark = fp.res.HighWatermark
-			sp.LastStableOffset = fp.res.HighWatermark
-			sp.LogStartOffset = fp.res.LogStartOffset
+			o.hw = fp.res.HighWatermark
+			o.logStart = fp.res.LogStartOffset
 			recs := wholeBatches(fp.res.Records, min(fp.maxBytes, budget), first)
 			if len(recs) > 0 {
 				first = false
 				budget -= len(recs)
-				size += len(recs)
-				sp.RecordBatches = recs
+				o.records = recs
 			}
 		}
-		rt.Partitions = append(rt.Partitions, sp)
 	}
-	b.replySized(f.r, resp, size+64*len(f.parts))
+	b.finishVec(f.r, encodeFetchResponse(f.r.corr, f.req.Version, parts))
+}
+
+// fetchOut is one partition of a Fetch response.
+type fetchOut struct {
+	topic     string
+	partition int32
+	errCode   int16
+	hw        int64 // also the last stable offset: no transactions
+	logStart  int64
+	records   []byte
+}
+
+// copyRecordsBelow: record sets smaller than this are copied into the
+// response's own buffer; larger ones are sent as they are, so a fetch of
+// many megabytes is not copied again after the disk read.
+const copyRecordsBelow = 16 << 10
+
+// encodeFetchResponse frames a Fetch response (v4-v11, header v0) as a
+// list of buffers to send in order: the response's fields, with large
+// record sets as buffers of their own, not copied. Sessionless (SessionID
+// 0), no throttle, no aborted transactions (null), PreferredReadReplica -1,
+// an empty (not null) record set where there is none: librdkafka rejects
+// a null one. TestEncodeFetchResponse checks it against kmsg.
+func encodeFetchResponse(corr int32, version int16, parts []fetchOut) [][]byte {
+	// Size the fields buffer exactly, so the pieces cut from it stay put.
+	n := 4 + 4 + 4 + 4 // length, correlation id, throttle, topics count
+	if version >= 7 {
+		n += 2 + 4
+	}
+	pieces, total := 1, 0
+	for i := range parts {
+		o := &parts[i]
+		if i == 0 || parts[i-1].topic != o.topic {
+			n += 2 + len(o.topic) + 4
+		}
+		n += 4 + 2 + 8 + 8 + 4 + 4
+		if version >= 5 {
+			n += 8
+		}
+		if version >= 11 {
+			n += 4
+		}
+		if len(o.records) < copyRecordsBelow {
+			n += len(o.records)
+		} else {
+			pieces += 2
+			total += len(o.records)
+		}
+	}
+	buf := make([]byte, 0, n)
+	out := make([][]byte, 0, pieces)
+	buf = binary.BigEndian.AppendUint32(buf, uint32(n+total-4))
+	buf = binary.BigEndian.AppendUint32(buf, uint32(corr))
+	buf = binary.BigEndian.AppendUint32(buf, 0) // throttle
+	if version >= 7 {
+		buf = binary.BigEndian.AppendUint16(buf, 0) // error code
+		buf = binary.BigEndian.AppendUint32(buf, 0) // session id
+	}
+	topics := 0
+	for i := range parts {
+		if i == 0 || parts[i-1].topic != parts[i].topic {
+			topics++
+		}
+	}
+	buf = binary.BigEndian.AppendUint32(buf, uint32(topics))
+	from := 0 // start of the fields not yet cut into out
+	for i := range parts {
+		o := &parts[i]
+		if i == 0 || parts[i-1].topic != o.topic {
+			buf = binary.BigEndian.AppendUint16(buf, uint16(len(o.topic)))
+			buf = append(buf, o.topic...)
+			k := i + 1
+			for k < len(parts) && parts[k].topic == o.topic {
+				k++
+			}
+			buf = binary.BigEndian.AppendUint32(buf, uint32(k-i))
+		}
+		buf = binary.BigEndian.AppendUint32(buf, uint32(o.partition))
+		buf = binary.BigEndian.AppendUint16(buf, uint16(o.errCode))
+		buf = binary.BigEndian.AppendUint64(buf, uint64(o.hw))
+		buf = binary.BigEndian.AppendUint64(buf, uint64(o.hw)) // last stable offset
+		if version >= 5 {
+			buf = binary.BigEndian.AppendUint64(buf, uint64(o.logStart))
+		}
+		buf = binary.BigEndian.AppendUint32(buf, math.MaxUint32) // aborted transactions: null
+		if version >= 11 {
+			buf = binary.BigEndian.AppendUint32(buf, math.MaxUint32) // preferred read replica -1
+		}
+		buf = binary.BigEndian.AppendUint32(buf, uint32(len(o.records)))
+		if len(o.records) < copyRecordsBelow {
+			buf = append(buf, o.records...)
+			continue
+		}
+		out = append(out, buf[from:len(buf):len(buf)], o.records)
+		from = len(buf)
+	}
+	if len(buf) != n {
+		panic("broker: Fetch response size miscounted")
+	}
+	if from < len(buf) {
+		out = append(out, buf[from:])
+	}
+	return out
 }
 
 // wholeBatches returns the longest prefix of recs made of whole record
@@ -260,16 +420,25 @@ func (b *Broker) highWatermark(l partitionLog) {
 
 // armFetchTimer points the fetch timer at the earliest waiting deadline.
 func (b *Broker) armFetchTimer() {
-	if len(b.fetches) == 0 {
+	// Expired fetches still waiting for a read answer when it arrives;
+	// counting their past deadlines would fire the timer again at once,
+	// forever (found by the broker scenario).
+	var at node.Time
+	armed := false
+	for _, f := range b.fetches {
+		if f.expired || f.finished {
+			continue
+		}
+		if !armed || f.deadline < at {
+			at, armed = f.deadline, true
+		}
+	}
+	if !armed {
 		if b.fetchTimerOn {
 			b.env.CancelTimer(timerFetch)
 			b.fetchTimerOn = false
 		}
 		return
-	}
-	at := b.fetches[0].deadline
-	for _, f := range b.fetches[1:] {
-		at = min(at, f.deadline)
 	}
 	if b.fetchTimerOn && b.fetchTimerAt == at {
 		return

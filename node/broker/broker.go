@@ -161,6 +161,7 @@ func (b *Broker) host() partlog.Host {
 		Now:       b.env.Now,
 		WallClock: b.env.WallClock,
 		Logf:      b.env.Logf,
+		Bug:       b.cfg.Bug,
 	}
 }
 
@@ -175,6 +176,13 @@ func (b *Broker) start() {
 		}
 		b.dir = d
 		d.OnHighWatermark(b.highWatermark)
+		// The only log directory went offline: stop, as Kafka does. Staying
+		// up would refuse every write until an operator noticed; a restart
+		// runs recovery and serves again.
+		d.OnFailure(func(err error) {
+			b.state = stFailed
+			b.env.Halt("log directory failed: " + err.Error())
+		})
 		b.loadTopics()
 		b.state = stReady
 		b.env.SetTimer(timerTick, tickEvery)
@@ -240,6 +248,9 @@ type request struct {
 	done     bool
 	// out is the framed reply; nil with done set sends nothing (acks=0).
 	out []byte
+	// outv, if set instead, is the framed reply as buffers sent in order
+	// (Fetch: record sets are not copied into one).
+	outv [][]byte
 	// closeAfter closes the connection once the reply slot is reached
 	// (acks=0 Produce errors, as Kafka signals them).
 	closeAfter bool
@@ -343,8 +354,21 @@ func (b *Broker) finish(r *request, out []byte) {
 	if r.done {
 		panic("broker: request answered twice")
 	}
-	r.done = true
 	r.out = out
+	b.complete(r)
+}
+
+// finishVec is finish with the reply as buffers to send in order.
+func (b *Broker) finishVec(r *request, outv [][]byte) {
+	if r.done {
+		panic("broker: request answered twice")
+	}
+	r.outv = outv
+	b.complete(r)
+}
+
+func (b *Broker) complete(r *request) {
+	r.done = true
 	c := r.c
 	if c.closed {
 		return
@@ -357,6 +381,9 @@ func (b *Broker) finish(r *request, out []byte) {
 		sent = true
 		if head.out != nil {
 			b.env.Send(c.id, head.out)
+		}
+		for _, p := range head.outv {
+			b.env.Send(c.id, p)
 		}
 		if head.closeAfter {
 			b.drop(c, "")

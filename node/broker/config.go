@@ -45,6 +45,9 @@ type Config struct {
 	Props map[string]string
 	// Warnings are what the parser ignored, for the operator.
 	Warnings []string
+	// Bug plants a named bug for the simulator (partlog.Bug*); "" in
+	// production.
+	Bug string
 }
 
 // Listener is one entry of listeners= or advertised.listeners=.

@@ -35,6 +35,8 @@ type harness struct {
 	halted  string
 	conn    node.ConnID
 	corr    int32
+	// readBytes sums the lengths of the read ops submitted.
+	readBytes int64
 }
 
 func newHarness(t testing.TB, cfg Config, open openDirFunc) *harness {
@@ -72,6 +74,9 @@ func (h *harness) SetTimer(n node.TimerName, d time.Duration)        { h.timers[
 func (h *harness) CancelTimer(n node.TimerName)                      { delete(h.timers, n) }
 func (h *harness) Halt(reason string)                                { h.halted = reason }
 func (h *harness) Disk(op node.DiskOp) node.OpID {
+	if op.Kind == node.OpRead {
+		h.readBytes += int64(op.Len)
+	}
 	h.nextOp++
 	h.pending = append(h.pending, disk.Exec(h.fs, h.nextOp, op))
 	return h.nextOp

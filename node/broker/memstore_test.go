@@ -69,8 +69,10 @@ func (d *memDir) DeleteLog(tp partlog.TopicPartition, done func(error)) {
 }
 
 func (d *memDir) OnHighWatermark(fn func(partitionLog)) { d.hw = fn }
-func (d *memDir) Tick()                                 {}
-func (d *memDir) Close(done func(error))                { d.later(func() { done(nil) }) }
+
+func (d *memDir) OnFailure(fn func(error)) {}
+func (d *memDir) Tick()                    {}
+func (d *memDir) Close(done func(error))   { d.later(func() { done(nil) }) }
 
 type memBatch struct {
 	base, last   int64

@@ -13,6 +13,7 @@ type logDir interface {
 	CreateLog(tp partlog.TopicPartition, topicID [16]byte, overrides map[string]string, done func(partitionLog, error))
 	DeleteLog(tp partlog.TopicPartition, done func(error))
 	OnHighWatermark(fn func(partitionLog))
+	OnFailure(fn func(error))
 	Tick()
 	Close(done func(error))
 }
@@ -81,6 +82,8 @@ func (a dirAdapter) DeleteLog(tp partlog.TopicPartition, done func(error)) { a.d
 func (a dirAdapter) OnHighWatermark(fn func(partitionLog)) {
 	a.d.OnHighWatermark(func(l *partlog.Log) { fn(l) })
 }
+
+func (a dirAdapter) OnFailure(fn func(error)) { a.d.OnFailure(fn) }
 
 func (a dirAdapter) Tick()                  { a.d.Tick() }
 func (a dirAdapter) Close(done func(error)) { a.d.Close(done) }

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"strings"
 
 	"herd/node"
@@ -558,8 +559,14 @@ func (lr *logRecovery) finish() {
 	o.step(node.SyncDirOp(l.path), func(node.Event) {
 		l.segs = lr.segs
 		if l.d.h.Bug == BugReuseOffset {
-			if rp, ok := lr.o.rps[l.tp]; ok && rp < act.next && rp >= act.base {
+			// The planted bug: believe the checkpoint over the log. The
+			// bytes past it stay; only the bookkeeping forgets them.
+			if rp, ok := lr.o.rps[l.tp]; ok && rp < act.next && rp > act.base {
 				act.next = rp
+				if act.ix != nil {
+					act.ix.offsets = slices.DeleteFunc(act.ix.offsets, func(e indexEntry) bool { return act.base+int64(e.rel) >= rp })
+					act.ix.times = slices.DeleteFunc(act.ix.times, func(e timeEntry) bool { return act.base+int64(e.rel) >= rp })
+				}
 			}
 		}
 		leo := act.next
