@@ -81,11 +81,19 @@ func (b *Broker) loadTopics() {
 	for _, l := range b.dir.Logs() {
 		tp := l.TopicPartition()
 		t := b.topics[tp.Topic]
+		overrides := l.Overrides()
+		want := int(tp.Partition) + 1
+		if v, err := strconv.Atoi(overrides[partitionCountKey]); err == nil && v > want {
+			want = v
+		}
 		if t == nil {
-			t = &topic{name: tp.Topic, id: l.TopicID(), overrides: l.Overrides()}
+			t = &topic{name: tp.Topic, id: l.TopicID(), overrides: topicOverrides(overrides)}
 			b.topics[tp.Topic] = t
 		}
-		for int(tp.Partition) >= len(t.parts) {
+		// A creation cut short by a crash is finished now rather than
+		// leaving a topic with fewer partitions than it was created with
+		// (every log records the count its topic had when it was made).
+		for want > len(t.parts) {
 			t.parts = append(t.parts, &partition{t: t, id: int32(len(t.parts))})
 		}
 		t.parts[tp.Partition].log = l
@@ -119,9 +127,13 @@ func (b *Broker) createTopic(name string, n int32, overrides map[string]string, 
 func (b *Broker) addPartitions(t *topic, n int32, done func(error)) {
 	var firstErr error
 	pending := int(n) - len(t.parts)
-	for i := int32(len(t.parts)); i < n; i++ {
-		p := &partition{t: t, id: i}
-		t.parts = append(t.parts, p)
+	// All partitions exist before any log is created: each log records the
+	// topic's full partition count (partitionCountKey).
+	first := len(t.parts)
+	for i := int32(first); i < n; i++ {
+		t.parts = append(t.parts, &partition{t: t, id: i})
+	}
+	for _, p := range t.parts[first:] {
 		b.createLog(t, p, func(err error) {
 			if err != nil && firstErr == nil {
 				firstErr = err
@@ -139,7 +151,12 @@ func (b *Broker) addPartitions(t *topic, n int32, done func(error)) {
 func (b *Broker) createLog(t *topic, p *partition, done func(error)) {
 	t.creating++
 	tp := partlog.TopicPartition{Topic: t.name, Partition: p.id}
-	b.dir.CreateLog(tp, t.id, t.overrides, func(l partitionLog, err error) {
+	overrides := make(map[string]string, len(t.overrides)+1)
+	for k, v := range t.overrides { // order-independent: a map copy
+		overrides[k] = v
+	}
+	overrides[partitionCountKey] = strconv.Itoa(len(t.parts))
+	b.dir.CreateLog(tp, t.id, overrides, func(l partitionLog, err error) {
 		if err != nil {
 			b.env.Logf("broker: creating %s-%d: %v", t.name, p.id, err)
 		} else if t.deleted {
@@ -311,4 +328,21 @@ func checkTopicConfig(name string, value *string) error {
 		}
 	}
 	return nil
+}
+
+// partitionCountKey is stored with every log's topic overrides: the topic's
+// partition count when the log was created, so that recovery can finish a
+// CreateTopics or CreatePartitions a crash interrupted. It is herd's own and
+// never shown to clients.
+const partitionCountKey = "herd.partitions"
+
+// topicOverrides drops herd's own keys from a log's stored overrides.
+func topicOverrides(stored map[string]string) map[string]string {
+	out := make(map[string]string, len(stored))
+	for k, v := range stored { // order-independent: a map copy
+		if k != partitionCountKey {
+			out[k] = v
+		}
+	}
+	return out
 }
