@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"syscall"
@@ -56,6 +57,18 @@ func runBroker(args []string, stdout, stderr io.Writer) int {
 	var addrs []string
 	for _, l := range rb.cfg.Advertised {
 		addrs = append(addrs, l.Name+"://"+l.Addr())
+	}
+	// HERD_CPUPROFILE=/path/prof-%d profiles the broker (%d: broker.id),
+	// for tools that cannot pass flags; the profile ends at the clean stop.
+	if p := os.Getenv("HERD_CPUPROFILE"); p != "" {
+		if strings.Contains(p, "%d") {
+			p = fmt.Sprintf(p, cfg.BrokerID)
+		}
+		if f, err := os.Create(p); err == nil {
+			if pprof.StartCPUProfile(f) == nil {
+				defer func() { pprof.StopCPUProfile(); f.Close() }()
+			}
+		}
 	}
 	fmt.Fprintf(stdout, "herd broker %d: Kafka on %s (advertised %s), data in %s\n",
 		cfg.BrokerID, strings.Join(rb.sh.Addrs(), ","), strings.Join(addrs, ","), cfg.LogDirs[0])
@@ -112,7 +125,12 @@ func startBroker(cfg broker.Config, logw io.Writer) (*runningBroker, error) {
 	rb := &runningBroker{fs: f}
 	// The core is built when the shell runs, after the ports are known.
 	factory := func(env node.Env) node.Machine { return broker.New(rb.cfg)(env) }
-	sh, err := shell.New(shell.Config{Name: fmt.Sprintf("broker%d", cfg.BrokerID), FS: f, Listen: listen, Log: logw}, factory)
+	// Kafka requests are length-prefixed frames of at most
+	// socket.request.max.bytes: the shell reads a large one (a Produce)
+	// straight into a buffer of its own, which the core keeps and hands to
+	// the log without copying.
+	sh, err := shell.New(shell.Config{Name: fmt.Sprintf("broker%d", cfg.BrokerID), FS: f, Listen: listen, Log: logw,
+		FrameHint: cfg.SocketRequestMaxBytes}, factory)
 	if err != nil {
 		f.Close()
 		return nil, err

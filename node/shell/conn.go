@@ -2,6 +2,7 @@ package shell
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -86,23 +87,110 @@ func (s *Shell) startConn(c *conn) {
 func (c *conn) readLoop() {
 	defer close(c.readerDone)
 	buf := make([]byte, readBufSize)
+	hint := c.s.cfg.FrameHint
+	have := 0 // buf[:have] is read and not yet delivered
+	skip := 0 // bytes of a frame over maxDirectFrame still to pass through
 	for {
-		n, err := c.nc.Read(buf)
-		if n > 0 && !c.discard.Load() {
-			// The core owns Data, and buf is reused by the next Read.
-			data := make([]byte, n)
-			copy(data, buf[:n])
-			if !c.s.post(item{kind: itRecv, c: c, data: data}) {
-				return
+		n, err := c.nc.Read(buf[have:])
+		have += n
+		if hint > 0 && c.discard.Load() {
+			hint = 0 // nobody will look at the frames
+		}
+		if have > 0 && hint > 0 && err == nil {
+			// Deliver the complete frames; keep a partial one back, or
+			// read a long one into a buffer of its own.
+			done, size := 0, 0
+			for have > done {
+				if skip > 0 {
+					k := min(skip, have-done)
+					done += k
+					skip -= k
+					continue
+				}
+				if have-done < 4 {
+					break
+				}
+				l := int32(binary.BigEndian.Uint32(buf[done:]))
+				if l < 0 || int(l) > hint {
+					size = -1
+					break
+				}
+				size = 4 + int(l)
+				if size > maxDirectFrame {
+					// Not worth a buffer of its own up front (a peer
+					// could make the reader allocate that much with 4
+					// bytes): deliver it as it comes.
+					skip, size = size, 0
+					continue
+				}
+				if have-done < size {
+					break
+				}
+				done += size
+				size = 0
+			}
+			switch {
+			case size < 0:
+				// Not framed as hinted: deliver bytes as they come.
+				hint = 0
+			case size > len(buf):
+				if !c.deliver(buf[:done], false) {
+					return
+				}
+				frame := make([]byte, size)
+				got := copy(frame, buf[done:have])
+				have = 0
+				m, err := io.ReadFull(c.nc, frame[got:])
+				if errors.Is(err, io.ErrUnexpectedEOF) {
+					err = io.EOF
+				}
+				if !c.deliver(frame[:got+m], true) || !c.readFailed(err) {
+					return
+				}
+				continue
+			default:
+				if !c.deliver(buf[:done], false) {
+					return
+				}
+				have = copy(buf, buf[done:have])
+				continue
 			}
 		}
-		if err != nil {
-			if !c.discard.Load() {
-				c.s.post(item{kind: itClosed, c: c, err: readErr(err)})
-			}
+		if !c.deliver(buf[:have], false) {
+			return
+		}
+		have = 0
+		if !c.readFailed(err) {
 			return
 		}
 	}
+}
+
+// deliver posts b as received data: b itself if it is a buffer of its own
+// (own), else a copy, as the core owns Data and the read buffer is reused.
+// It returns false once the loop has stopped.
+func (c *conn) deliver(b []byte, own bool) bool {
+	if len(b) == 0 || c.discard.Load() {
+		return true
+	}
+	data := b[:len(b):len(b)]
+	if !own {
+		data = make([]byte, len(b))
+		copy(data, b)
+	}
+	return c.s.post(item{kind: itRecv, c: c, data: data})
+}
+
+// readFailed reports a read error (nil: none) to the loop; false if the
+// reader is done.
+func (c *conn) readFailed(err error) bool {
+	if err == nil {
+		return true
+	}
+	if !c.discard.Load() {
+		c.s.post(item{kind: itClosed, c: c, err: readErr(err)})
+	}
+	return false
 }
 
 func readErr(err error) error {

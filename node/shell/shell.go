@@ -82,6 +82,19 @@ type Config struct {
 	// connection (EvClosed{ErrReset}), as the simulator does; a peer that
 	// stops reading must not make the node run out of memory. Default 64 MiB.
 	MaxSendQueueBytes int
+	// FrameHint, if positive, says that the peers send frames made of a
+	// 4-byte big-endian length and that many bytes (Kafka, ZooKeeper),
+	// none longer than FrameHint. It changes only where the boundaries of
+	// EvReceived data fall, never the bytes or their order: a frame
+	// longer than the read buffer (and at most 16 MiB) is read straight
+	// into a buffer of its own and delivered whole as one Data, so a core
+	// that reassembles frames can keep it without copying, and a partial
+	// frame that fits the read buffer is held until it is complete. A
+	// length that breaks the hint (negative, or over FrameHint) turns the
+	// hint off for that connection, which then delivers bytes as they
+	// come. Use it only for protocols where a peer never stops mid-frame
+	// to wait for an answer.
+	FrameHint int
 }
 
 const (
@@ -93,6 +106,9 @@ const (
 	// so the kernel's receive window closes and TCP pushes back on the peer.
 	eventQueueLen = 4096
 	readBufSize   = 64 << 10
+	// maxDirectFrame bounds the frames that Config.FrameHint reads into
+	// a buffer of their own.
+	maxDirectFrame = 16 << 20
 	// acceptBackoff paces Accept after errors such as EMFILE, which would
 	// otherwise spin.
 	acceptBackoff = 50 * time.Millisecond
