@@ -68,6 +68,21 @@ func (ix *segIndex) lookup(rel uint32) int64 {
 	return int64(ix.offsets[i-1].pos)
 }
 
+// lookupSpan is lookup plus the distance from that position to the next
+// entry's (0 if there is none). The batch holding rel starts within that
+// span: entries map a batch's last offset to its position, so for the
+// first offset of a batch lookup returns the batch before it.
+func (ix *segIndex) lookupSpan(rel uint32) (pos, span int64) {
+	i := sort.Search(len(ix.offsets), func(i int) bool { return ix.offsets[i].rel > rel })
+	if i > 0 {
+		pos = int64(ix.offsets[i-1].pos)
+	}
+	if i < len(ix.offsets) {
+		span = int64(ix.offsets[i].pos) - pos
+	}
+	return pos, span
+}
+
 // lookupTime returns a relative offset at or before the first batch whose
 // max timestamp is >= ts: the last entry with a smaller timestamp. Batches
 // up to it all have max timestamps below ts, so nothing before it matters.

@@ -51,7 +51,15 @@ func (l *Log) Read(offset int64, maxBytes int, minOneBatch bool, done func(ReadR
 			answer(nil, l.readErr(seg, err))
 			return
 		}
-		w := &walker{l: l, seg: seg, want: int64(l.cfg.IndexIntervalBytes) + int64(r.maxBytes) + batchHeaderSize}
+		// Read from the index position through maxBytes past the target
+		// batch in one go: the batches skipped before it (up to the next
+		// index entry) count too, or the window ends short, a second read
+		// follows and result() copies both buffers into one.
+		pos, span := ix.lookupSpan(uint32(offset - seg.base))
+		if span == 0 {
+			span = seg.size - pos
+		}
+		w := &walker{l: l, seg: seg, want: span + int64(r.maxBytes) + batchHeaderSize}
 		w.visit = r.visit
 		w.end = func(err error) {
 			if err != nil {
@@ -60,7 +68,7 @@ func (l *Log) Read(offset int64, maxBytes int, minOneBatch bool, done func(ReadR
 			}
 			answer(r.result(), nil)
 		}
-		w.start(ix.lookup(uint32(offset - seg.base)))
+		w.start(pos)
 	})
 }
 
