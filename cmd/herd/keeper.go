@@ -8,11 +8,15 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime"
 	"runtime/debug"
+	"runtime/metrics"
 	"runtime/pprof"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
+	"time"
 
 	"herd/disk"
 	"herd/node/keeper"
@@ -106,12 +110,14 @@ func loadKeeperConfig(path string, stderr io.Writer) (keeper.Config, error) {
 // startKeeper builds the shell for one keeper server; the caller runs it.
 func startKeeper(cfg keeper.Config, logw io.Writer) (*shell.Shell, func(), error) {
 	keeperGC()
+	stopTrim := startHeapTrim()
 	logDir := cfg.DataLogDir
 	if logDir == "" {
 		logDir = cfg.DataDir
 	}
 	f, err := disk.NewOS(logDir)
 	if err != nil {
+		stopTrim()
 		return nil, nil, err
 	}
 	listen := []string{cfg.ClientAddr}
@@ -123,19 +129,122 @@ func startKeeper(cfg keeper.Config, logw io.Writer) (*shell.Shell, func(), error
 	sh, err := shell.New(shell.Config{Name: fmt.Sprintf("keeper%d", cfg.ID), FS: f, Listen: listen, Log: logw}, keeper.New(cfg))
 	if err != nil {
 		f.Close()
+		stopTrim()
 		return nil, nil, err
 	}
-	return sh, func() { f.Close() }, nil
+	return sh, func() { f.Close(); stopTrim() }, nil
 }
 
-// keeperGC sets the garbage collector's target for a keeper process unless
-// the user chose one (GOGC): the data tree is a large, long-lived heap, and
-// Go's default (collect when the heap doubles) would let resident memory
-// reach twice the tree. 50 keeps it near 1.5 times for a few percent of CPU.
+// keeperGC tunes the garbage collector for a keeper process unless the user
+// chose (GOGC or GOMEMLIMIT). Go's default collects whenever the heap has
+// doubled: for a small tree that collects too often (on a busy ensemble the
+// mark phase was a third of the CPU), and for a large one it lets resident
+// memory reach twice the tree. Instead the heap may grow by
+// max(keeperMinHeadroom, live/2) over what the last collection found live:
+// rarely collected while small, at most 1.5 times the tree when large. The
+// limit is recomputed after every collection, so it follows the tree up (a
+// restart loading a snapshot) and down.
 func keeperGC() {
-	if os.Getenv("GOGC") == "" {
-		debug.SetGCPercent(keeperGCPercent)
+	if os.Getenv("GOGC") != "" || os.Getenv("GOMEMLIMIT") != "" {
+		return
+	}
+	keeperGCOnce.Do(func() {
+		debug.SetGCPercent(-1)
+		setKeeperMemoryLimit()
+		afterEachGC(setKeeperMemoryLimit)
+	})
+}
+
+var keeperGCOnce sync.Once
+
+const keeperMinHeadroom = 128 << 20
+
+func setKeeperMemoryLimit() {
+	sample := []metrics.Sample{{Name: "/gc/heap/live:bytes"}, {Name: "/memory/classes/total:bytes"}, {Name: "/memory/classes/heap/objects:bytes"}}
+	metrics.Read(sample)
+	live := int64(sample[0].Value.Uint64())
+	// The limit counts all the runtime's memory, not only the heap.
+	overhead := max(int64(sample[1].Value.Uint64())-int64(sample[2].Value.Uint64()), 0)
+	debug.SetMemoryLimit(live + overhead + max(keeperMinHeadroom, live/2))
+}
+
+// afterEachGC calls fn after every garbage collection, from the runtime's
+// finalizer goroutine: a sentinel object becomes unreachable at each cycle
+// and its finalizer arms the next one.
+func afterEachGC(fn func()) {
+	s := new(gcSentinel)
+	runtime.SetFinalizer(s, func(*gcSentinel) {
+		fn()
+		afterEachGC(fn)
+	})
+}
+
+// gcSentinel holds a pointer so it is never a tiny allocation (finalizers on
+// those may never run).
+type gcSentinel struct {
+	_ *byte
+	_ [8]byte
+}
+
+// heapTrim returns memory the heap no longer uses to the operating system
+// when a lot of it has piled up: a snapshot of a large tree is a transient
+// buffer the size of the tree, and without this the process would keep
+// holding that much resident memory until the next collection, which with
+// an idle ensemble may be never. One trimmer runs per process while any
+// keeper does.
+var heapTrim struct {
+	mu    sync.Mutex
+	users int
+	stop  chan struct{}
+	done  chan struct{}
+}
+
+const heapTrimEvery = 5 * time.Second
+
+func startHeapTrim() (stop func()) {
+	heapTrim.mu.Lock()
+	defer heapTrim.mu.Unlock()
+	heapTrim.users++
+	if heapTrim.users == 1 {
+		st, done := make(chan struct{}), make(chan struct{})
+		heapTrim.stop, heapTrim.done = st, done
+		go func() {
+			defer close(done)
+			t := time.NewTicker(heapTrimEvery)
+			defer t.Stop()
+			for {
+				select {
+				case <-st:
+					return
+				case <-t.C:
+					trimHeap()
+				}
+			}
+		}()
+	}
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			heapTrim.mu.Lock()
+			defer heapTrim.mu.Unlock()
+			heapTrim.users--
+			if heapTrim.users == 0 {
+				close(heapTrim.stop)
+				<-heapTrim.done
+			}
+		})
 	}
 }
 
-const keeperGCPercent = 50
+// trimHeap frees and returns memory when what the heap holds beyond its
+// live objects exceeds max(64 MiB, live/4).
+func trimHeap() {
+	sample := []metrics.Sample{{Name: "/gc/heap/live:bytes"}, {Name: "/memory/classes/heap/free:bytes"}, {Name: "/memory/classes/heap/unused:bytes"}, {Name: "/memory/classes/heap/objects:bytes"}}
+	metrics.Read(sample)
+	live := sample[0].Value.Uint64()
+	idle := sample[1].Value.Uint64() + sample[2].Value.Uint64()
+	dead := sample[3].Value.Uint64() - min(sample[3].Value.Uint64(), live)
+	if idle+dead > max(64<<20, live/4) {
+		debug.FreeOSMemory()
+	}
+}
