@@ -13,7 +13,6 @@ import (
 	"net"
 	"os"
 	"os/signal"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -193,27 +192,9 @@ func parseBrokerFlags(args []string, stderr io.Writer) (*brokerConfig, error) {
 	return c, nil
 }
 
+// parseBrokerAddrs parses --brokers; the port defaults to Kafka's 9092.
 func parseBrokerAddrs(s string) ([]string, error) {
-	if strings.TrimSpace(s) == "" {
-		return nil, errors.New("--brokers is required (e.g. --brokers 127.0.0.1:9092)")
-	}
-	var out []string
-	for _, f := range strings.Split(s, ",") {
-		f = strings.TrimSpace(f)
-		host, port, err := net.SplitHostPort(f)
-		if err != nil && strings.Contains(err.Error(), "missing port") {
-			host, port, err = f, "9092", nil // Kafka's default port
-			f = net.JoinHostPort(f, port)
-		}
-		if err != nil || host == "" {
-			return nil, fmt.Errorf("--brokers: bad address %q (want host:port)", f)
-		}
-		if p, err := strconv.Atoi(port); err != nil || p < 1 || p > 65535 {
-			return nil, fmt.Errorf("--brokers: bad port in %q", f)
-		}
-		out = append(out, f)
-	}
-	return out, nil
+	return parseHostPorts("--brokers", s, "9092", "127.0.0.1:9092")
 }
 
 func brokerCodec(name string) (kgo.CompressionCodec, error) {

@@ -171,24 +171,30 @@ func parseKeeperFlags(args []string, stderr io.Writer) (*keeperConfig, error) {
 	return c, nil
 }
 
+// parseKeeperServers parses --servers; as in ZooKeeper connect strings the
+// port defaults to 2181.
 func parseKeeperServers(s string) ([]string, error) {
+	return parseHostPorts("--servers", s, "2181", "127.0.0.1:2181,127.0.0.1:2182,127.0.0.1:2183")
+}
+
+// parseHostPorts parses a comma-separated host[:port] list for a bench flag.
+func parseHostPorts(flagName, s, defaultPort, example string) ([]string, error) {
 	if strings.TrimSpace(s) == "" {
-		return nil, errors.New("--servers is required (e.g. --servers 127.0.0.1:2181,127.0.0.1:2182,127.0.0.1:2183)")
+		return nil, fmt.Errorf("%s is required (e.g. %s %s)", flagName, flagName, example)
 	}
 	var out []string
 	for _, f := range strings.Split(s, ",") {
 		f = strings.TrimSpace(f)
 		host, port, err := net.SplitHostPort(f)
 		if err != nil && strings.Contains(err.Error(), "missing port") {
-			// Like ZooKeeper connect strings: the port defaults to 2181.
-			host, port, err = f, "2181", nil
+			host, port, err = f, defaultPort, nil
 			f = net.JoinHostPort(f, port)
 		}
 		if err != nil || host == "" {
-			return nil, fmt.Errorf("--servers: bad address %q (want host:port)", f)
+			return nil, fmt.Errorf("%s: bad address %q (want host:port)", flagName, f)
 		}
 		if p, err := strconv.Atoi(port); err != nil || p < 1 || p > 65535 {
-			return nil, fmt.Errorf("--servers: bad port in %q", f)
+			return nil, fmt.Errorf("%s: bad port in %q", flagName, f)
 		}
 		out = append(out, f)
 	}
