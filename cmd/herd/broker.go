@@ -9,7 +9,6 @@ import (
 	"net"
 	"os"
 	"os/signal"
-	"runtime/pprof"
 	"strconv"
 	"strings"
 	"syscall"
@@ -58,18 +57,7 @@ func runBroker(args []string, stdout, stderr io.Writer) int {
 	for _, l := range rb.cfg.Advertised {
 		addrs = append(addrs, l.Name+"://"+l.Addr())
 	}
-	// HERD_CPUPROFILE=/path/prof-%d profiles the broker (%d: broker.id),
-	// for tools that cannot pass flags; the profile ends at the clean stop.
-	if p := os.Getenv("HERD_CPUPROFILE"); p != "" {
-		if strings.Contains(p, "%d") {
-			p = fmt.Sprintf(p, cfg.BrokerID)
-		}
-		if f, err := os.Create(p); err == nil {
-			if pprof.StartCPUProfile(f) == nil {
-				defer func() { pprof.StopCPUProfile(); f.Close() }()
-			}
-		}
-	}
+	defer startEnvCPUProfile(int(cfg.BrokerID))()
 	fmt.Fprintf(stdout, "herd broker %d: Kafka on %s (advertised %s), data in %s\n",
 		cfg.BrokerID, strings.Join(rb.sh.Addrs(), ","), strings.Join(addrs, ","), cfg.LogDirs[0])
 	if err := rb.run(ctx); err != nil {

@@ -53,18 +53,7 @@ func runKeeper(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	defer closeFS()
-	// HERD_CPUPROFILE=/path/prof-%d profiles each server of an ensemble
-	// started by tools that cannot pass flags (compat/ensemble).
-	if p := os.Getenv("HERD_CPUPROFILE"); p != "" {
-		if strings.Contains(p, "%d") {
-			p = fmt.Sprintf(p, cfg.ID)
-		}
-		if f, err := os.Create(p); err == nil {
-			if pprof.StartCPUProfile(f) == nil {
-				defer func() { pprof.StopCPUProfile(); f.Close() }()
-			}
-		}
-	}
+	defer startEnvCPUProfile(int(cfg.ID))()
 	fmt.Fprintf(stdout, "herd keeper %d: clients on %s, data in %s\n", cfg.ID, sh.Addrs()[0], cfg.DataDir)
 	if err := sh.Run(ctx); err != nil {
 		fmt.Fprintln(stderr, "herd keeper:", err)
@@ -247,4 +236,27 @@ func trimHeap() {
 	if idle+dead > max(64<<20, live/4) {
 		debug.FreeOSMemory()
 	}
+}
+
+// startEnvCPUProfile profiles the process into $HERD_CPUPROFILE (with %d
+// replaced by id) until the returned stop: for servers started by tools that
+// cannot pass flags (compat/ensemble, compat/kafka). The profile ends at a
+// clean stop.
+func startEnvCPUProfile(id int) (stop func()) {
+	p := os.Getenv("HERD_CPUPROFILE")
+	if p == "" {
+		return func() {}
+	}
+	if strings.Contains(p, "%d") {
+		p = fmt.Sprintf(p, id)
+	}
+	f, err := os.Create(p)
+	if err != nil {
+		return func() {}
+	}
+	if pprof.StartCPUProfile(f) != nil {
+		f.Close()
+		return func() {}
+	}
+	return func() { pprof.StopCPUProfile(); f.Close() }
 }
