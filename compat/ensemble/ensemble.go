@@ -15,9 +15,9 @@
 package ensemble
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
+	"herd/compat/procutil"
 	"io"
 	"net"
 	"os"
@@ -104,7 +104,7 @@ type server struct {
 	cmd     *exec.Cmd
 	done    chan struct{} // closed when the current process has exited
 	logFile *os.File
-	tail    *tailBuffer
+	tail    *procutil.TailBuffer
 }
 
 // Start writes the configs and starts all servers, then waits until each
@@ -156,7 +156,7 @@ func start(kind Kind, opts Options, deadline time.Time, retry bool) (*Ensemble, 
 		}
 		e.Dir, e.ownDir = d, true
 	}
-	ports, err := freePorts(3 * opts.Servers)
+	ports, err := procutil.FreePorts(3 * opts.Servers)
 	if err != nil {
 		e.Stop()
 		return nil, err
@@ -226,7 +226,7 @@ func (e *Ensemble) PIDs() []int {
 	pids := make([]int, len(e.servers))
 	for i, s := range e.servers {
 		s.mu.Lock()
-		if s.cmd != nil && s.cmd.Process != nil && !isClosed(s.done) {
+		if s.cmd != nil && s.cmd.Process != nil && !procutil.IsClosed(s.done) {
 			pids[i] = s.cmd.Process.Pid
 		}
 		s.mu.Unlock()
@@ -415,11 +415,11 @@ func (e *Ensemble) launch(s *server) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.tail == nil {
-		s.tail = &tailBuffer{max: 64 << 10}
+		s.tail = &procutil.TailBuffer{Max: 64 << 10}
 	}
 	var out io.Writer
 	if e.opts.Log != nil {
-		out = &prefixWriter{mu: &e.logMu, w: e.opts.Log, prefix: fmt.Sprintf("[s%d] ", s.id)}
+		out = &procutil.PrefixWriter{Mu: &e.logMu, W: e.opts.Log, Prefix: fmt.Sprintf("[s%d] ", s.id)}
 	} else {
 		f, err := os.OpenFile(s.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 		if err != nil {
@@ -462,7 +462,7 @@ func (s *server) kill() error {
 	if cmd == nil {
 		return nil
 	}
-	if !isClosed(done) {
+	if !procutil.IsClosed(done) {
 		// The process is the leader of its own group: kill the group
 		// (zkServer.sh-style wrappers, if any, die with it).
 		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
@@ -490,11 +490,11 @@ func (e *Ensemble) waitReady(s *server, deadline time.Time, alive []*server) err
 	}
 	var last error = errors.New("no answer yet")
 	for {
-		if isClosed(dones[s.id]) {
+		if procutil.IsClosed(dones[s.id]) {
 			return errors.New("process exited")
 		}
 		for id, done := range dones {
-			if isClosed(done) {
+			if procutil.IsClosed(done) {
 				return fmt.Errorf("server %d's process exited", id)
 			}
 		}
@@ -603,105 +603,7 @@ func (e *Ensemble) logTails() string {
 	var b strings.Builder
 	for _, s := range e.servers {
 		fmt.Fprintf(&b, "--- tail of server %d output (%s) ---\n", s.id, s.logPath)
-		b.WriteString(lastLines(s.tail.String(), 40))
+		b.WriteString(procutil.LastLines(s.tail.String(), 40))
 	}
 	return b.String()
-}
-
-func lastLines(s string, n int) string {
-	lines := strings.SplitAfter(s, "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "")
-}
-
-func freePorts(n int) ([]int, error) {
-	var ls []net.Listener
-	defer func() {
-		for _, l := range ls {
-			l.Close()
-		}
-	}()
-	var ports []int
-	for i := 0; i < n; i++ {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return nil, err
-		}
-		ls = append(ls, l)
-		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
-	}
-	return ports, nil
-}
-
-func isClosed(c chan struct{}) bool {
-	if c == nil {
-		return true
-	}
-	select {
-	case <-c:
-		return true
-	default:
-		return false
-	}
-}
-
-// tailBuffer keeps the last max bytes written to it.
-type tailBuffer struct {
-	mu  sync.Mutex
-	max int
-	buf []byte
-}
-
-func (t *tailBuffer) Write(p []byte) (int, error) {
-	if t == nil {
-		return len(p), nil
-	}
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	t.buf = append(t.buf, p...)
-	if len(t.buf) > t.max {
-		t.buf = append([]byte(nil), t.buf[len(t.buf)-t.max:]...)
-	}
-	return len(p), nil
-}
-
-func (t *tailBuffer) String() string {
-	if t == nil {
-		return ""
-	}
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return string(t.buf)
-}
-
-// prefixWriter writes whole lines to w, each prefixed.
-type prefixWriter struct {
-	mu      *sync.Mutex
-	w       io.Writer
-	prefix  string
-	partial []byte
-}
-
-func (p *prefixWriter) Write(b []byte) (int, error) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.partial = append(p.partial, b...)
-	var out bytes.Buffer
-	for {
-		i := bytes.IndexByte(p.partial, '\n')
-		if i < 0 {
-			break
-		}
-		out.WriteString(p.prefix)
-		out.Write(p.partial[:i+1])
-		p.partial = p.partial[i+1:]
-	}
-	if out.Len() > 0 {
-		if _, err := p.w.Write(out.Bytes()); err != nil {
-			return len(b), nil // never fail the server's output pipe
-		}
-	}
-	return len(b), nil
 }

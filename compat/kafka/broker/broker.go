@@ -20,6 +20,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"herd/compat/procutil"
 	"io"
 	"net"
 	"os"
@@ -90,7 +91,7 @@ type Broker struct {
 	cmd     *exec.Cmd
 	done    chan struct{}
 	logFile *os.File
-	tail    *tailBuffer
+	tail    *procutil.TailBuffer
 	stopped bool
 }
 
@@ -140,7 +141,7 @@ func Start(kind Kind, opts Options) (*Broker, error) {
 }
 
 func start(kind Kind, opts Options, deadline time.Time) (*Broker, error) {
-	b := &Broker{kind: kind, opts: opts, Dir: opts.Dir, tail: &tailBuffer{max: 64 << 10}}
+	b := &Broker{kind: kind, opts: opts, Dir: opts.Dir, tail: &procutil.TailBuffer{Max: 64 << 10}}
 	if b.Dir == "" {
 		d, err := os.MkdirTemp("", "herd-kafka-broker-")
 		if err != nil {
@@ -148,11 +149,12 @@ func start(kind Kind, opts Options, deadline time.Time) (*Broker, error) {
 		}
 		b.Dir, b.ownDir = d, true
 	}
-	port, err := freePort()
+	ports, err := procutil.FreePorts(1)
 	if err != nil {
 		b.Stop()
 		return nil, err
 	}
+	port := ports[0]
 	b.Port = port
 	b.Addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
 	b.Config = filepath.Join(b.Dir, "server.properties")
@@ -175,7 +177,7 @@ func start(kind Kind, opts Options, deadline time.Time) (*Broker, error) {
 		return nil, err
 	}
 	if err := b.waitReady(deadline); err != nil {
-		err = fmt.Errorf("broker: %s at %s not ready: %w\n--- tail of its output ---\n%s", kind, b.Addr, err, lastLines(b.tail.String(), 40))
+		err = fmt.Errorf("broker: %s at %s not ready: %w\n--- tail of its output ---\n%s", kind, b.Addr, err, procutil.LastLines(b.tail.String(), 40))
 		b.Stop()
 		return nil, err
 	}
@@ -239,7 +241,7 @@ func (b *Broker) launch() error {
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	var out io.Writer
 	if b.opts.Log != nil {
-		out = &prefixWriter{w: b.opts.Log, prefix: "[broker] "}
+		out = &procutil.PrefixWriter{W: b.opts.Log, Prefix: "[broker] "}
 	} else {
 		f, err := os.OpenFile(filepath.Join(b.Dir, "server.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 		if err != nil {
@@ -283,7 +285,7 @@ func (b *Broker) Restart() error {
 		return err
 	}
 	if err := b.waitReady(time.Now().Add(b.opts.StartTimeout)); err != nil {
-		return fmt.Errorf("broker: restarted %s at %s not ready: %w\n%s", b.kind, b.Addr, err, lastLines(b.tail.String(), 40))
+		return fmt.Errorf("broker: restarted %s at %s not ready: %w\n%s", b.kind, b.Addr, err, procutil.LastLines(b.tail.String(), 40))
 	}
 	return nil
 }
@@ -293,21 +295,21 @@ func (b *Broker) Restart() error {
 func (b *Broker) Exited() bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	return isClosed(b.done)
+	return procutil.IsClosed(b.done)
 }
 
 // PID returns the process id, 0 if it is not running.
 func (b *Broker) PID() int {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if b.cmd == nil || isClosed(b.done) {
+	if b.cmd == nil || procutil.IsClosed(b.done) {
 		return 0
 	}
 	return b.cmd.Process.Pid
 }
 
 // LogTail returns the last lines of the broker's output.
-func (b *Broker) LogTail(n int) string { return lastLines(b.tail.String(), n) }
+func (b *Broker) LogTail(n int) string { return procutil.LastLines(b.tail.String(), n) }
 
 // Stop kills the broker's process group and removes the directory if
 // Start created it.
@@ -336,7 +338,7 @@ func (b *Broker) kill() error {
 	if cmd == nil {
 		return nil
 	}
-	if !isClosed(done) {
+	if !procutil.IsClosed(done) {
 		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
 		_ = cmd.Process.Kill()
 	}
@@ -356,7 +358,7 @@ func (b *Broker) waitReady(deadline time.Time) error {
 	b.mu.Unlock()
 	var last error = errors.New("no answer yet")
 	for {
-		if isClosed(done) {
+		if procutil.IsClosed(done) {
 			return fmt.Errorf("process exited (last probe: %v)", last)
 		}
 		if time.Now().After(deadline) {
@@ -482,79 +484,4 @@ func readResponse(r io.Reader, corr int32) ([]byte, error) {
 	body := make([]byte, n-4)
 	_, err := io.ReadFull(r, body)
 	return body, err
-}
-
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
-}
-
-func isClosed(c chan struct{}) bool {
-	if c == nil {
-		return true
-	}
-	select {
-	case <-c:
-		return true
-	default:
-		return false
-	}
-}
-
-func lastLines(s string, n int) string {
-	lines := strings.SplitAfter(s, "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "")
-}
-
-// tailBuffer keeps the last max bytes written to it.
-type tailBuffer struct {
-	mu  sync.Mutex
-	max int
-	buf []byte
-}
-
-func (t *tailBuffer) Write(p []byte) (int, error) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	t.buf = append(t.buf, p...)
-	if len(t.buf) > t.max {
-		t.buf = append([]byte(nil), t.buf[len(t.buf)-t.max:]...)
-	}
-	return len(p), nil
-}
-
-func (t *tailBuffer) String() string {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return string(t.buf)
-}
-
-// prefixWriter writes whole lines to w, each prefixed.
-type prefixWriter struct {
-	mu      sync.Mutex
-	w       io.Writer
-	prefix  string
-	partial []byte
-}
-
-func (p *prefixWriter) Write(b []byte) (int, error) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.partial = append(p.partial, b...)
-	for {
-		i := strings.IndexByte(string(p.partial), '\n')
-		if i < 0 {
-			break
-		}
-		p.w.Write(append([]byte(p.prefix), p.partial[:i+1]...))
-		p.partial = p.partial[i+1:]
-	}
-	return len(b), nil
 }
