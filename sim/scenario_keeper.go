@@ -73,7 +73,7 @@ func buildKeeper(w *World) Checks {
 		cfg := keeper.Config{
 			ID: raft.ID(i + 1), ClientAddr: clientAddrs[i], Servers: specs, DataDir: "/data",
 			TickTime: 200 * time.Millisecond, SyncLimit: 5, FourLetter: []string{"*"}, TTLEnabled: true,
-			ContainerCheck: time.Second, RaftTick: 50 * time.Millisecond, ElectionTicks: 10, SnapshotEvery: 200,
+			ContainerCheck: time.Second, RaftTick: 50 * time.Millisecond, ElectionTicks: 10, SnapshotEvery: 200, SnapshotStep: 1 + r.IntN(40),
 			Bug: w.Bug,
 		}
 		factory := func(env node.Env) node.Machine {

@@ -43,6 +43,10 @@ type Config struct {
 	RaftTick      time.Duration
 	ElectionTicks int
 	SnapshotEvery uint64
+	// SnapshotStep is how many znodes a snapshot encodes per event (raft's
+	// Config.SnapshotStep); 0 means raft's default. The simulator makes it
+	// small so snapshots span many events.
+	SnapshotStep int
 	// Rejoin: this server's disk was replaced while the ensemble kept its
 	// data; it must not vote until a leader has caught it up (raft.Config).
 	Rejoin bool

@@ -180,7 +180,7 @@ func New(cfg Config) node.Factory {
 		}
 		s.raft = raft.New(env, raft.Config{
 			ID: cfg.ID, Peers: peers, Dir: "raft", Tick: cfg.RaftTick, ElectionTicks: cfg.ElectionTicks,
-			SnapshotEvery: cfg.SnapshotEvery, MaxPending: 200_000, Rejoin: cfg.Rejoin, Bug: raftBug(cfg.Bug),
+			SnapshotEvery: cfg.SnapshotEvery, SnapshotStep: cfg.SnapshotStep, MaxPending: 200_000, Rejoin: cfg.Rejoin, Bug: raftBug(cfg.Bug),
 		}, (*stateMachine)(s), raft.Hooks{
 			Ready:       s.raftReady,
 			ReadReady:   s.readReady,
@@ -677,6 +677,10 @@ type stateMachine Server
 func (sm *stateMachine) Apply(e *raft.Entry) { (*Server)(sm).apply(e) }
 
 func (sm *stateMachine) Snapshot() []byte { return sm.tree.Snapshot() }
+
+// BeginSnapshot makes snapshots incremental (raft.IncrementalSnapshots):
+// a large tree is encoded a slice at a time between events.
+func (sm *stateMachine) BeginSnapshot() raft.SnapshotEncoder { return sm.tree.beginSnapshot() }
 
 func (sm *stateMachine) Restore(data []byte, index raft.Index, zxid raft.Zxid) error {
 	t, err := RestoreTree(data)

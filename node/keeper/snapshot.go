@@ -3,6 +3,7 @@ package keeper
 import (
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"strings"
 
@@ -29,6 +30,31 @@ const (
 
 // Snapshot serialises the tree.
 func (t *Tree) Snapshot() []byte {
+	enc := t.beginSnapshot()
+	for !enc.Next(math.MaxInt) {
+	}
+	return enc.Image()
+}
+
+// treeEncoder serialises a tree a few znodes at a time (raft's
+// IncrementalSnapshots): the walk is depth-first with an explicit stack, so
+// it can stop anywhere and resume at the next event. The tree must not
+// change in between; raft does not apply entries while an image is being
+// encoded.
+type treeEncoder struct {
+	e *jute.Encoder
+	// stack holds, per depth, the children still to visit; scratch keeps
+	// their arrays for reuse.
+	stack   []encFrame
+	scratch [][]*znode
+}
+
+type encFrame struct {
+	kids []*znode
+	next int
+}
+
+func (t *Tree) beginSnapshot() *treeEncoder {
 	e := &jute.Encoder{B: make([]byte, 0, 64+t.count*96+t.bytes)}
 	e.Int(treeMagic)
 	e.Int(treeVersion)
@@ -57,43 +83,66 @@ func (t *Tree) Snapshot() []byte {
 		e.Long(int64(s.next))
 		e.Bool(s.broken)
 	}
-	// One scratch slice per depth: children are collected from the map
-	// (no lookups by name) and sorted by name for a deterministic file.
-	var scratch [][]*znode
-	var walk func(n *znode, depth int)
-	walk = func(n *znode, depth int) {
-		e.String(n.name)
-		e.Buffer(n.data)
-		e.Long(n.czxid)
-		e.Long(n.mzxid)
-		e.Long(n.pzxid)
-		e.Long(n.ctime)
-		e.Long(n.mtime)
-		e.Int(n.version)
-		e.Int(n.aversion)
-		e.Int(n.creates)
-		e.Long(n.owner)
-		e.Int(int32(n.acl))
-		e.Int(int32(n.kind))
-		e.Long(n.ttl)
-		if depth == len(scratch) {
-			scratch = append(scratch, nil)
-		}
-		kids := scratch[depth][:0]
-		for _, c := range n.children { // order-independent: sorted below
-			kids = append(kids, c)
-		}
-		slices.SortFunc(kids, func(a, b *znode) int { return strings.Compare(a.name, b.name) })
-		e.Int(int32(len(kids)))
-		for _, c := range kids {
-			walk(c, depth+1)
-		}
-		clear(kids)
-		scratch[depth] = kids[:0]
-	}
-	walk(t.root, 0)
-	return e.B
+	enc := &treeEncoder{e: e}
+	enc.node(t.root)
+	return enc
 }
+
+// node encodes n and pushes its children, sorted by name for a
+// deterministic file (collected from the map, no lookups by name).
+func (enc *treeEncoder) node(n *znode) {
+	e := enc.e
+	e.String(n.name)
+	e.Buffer(n.data)
+	e.Long(n.czxid)
+	e.Long(n.mzxid)
+	e.Long(n.pzxid)
+	e.Long(n.ctime)
+	e.Long(n.mtime)
+	e.Int(n.version)
+	e.Int(n.aversion)
+	e.Int(n.creates)
+	e.Long(n.owner)
+	e.Int(int32(n.acl))
+	e.Int(int32(n.kind))
+	e.Long(n.ttl)
+	e.Int(int32(len(n.children)))
+	if len(n.children) == 0 {
+		return
+	}
+	depth := len(enc.stack)
+	if depth == len(enc.scratch) {
+		enc.scratch = append(enc.scratch, nil)
+	}
+	kids := enc.scratch[depth][:0]
+	for _, c := range n.children { // order-independent: sorted below
+		kids = append(kids, c)
+	}
+	slices.SortFunc(kids, func(a, b *znode) int { return strings.Compare(a.name, b.name) })
+	enc.scratch[depth] = kids
+	enc.stack = append(enc.stack, encFrame{kids: kids})
+}
+
+// Next encodes up to budget more znodes and reports whether the image is
+// complete.
+func (enc *treeEncoder) Next(budget int) bool {
+	for budget > 0 && len(enc.stack) > 0 {
+		top := &enc.stack[len(enc.stack)-1]
+		if top.next == len(top.kids) {
+			clear(top.kids)
+			enc.stack = enc.stack[:len(enc.stack)-1]
+			continue
+		}
+		n := top.kids[top.next]
+		top.next++
+		enc.node(n)
+		budget--
+	}
+	return len(enc.stack) == 0
+}
+
+// Image is the finished snapshot.
+func (enc *treeEncoder) Image() []byte { return enc.e.B }
 
 var errBadTreeSnapshot = errors.New("keeper: malformed tree snapshot")
 

@@ -27,6 +27,10 @@ type Config struct {
 	// followers that lag a little.
 	SnapshotEvery uint64
 	SnapshotKeep  uint64
+	// SnapshotStep is the work an incremental state machine
+	// (IncrementalSnapshots) does per event while encoding a snapshot
+	// (the unit is the state machine's; the keeper counts znodes).
+	SnapshotStep int
 	// SegmentBytes: start a new WAL segment past this size.
 	SegmentBytes int64
 	// MaxAppendBytes bounds the entries in one append message;
@@ -84,6 +88,9 @@ func (c *Config) setDefaults() {
 	if c.SnapshotChunk <= 0 {
 		c.SnapshotChunk = 1 << 20
 	}
+	if c.SnapshotStep <= 0 {
+		c.SnapshotStep = 20_000
+	}
 }
 
 // StateMachine receives committed entries, in order, once each per
@@ -96,6 +103,24 @@ type StateMachine interface {
 	Snapshot() []byte
 	// Restore replaces the state with a snapshot taken at index.
 	Restore(data []byte, index Index, zxid Zxid) error
+}
+
+// IncrementalSnapshots is implemented by state machines too large to
+// serialise within one event: Raft then encodes the snapshot a step at a
+// time, one step per event, so the server keeps answering heartbeats,
+// votes and reads meanwhile (a million-znode tree takes a second or two).
+// Committed entries are not applied until the image is complete, so the
+// state it describes cannot change under the encoder.
+type IncrementalSnapshots interface {
+	BeginSnapshot() SnapshotEncoder
+}
+
+// SnapshotEncoder produces one snapshot image.
+type SnapshotEncoder interface {
+	// Next encodes about budget more units; done reports the image complete.
+	Next(budget int) (done bool)
+	// Image is the complete image (after Next reported done).
+	Image() []byte
 }
 
 // Hooks tell the host what happened. Any may be nil.
@@ -128,6 +153,8 @@ var (
 
 const (
 	timerTick node.TimerName = "raft/tick"
+	// timerSnap paces an incremental snapshot: one step per firing.
+	timerSnap node.TimerName = "raft/snapshot-step"
 	// redialTicks: how long to wait before redialing a peer.
 	redialTicks = 2
 )
@@ -251,11 +278,15 @@ func (r *Raft) Handle(ev node.Event) bool {
 			handled = false
 		}
 	case node.EvTimer:
-		if ev.Timer != timerTick {
+		switch ev.Timer {
+		case timerTick:
+			r.tick()
+			r.env.SetTimer(timerTick, r.cfg.Tick)
+		case timerSnap:
+			r.st.encodeStep()
+		default:
 			return false
 		}
-		r.tick()
-		r.env.SetTimer(timerTick, r.cfg.Tick)
 	case node.EvDiskDone:
 		handled = r.st.diskDone(ev)
 	default:

@@ -345,6 +345,7 @@ func (r *Raft) installSnapshot(meta snapMeta, data []byte, done func()) {
 	if n := len(s.segs); n > 0 {
 		meta.WALSeq = s.segs[n-1].seq + 1
 	}
+	s.abortEncoding()
 	if err := r.sm.Restore(data, meta.Index, meta.Zxid); err != nil {
 		r.env.Halt(fmt.Sprintf("raft: restoring snapshot %d: %v", meta.Index, err))
 		return
@@ -381,6 +382,9 @@ func (r *Raft) installSnapshot(meta snapMeta, data []byte, done func()) {
 // ---- applying ----
 
 func (r *Raft) applyCommitted() {
+	if r.st.encoder != nil {
+		return // resumed when the snapshot image is complete
+	}
 	for r.applied < r.commit && r.applied < r.log.lastIndex() {
 		i := r.applied + 1
 		r.sm.Apply(r.log.at(i))

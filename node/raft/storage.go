@@ -59,7 +59,11 @@ type storage struct {
 
 	snap         segSnap // the newest durable snapshot file
 	snapshotting bool
-	recv         *snapRecv
+	// encoder is an incremental snapshot being encoded (applying waits
+	// for it); encMeta describes it.
+	encoder SnapshotEncoder
+	encMeta snapMeta
+	recv    *snapRecv
 }
 
 type segFile struct {
@@ -326,8 +330,46 @@ func (s *storage) takeSnapshot() {
 	} else {
 		meta.Zxid = r.log.prevZxid
 	}
-	data := r.sm.Snapshot()
 	s.snapshotting = true
+	if inc, ok := r.sm.(IncrementalSnapshots); ok {
+		s.encoder, s.encMeta = inc.BeginSnapshot(), meta
+		r.env.SetTimer(timerSnap, 0)
+		return
+	}
+	s.saveSnapshot(meta, r.sm.Snapshot())
+}
+
+// encodeStep advances an incremental snapshot by one step; when the image
+// is complete it is saved and applying resumes.
+func (s *storage) encodeStep() {
+	r := s.r
+	if s.encoder == nil {
+		return
+	}
+	if !s.encoder.Next(r.cfg.SnapshotStep) {
+		r.env.SetTimer(timerSnap, 0)
+		return
+	}
+	img := s.encoder.Image()
+	s.encoder = nil
+	s.saveSnapshot(s.encMeta, img)
+	r.applyCommitted()
+}
+
+// abortEncoding drops an incremental snapshot in progress (the state is
+// about to be replaced by an installed snapshot).
+func (s *storage) abortEncoding() {
+	if s.encoder == nil {
+		return
+	}
+	s.encoder = nil
+	s.snapshotting = false
+	s.r.env.CancelTimer(timerSnap)
+}
+
+// saveSnapshot writes data as the snapshot meta describes, then compacts.
+func (s *storage) saveSnapshot(meta snapMeta, data []byte) {
+	r := s.r
 	s.writeSnapshot(meta, snapshotHeader(meta, data), data, func() {
 		s.snapshotting = false
 		r.log.snapIndex, r.log.snapTerm, r.log.snapZxid = meta.Index, meta.Term, meta.Zxid
