@@ -112,6 +112,11 @@ func parseBatchCRC(b []byte, checkCRC bool) (batchHeader, error) {
 	return h, nil
 }
 
+// crcOK says whether the CRC of the whole batch b matches.
+func crcOK(b []byte) bool {
+	return crc32.Checksum(b[offAttributes:], castagnoli) == binary.BigEndian.Uint32(b[offCRC:])
+}
+
 // validateAppend checks what a producer sent and returns the batches'
 // headers (appended to hs, so the caller can reuse the slice) and the total
 // record count. Nothing is modified.

@@ -130,3 +130,78 @@ func BenchmarkRecovery(b *testing.B) {
 		}
 	}
 }
+
+// countFS counts the bytes and operations of reads.
+type countFS struct {
+	disk.FS
+	reads, readBytes int64
+}
+
+func (c *countFS) ReadAt(p string, off int64, n int) ([]byte, error) {
+	b, err := c.FS.ReadAt(p, off, n)
+	c.reads++
+	c.readBytes += int64(len(b))
+	return b, err
+}
+
+// BenchmarkRead consumes a log of ~600 KB batches of 1 KiB records from the
+// start, as the broker reads for a fetch (minOneBatch, maxBytes per
+// partition), in the process that appended it ("appended") and after a clean
+// reopen ("reopened", where nothing read was verified by this process).
+// read-B/B is the bytes read from disk per byte delivered.
+func BenchmarkRead(b *testing.B) {
+	for _, reopen := range []bool{false, true} {
+		for _, maxBytes := range []int{256 << 10, 50 << 20} {
+			name := fmt.Sprintf("appended/maxBytes=%d", maxBytes)
+			if reopen {
+				name = fmt.Sprintf("reopened/maxBytes=%d", maxBytes)
+			}
+			b.Run(name, func(b *testing.B) {
+				o, err := disk.NewOS(b.TempDir())
+				if err != nil {
+					b.Fatal(err)
+				}
+				defer o.Close()
+				fs := &countFS{FS: o}
+				dr := newDriver(b, fs)
+				cfg := DefaultConfig()
+				cfg.SegmentBytes = 32 << 20
+				d := dr.open("", cfg)
+				l := dr.create(d, tp0, nil)
+				recs := make([]record, 580)
+				for i := range recs {
+					recs[i] = record{tsDelta: int64(i), value: make([]byte, 1024)}
+				}
+				for l.Size() < 64<<20 {
+					dr.appendSync(l, makeBatch(dr.wall, recs))
+					dr.wall++
+				}
+				if reopen {
+					dr.close(d)
+					dr = newDriver(b, fs)
+					d = dr.open("", cfg)
+					l = d.Log(tp0)
+				}
+				hw := l.HighWatermark()
+				fs.reads, fs.readBytes = 0, 0
+				var delivered int64
+				b.ResetTimer()
+				for range b.N {
+					for off := int64(0); off < hw; {
+						res := dr.read(l, off, maxBytes, true)
+						if res.Err != nil || len(res.Records) == 0 {
+							b.Fatalf("read %d: %v (%d bytes)", off, res.Err, len(res.Records))
+						}
+						hs := splitBatches(b, res.Records)
+						off = hs[len(hs)-1].nextOffset()
+						delivered += int64(len(res.Records))
+					}
+				}
+				b.StopTimer()
+				b.SetBytes(delivered / int64(b.N))
+				b.ReportMetric(float64(fs.readBytes)/float64(delivered), "read-B/B")
+				b.ReportMetric(float64(fs.reads)/float64(b.N), "reads/op")
+			})
+		}
+	}
+}

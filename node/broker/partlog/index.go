@@ -3,6 +3,7 @@ package partlog
 import (
 	"encoding/binary"
 	"fmt"
+	"math"
 	"sort"
 	"strconv"
 )
@@ -53,61 +54,214 @@ type timeEntry struct {
 	rel uint32
 }
 
+// indexChunk is the number of entries in each chunk of an in-memory index.
+// An active segment's index grows by whole chunks, so at most one chunk is
+// partly empty (and that one grows by doubling up to indexChunk), instead
+// of a single slice that doubles and copies itself: a full 1 GiB segment
+// holds its ~256 Ki entries with at most one chunk of slack.
+const (
+	indexChunkShift = 12
+	indexChunk      = 1 << indexChunkShift
+)
+
+// chunked is an append-only sequence of entries stored in chunks of
+// indexChunk (the last may be shorter).
+type chunked[T any] struct {
+	chunks [][]T
+	n      int
+}
+
+func chunkedOf[T any](es []T) chunked[T] {
+	var c chunked[T]
+	for i := 0; i < len(es); i += indexChunk {
+		j := min(i+indexChunk, len(es))
+		c.chunks = append(c.chunks, es[i:j:j])
+	}
+	c.n = len(es)
+	return c
+}
+
+func (c *chunked[T]) len() int   { return c.n }
+func (c *chunked[T]) at(i int) T { return c.chunks[i>>indexChunkShift][i&(indexChunk-1)] }
+func (c *chunked[T]) last() T    { return c.at(c.n - 1) }
+func (c *chunked[T]) all() []T {
+	out := make([]T, 0, c.n)
+	for _, ch := range c.chunks {
+		out = append(out, ch...)
+	}
+	return out
+}
+
+func (c *chunked[T]) push(v T) {
+	k := len(c.chunks) - 1
+	if k < 0 || len(c.chunks[k]) == indexChunk {
+		c.chunks = append(c.chunks, nil)
+		k++
+	}
+	c.chunks[k] = appendChunk(c.chunks[k], v)
+	c.n++
+}
+
+// appendChunk appends v to a chunk, growing it by doubling up to
+// indexChunk entries.
+func appendChunk[T any](ch []T, v T) []T {
+	if len(ch) == cap(ch) {
+		grown := make([]T, len(ch), min(max(2*cap(ch), 8), indexChunk))
+		copy(grown, ch)
+		ch = grown
+	}
+	return append(ch, v)
+}
+
+// timeIndex is a time index in chunks of indexChunk entries. Within a
+// chunk, timestamps (which strictly increase) are kept as 32-bit deltas from
+// the chunk's first one, so an entry takes 8 bytes instead of 16 (a padded
+// timeEntry); a chunk whose timestamps span more than 2^32 ms (49 days)
+// keeps full entries instead.
+type timeIndex struct {
+	chunks []timeChunk
+	n      int
+}
+
+type timeChunk struct {
+	base   int64        // the first entry's timestamp
+	narrow []narrowTime // entries as deltas from base, unless wide is set
+	wide   []timeEntry
+}
+
+type narrowTime struct{ delta, rel uint32 }
+
+func timeIndexOf(es []timeEntry) timeIndex {
+	var t timeIndex
+	for _, e := range es {
+		t.push(e)
+	}
+	return t
+}
+
+func (t *timeIndex) len() int        { return t.n }
+func (t *timeIndex) last() timeEntry { return t.at(t.n - 1) }
+
+func (t *timeIndex) at(i int) timeEntry {
+	c := &t.chunks[i>>indexChunkShift]
+	j := i & (indexChunk - 1)
+	if c.wide != nil {
+		return c.wide[j]
+	}
+	e := c.narrow[j]
+	return timeEntry{ts: c.base + int64(e.delta), rel: e.rel}
+}
+
+func (t *timeIndex) all() []timeEntry {
+	out := make([]timeEntry, t.n)
+	for i := range out {
+		out[i] = t.at(i)
+	}
+	return out
+}
+
+func (t *timeIndex) push(e timeEntry) {
+	k := len(t.chunks) - 1
+	if k < 0 || len(t.chunks[k].narrow)+len(t.chunks[k].wide) == indexChunk {
+		t.chunks = append(t.chunks, timeChunk{base: e.ts})
+		k++
+	}
+	c := &t.chunks[k]
+	t.n++
+	if c.wide == nil {
+		if d := e.ts - c.base; d >= 0 && d <= math.MaxUint32 {
+			c.narrow = appendChunk(c.narrow, narrowTime{delta: uint32(d), rel: e.rel})
+			return
+		}
+		c.wide = make([]timeEntry, len(c.narrow), indexChunk)
+		for j, x := range c.narrow {
+			c.wide[j] = timeEntry{ts: c.base + int64(x.delta), rel: x.rel}
+		}
+		c.narrow = nil
+	}
+	c.wide = append(c.wide, e)
+}
+
 // segIndex is one segment's two sparse indexes, in memory.
 type segIndex struct {
-	offsets []indexEntry
-	times   []timeEntry
+	offsets chunked[indexEntry]
+	times   timeIndex
+}
+
+func newSegIndex(offs []indexEntry, times []timeEntry) *segIndex {
+	return &segIndex{offsets: chunkedOf(offs), times: timeIndexOf(times)}
+}
+
+// search returns the number of offset entries whose relative offset is at
+// most rel.
+func (ix *segIndex) search(rel uint32) int {
+	return sort.Search(ix.offsets.len(), func(i int) bool { return ix.offsets.at(i).rel > rel })
 }
 
 // lookup returns the position to start scanning for relative offset rel.
 func (ix *segIndex) lookup(rel uint32) int64 {
-	i := sort.Search(len(ix.offsets), func(i int) bool { return ix.offsets[i].rel > rel })
+	i := ix.search(rel)
 	if i == 0 {
 		return 0
 	}
-	return int64(ix.offsets[i-1].pos)
+	return int64(ix.offsets.at(i - 1).pos)
 }
 
 // lookupSpan is lookup plus the distance from that position to the next
 // entry's (0 if there is none). The batch holding rel starts within that
-// span: entries map a batch's last offset to its position, so for the
-// first offset of a batch lookup returns the batch before it.
+// span (its end included): entries map a batch's last offset to its
+// position, so for the first offset of a batch lookup returns the batch
+// before it.
 func (ix *segIndex) lookupSpan(rel uint32) (pos, span int64) {
-	i := sort.Search(len(ix.offsets), func(i int) bool { return ix.offsets[i].rel > rel })
+	i := ix.search(rel)
 	if i > 0 {
-		pos = int64(ix.offsets[i-1].pos)
+		pos = int64(ix.offsets.at(i - 1).pos)
 	}
-	if i < len(ix.offsets) {
-		span = int64(ix.offsets[i].pos) - pos
+	if i < ix.offsets.len() {
+		span = int64(ix.offsets.at(i).pos) - pos
 	}
 	return pos, span
+}
+
+// boundaryAfter returns the position of the first offset entry beyond pos
+// (a batch boundary), or -1 if there is none.
+func (ix *segIndex) boundaryAfter(pos int64) int64 {
+	n := ix.offsets.len()
+	i := sort.Search(n, func(i int) bool { return int64(ix.offsets.at(i).pos) > pos })
+	if i == n {
+		return -1
+	}
+	return int64(ix.offsets.at(i).pos)
 }
 
 // lookupTime returns a relative offset at or before the first batch whose
 // max timestamp is >= ts: the last entry with a smaller timestamp. Batches
 // up to it all have max timestamps below ts, so nothing before it matters.
 func (ix *segIndex) lookupTime(ts int64) uint32 {
-	i := sort.Search(len(ix.times), func(i int) bool { return ix.times[i].ts >= ts })
+	i := sort.Search(ix.times.len(), func(i int) bool { return ix.times.at(i).ts >= ts })
 	if i == 0 {
 		return 0
 	}
-	return ix.times[i-1].rel
+	return ix.times.at(i - 1).rel
 }
 
-func encodeOffsetIndex(es []indexEntry) []byte {
-	out := make([]byte, len(es)*offsetEntrySize)
-	for i, e := range es {
-		binary.BigEndian.PutUint32(out[i*offsetEntrySize:], e.rel)
-		binary.BigEndian.PutUint32(out[i*offsetEntrySize+4:], e.pos)
+func encodeOffsetIndex(c *chunked[indexEntry]) []byte {
+	out := make([]byte, 0, c.len()*offsetEntrySize)
+	for _, ch := range c.chunks {
+		for _, e := range ch {
+			out = binary.BigEndian.AppendUint32(out, e.rel)
+			out = binary.BigEndian.AppendUint32(out, e.pos)
+		}
 	}
 	return out
 }
 
-func encodeTimeIndex(es []timeEntry) []byte {
-	out := make([]byte, len(es)*timeEntrySize)
-	for i, e := range es {
-		binary.BigEndian.PutUint64(out[i*timeEntrySize:], uint64(e.ts))
-		binary.BigEndian.PutUint32(out[i*timeEntrySize+8:], e.rel)
+func encodeTimeIndex(t *timeIndex) []byte {
+	out := make([]byte, 0, t.len()*timeEntrySize)
+	for i := range t.len() {
+		e := t.at(i)
+		out = binary.BigEndian.AppendUint64(out, uint64(e.ts))
+		out = binary.BigEndian.AppendUint32(out, e.rel)
 	}
 	return out
 }

@@ -208,8 +208,8 @@ func (l *Log) shouldRoll(n int, records int64, now node.Time) bool {
 	}
 	return s.size+int64(n) > l.cfg.SegmentBytes ||
 		(s.hasOpened && int64(now.Sub(s.openedAt)/time.Millisecond) >= l.cfg.SegmentMs) ||
-		len(s.ix.offsets) >= l.maxIndexEntries() ||
-		len(s.ix.times) >= l.cfg.SegmentIndexBytes/timeEntrySize ||
+		s.ix.offsets.len() >= l.maxIndexEntries() ||
+		s.ix.times.len() >= l.cfg.SegmentIndexBytes/timeEntrySize ||
 		s.next+records-1-s.base > math.MaxInt32
 }
 
@@ -249,7 +249,7 @@ func (l *Log) sealIndexes(s *segment) {
 	for _, f := range []struct {
 		suffix string
 		data   []byte
-	}{{indexSuffix, encodeOffsetIndex(s.ix.offsets)}, {timeIndexSuffix, encodeTimeIndex(s.ix.times)}} {
+	}{{indexSuffix, encodeOffsetIndex(&s.ix.offsets)}, {timeIndexSuffix, encodeTimeIndex(&s.ix.times)}} {
 		p := l.segFile(s, f.suffix)
 		l.d.do(node.WriteOp(p, 0, f.data), nil)
 		l.d.do(node.TruncateOp(p, int64(len(f.data))), nil)

@@ -24,8 +24,11 @@ type ReadResult struct {
 // ErrOffsetOutOfRange. A read never crosses a segment boundary (as in
 // Kafka), so it may return less than maxBytes with more data available.
 // The bytes are read from the file through the offset index; every batch is
-// checked (length, CRC, offsets dense) before it is served, and a batch that
-// fails is reported as ErrStorage rather than served.
+// checked (length, magic, offsets dense) before it is served, and its CRC
+// too unless this process verified it already (Append, or a recovery scan);
+// a batch that fails is reported as ErrStorage rather than served. Whether
+// the next batch fits is decided from its length prefix, before its body is
+// read.
 func (l *Log) Read(offset int64, maxBytes int, minOneBatch bool, done func(ReadResult)) {
 	hw, start := l.hw, l.start
 	answer := func(recs []byte, err error) {
@@ -59,9 +62,24 @@ func (l *Log) Read(offset int64, maxBytes int, minOneBatch bool, done func(ReadR
 		if span == 0 {
 			span = seg.size - pos
 		}
+		r.ix = ix
 		w := &walker{l: l, seg: seg, want: span + int64(r.maxBytes) + batchHeaderSize}
+		if span > probeSpan {
+			// Big batches: the one at pos is usually the batch before
+			// offset (entries name a batch's last offset). Read its
+			// header first; peek skips it unread if it ends before
+			// offset, and sizes the next read by the batch's length.
+			w.want = batchHeaderSize
+		}
 		w.visit = r.visit
+		w.peek = r.peek
 		w.end = func(err error) {
+			if err == nil && r.total == 0 && r.minOne {
+				// offset is below the high watermark, so the segment
+				// holds a batch with it: only damaged headers (a base
+				// offset or length that lies) make the walk miss it.
+				err = fmt.Errorf("%w: no batch holding offset %d in segment %d", ErrCorrupt, offset, seg.base)
+			}
 			if err != nil {
 				answer(nil, l.readErr(seg, err))
 				return
@@ -97,6 +115,11 @@ func (l *Log) readErr(seg *segment, err error) error {
 	return ErrStorage
 }
 
+// probeSpan: a Read whose index span is larger than this reads the header
+// of the batch at the index position first, so a big batch before the
+// offset is skipped unread.
+const probeSpan = 64 << 10
+
 // reader collects the batches a Read returns.
 type reader struct {
 	offset, hw int64
@@ -105,6 +128,7 @@ type reader struct {
 	checkCRC   bool  // false only for the planted bug BugServeTorn
 	next       int64 // the offset the next delivered batch must start at (-1: first)
 	total      int
+	ix         *segIndex
 
 	// Delivered bytes: earlier runs (copied out of buffers since replaced)
 	// and the current run, cur[from:to] of the walker's buffer number gen.
@@ -115,23 +139,67 @@ type reader struct {
 	gen      int
 }
 
-func (r *reader) visit(w *walker, b []byte) bool {
-	base := int64(binary.BigEndian.Uint64(b[offBaseOffset:]))
+// peek decides from a batch's length prefix (base offset and length),
+// before its body is read: stop at the high watermark or at a batch that
+// would be delivered but does not fit, skip a batch whose header (when
+// the buffer holds it) says it ends before the offset, and size the next
+// read to what can be delivered. Header fields are not covered by a check
+// yet here; a lie costs at most a wrong skip, which visit reports as
+// offsets that are not dense, or a short answer.
+func (r *reader) peek(w *walker, pos int64, hdr []byte, size int) walkStep {
+	base := int64(binary.BigEndian.Uint64(hdr[offBaseOffset:]))
 	if base >= r.hw {
 		w.end(nil)
-		return false
+		return walkStop
 	}
-	h, err := parseBatchCRC(b, r.checkCRC)
+	if r.next < 0 && len(hdr) >= offLastDelta+4 && hdr[offMagic] == 2 &&
+		base+int64(int32(binary.BigEndian.Uint32(hdr[offLastDelta:]))) < r.offset {
+		// Before the one asked for. The batch holding offset starts
+		// right after; it ends at the latest at the next index entry.
+		next := pos + int64(size)
+		w.want = int64(r.maxBytes) + lengthPrefix
+		if e := r.ix.boundaryAfter(next); e > next {
+			w.want = max(w.want, e-next)
+		}
+		return walkSkip
+	}
+	if r.next >= 0 || base == r.offset {
+		// The next batch to deliver (if it is what it claims; visit
+		// checks that once it is read).
+		if r.total+size > r.maxBytes && !(r.total == 0 && r.minOne) {
+			w.end(nil)
+			return walkStop
+		}
+		w.want = int64(size)
+		if after := r.maxBytes - r.total - size; after >= batchHeaderSize {
+			w.want += int64(after + lengthPrefix)
+		}
+		return walkVisit
+	}
+	// Before the batch holding offset, or that batch with offset inside it.
+	w.want = int64(size+r.maxBytes) + lengthPrefix
+	return walkVisit
+}
+
+func (r *reader) visit(w *walker, b []byte) bool {
+	pos := w.filePos() - int64(len(b))
+	// peek has stopped at the high watermark already. Batches before the
+	// offset are only parsed: they are not served.
+	h, err := parseBatchCRC(b, false)
 	if err != nil {
-		w.end(fmt.Errorf("%w: at %d: %v", ErrCorrupt, w.filePos()-int64(len(b)), err))
+		w.end(fmt.Errorf("%w: at %d: %v", ErrCorrupt, pos, err))
 		return false
 	}
 	if h.lastOffset() < r.offset {
 		return true // before the one asked for: skip
 	}
+	if r.checkCRC && pos < w.seg.verifiedFrom && !crcOK(b) {
+		w.end(fmt.Errorf("%w: at %d: %v", ErrCorrupt, pos, ErrCorrupt))
+		return false
+	}
 	if r.next < 0 && h.baseOffset > r.offset || r.next >= 0 && h.baseOffset != r.next || h.nextOffset() > r.hw {
 		w.end(fmt.Errorf("%w: batch at %d holds offsets %d-%d, expected %d", ErrCorrupt,
-			w.filePos()-int64(len(b)), h.baseOffset, h.lastOffset(), max(r.next, r.offset)))
+			pos, h.baseOffset, h.lastOffset(), max(r.next, r.offset)))
 		return false
 	}
 	if r.total+len(b) > r.maxBytes && !(r.total == 0 && r.minOne) {
@@ -140,16 +208,28 @@ func (r *reader) visit(w *walker, b []byte) bool {
 	}
 	r.next = h.nextOffset()
 	r.total += len(b)
+	if r.maxBytes-r.total < batchHeaderSize {
+		// No further batch can fit: end without reading more.
+		r.add(w, b)
+		w.end(nil)
+		return false
+	}
+	w.want = int64(r.maxBytes-r.total) + lengthPrefix
+	r.add(w, b)
+	return true
+}
+
+// add appends b, the batch just visited, to the delivered bytes.
+func (r *reader) add(w *walker, b []byte) {
 	at := w.i - len(b)
 	if r.cur != nil && r.gen == w.gen && r.to == at {
 		r.to = w.i
-		return true
+		return
 	}
 	if r.to > r.from {
 		r.parts = append(r.parts, r.cur[r.from:r.to])
 	}
 	r.cur, r.from, r.to, r.gen = w.buf, at, w.i, w.gen
-	return true
 }
 
 func (r *reader) result() []byte {
@@ -176,12 +256,27 @@ type walker struct {
 	want  int64
 	visit func(w *walker, b []byte) bool
 	end   func(err error)
+	// peek, if set, is called once per batch as soon as its length prefix
+	// is in the buffer, before the rest is read (if it is not there yet)
+	// or visited, with its position, what the buffer holds of it (at
+	// least the length prefix) and its whole size.
+	peek   func(w *walker, pos int64, hdr []byte, size int) walkStep
+	peeked int64 // 1 + the position last peeked at (0: none)
 
 	buf    []byte
 	bufPos int64 // file position of buf[0]
 	i      int   // next batch in buf
 	gen    int   // bumped per read, so a reader knows which buffer a batch is in
 }
+
+// walkStep is what a walker's peek decides.
+type walkStep uint8
+
+const (
+	walkVisit walkStep = iota // read the batch (if needed) and visit it
+	walkSkip                  // move past it without reading or visiting it
+	walkStop                  // stop; peek has called end
+)
 
 func (w *walker) filePos() int64 { return w.bufPos + int64(w.i) }
 
@@ -208,6 +303,21 @@ func (w *walker) run() {
 		if pos+lengthPrefix > w.seg.size || len(rest) >= lengthPrefix && (size < 0 || pos+int64(size) > w.seg.size) {
 			w.end(fmt.Errorf("%w: bad batch length at %d", ErrCorrupt, pos))
 			return
+		}
+		if size >= 0 && w.peek != nil && w.peeked != pos+1 {
+			w.peeked = pos + 1
+			switch w.peek(w, pos, rest[:min(size, len(rest))], size) {
+			case walkStop:
+				return
+			case walkSkip:
+				if size <= len(rest) {
+					w.i += size
+				} else {
+					w.buf, w.bufPos, w.i = nil, pos+int64(size), 0
+					w.gen++
+				}
+				continue
+			}
 		}
 		if size < 0 || size > len(rest) {
 			n := min(max(w.want, int64(size)), w.seg.size-pos, node.MaxReadLen)
@@ -270,7 +380,7 @@ func (l *Log) withIndex(s *segment, fn func(*segIndex, error)) {
 		offs, ok1 := decodeOffsetIndex(offData, s.size, span)
 		times, ok2 := decodeTimeIndex(timeData, span)
 		if ok1 && ok2 && offData != nil && timeData != nil {
-			s.ix = &segIndex{offsets: offs, times: times}
+			s.ix = newSegIndex(offs, times)
 			l.d.cache.touch(s)
 			fn(s.ix, nil)
 			return
@@ -299,6 +409,9 @@ func (l *Log) rebuildIndex(s *segment, fn func(*segIndex, error)) {
 		sc.seg.maybeTimeEntry()
 		s.ix = sc.seg.ix
 		s.maxTS, s.maxTSOffset = sc.seg.maxTS, sc.seg.maxTSOffset
+		if sc.seg.size == s.size {
+			s.verifiedFrom = 0 // the scan checked every batch
+		}
 		l.d.cache.touch(s)
 		if l.usable() == nil {
 			l.writeIndexFiles(s)
@@ -313,7 +426,7 @@ func (l *Log) writeIndexFiles(s *segment) {
 	for _, f := range []struct {
 		suffix string
 		data   []byte
-	}{{indexSuffix, encodeOffsetIndex(s.ix.offsets)}, {timeIndexSuffix, encodeTimeIndex(s.ix.times)}} {
+	}{{indexSuffix, encodeOffsetIndex(&s.ix.offsets)}, {timeIndexSuffix, encodeTimeIndex(&s.ix.times)}} {
 		p := l.segFile(s, f.suffix)
 		l.d.do(node.WriteOp(p, 0, f.data), nil)
 		l.d.do(node.TruncateOp(p, int64(len(f.data))), nil)

@@ -427,6 +427,7 @@ func (lr *logRecovery) loadSealed(i int) {
 			return
 		}
 		s.maxTS, s.maxTSOffset = es[0].ts, s.base+int64(es[0].rel)
+		s.verifiedFrom = s.size // trusted, not scanned
 		lr.segment(i + 1)
 	})
 }
@@ -471,11 +472,13 @@ func (lr *logRecovery) loadActive(i int) {
 		size := s.size
 		*s = *newSegment(s.base)
 		s.size = size
-		s.ix = &segIndex{offsets: offs, times: times}
+		s.ix = newSegIndex(offs, times)
 		if n := len(times); n > 0 {
 			s.maxTS, s.maxTSOffset = times[n-1].ts, s.base+int64(times[n-1].rel)
 		}
 		lastEntry := offs[len(offs)-1]
+		// Trusted up to the last index entry; scanned from there on.
+		s.verifiedFrom = int64(lastEntry.pos)
 		lr.scanSegment(i, int64(lastEntry.pos), s.base+int64(lastEntry.rel))
 	})
 }
@@ -564,8 +567,9 @@ func (lr *logRecovery) finish() {
 			if rp, ok := lr.o.rps[l.tp]; ok && rp < act.next && rp > act.base {
 				act.next = rp
 				if act.ix != nil {
-					act.ix.offsets = slices.DeleteFunc(act.ix.offsets, func(e indexEntry) bool { return act.base+int64(e.rel) >= rp })
-					act.ix.times = slices.DeleteFunc(act.ix.times, func(e timeEntry) bool { return act.base+int64(e.rel) >= rp })
+					offs := slices.DeleteFunc(act.ix.offsets.all(), func(e indexEntry) bool { return act.base+int64(e.rel) >= rp })
+					times := slices.DeleteFunc(act.ix.times.all(), func(e timeEntry) bool { return act.base+int64(e.rel) >= rp })
+					act.ix = newSegIndex(offs, times)
 				}
 			}
 		}

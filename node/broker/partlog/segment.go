@@ -23,8 +23,13 @@ type segment struct {
 	// (or nil) once sealed.
 	ix         *segIndex
 	sinceIndex int // bytes appended since the last offset index entry
-	sealed     bool
-	deleted    bool
+	// verifiedFrom: batches at or after this file position were checked
+	// (CRC included) by this process, by Append or by a recovery scan, so
+	// a read serves them without recomputing their CRC. Batches before it
+	// were trusted from a previous incarnation without being scanned.
+	verifiedFrom int64
+	sealed       bool
+	deleted      bool
 
 	dirty      bool // .log has writes no submitted sync covers
 	indexDirty bool // index files written, not yet covered by a sync
@@ -44,8 +49,8 @@ func (s *segment) track(h *batchHeader, pos int64, interval, maxEntries int) {
 	if h.maxTimestamp > s.maxTS {
 		s.maxTS, s.maxTSOffset = h.maxTimestamp, h.lastOffset()
 	}
-	if s.sinceIndex > interval && len(s.ix.offsets) < maxEntries {
-		s.ix.offsets = append(s.ix.offsets, indexEntry{rel: uint32(h.lastOffset() - s.base), pos: uint32(pos)})
+	if s.sinceIndex > interval && s.ix.offsets.len() < maxEntries {
+		s.ix.offsets.push(indexEntry{rel: uint32(h.lastOffset() - s.base), pos: uint32(pos)})
 		s.maybeTimeEntry()
 		s.sinceIndex = 0
 	}
@@ -58,11 +63,11 @@ func (s *segment) maybeTimeEntry() {
 	if s.maxTS < 0 {
 		return
 	}
-	t := s.ix.times
-	if n := len(t); n > 0 && t[n-1].ts >= s.maxTS {
+	t := &s.ix.times
+	if t.len() > 0 && t.last().ts >= s.maxTS {
 		return
 	}
-	s.ix.times = append(t, timeEntry{ts: s.maxTS, rel: uint32(s.maxTSOffset - s.base)})
+	t.push(timeEntry{ts: s.maxTS, rel: uint32(s.maxTSOffset - s.base)})
 }
 
 func (s *segment) empty() bool { return s.next == s.base }
@@ -73,8 +78,8 @@ func (s *segment) checkInvariants() {
 		panic("partlog: segment bookkeeping broken")
 	}
 	if s.ix != nil {
-		o := s.ix.offsets
-		if n := len(o); n > 0 && (int64(o[n-1].pos) >= s.size || s.base+int64(o[n-1].rel) >= s.next) {
+		o := &s.ix.offsets
+		if o.len() > 0 && (int64(o.last().pos) >= s.size || s.base+int64(o.last().rel) >= s.next) {
 			panic("partlog: offset index entry beyond the segment")
 		}
 	}
