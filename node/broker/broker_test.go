@@ -565,3 +565,34 @@ func TestInFlightBound(t *testing.T) {
 		t.Fatalf("%d replies, want %d", len(rs), 3*maxInFlight)
 	}
 }
+
+// TestFetchFirstBatchBehindEmptyPartition: KIP-74's allowance goes to the
+// first partition that has data, even when an earlier one in the request is
+// empty and later ones were read without it (without the re-read the client
+// would get the same empty answer forever).
+func TestFetchFirstBatchBehindEmptyPartition(t *testing.T) {
+	forEachStore(t, func(t *testing.T, open openDirFunc) {
+		h := newHarness(t, testConfig(), open)
+		c := h.connect()
+		createTopic(t, h, c, "t", 4)
+		big := strings.Repeat("y", 4000)
+		for p := int32(1); p < 4; p++ {
+			h.call(c, produceReq(1, "t", p, batch(1, big)))
+		}
+		one := len(batch(1, big))
+		f := fetchReq("t", 0, 0, 1, 0)
+		for p := int32(1); p < 4; p++ {
+			rp := f.Topics[0].Partitions[0]
+			rp.Partition = p
+			f.Topics[0].Partitions = append(f.Topics[0].Partitions, rp)
+		}
+		for i := range f.Topics[0].Partitions {
+			f.Topics[0].Partitions[i].PartitionMaxBytes = 100 // every batch is larger
+		}
+		fr := h.call(c, f).(*kmsg.FetchResponse)
+		ps := fr.Topics[0].Partitions
+		if len(ps[0].RecordBatches) != 0 || len(ps[1].RecordBatches) != one || len(ps[2].RecordBatches) != 0 || len(ps[3].RecordBatches) != 0 {
+			t.Fatalf("got %d/%d/%d/%d bytes, want 0/%d/0/0", len(ps[0].RecordBatches), len(ps[1].RecordBatches), len(ps[2].RecordBatches), len(ps[3].RecordBatches), one)
+		}
+	})
+}
