@@ -382,7 +382,7 @@ func (d *Dir) writeCheckpoints(done func(error)) {
 	var rp, start, hw []checkpointEntry
 	for _, l := range d.sorted {
 		rp = append(rp, checkpointEntry{l.tp, l.recoveryPoint})
-		start = append(start, checkpointEntry{l.tp, l.start})
+		start = append(start, checkpointEntry{l.tp, max(l.start, l.retainStart)})
 		hw = append(hw, checkpointEntry{l.tp, l.hw})
 	}
 	for _, f := range []struct {

@@ -40,11 +40,14 @@ type Log struct {
 	unflushed      int64 // records appended since the last flush was submitted
 	unflushedSince node.Time
 	flushing       bool
-	flushAgain     bool
-	flushSeq       uint64 // flushes submitted
-	flushedSeq     uint64 // flushes completed
-	toSync         []*segment
-	namesDirty     bool // files were created or removed since the last directory sync
+	// retainStart is the log start offset a retention deletion will set
+	// once the checkpoint naming it is durable (0: none in progress).
+	retainStart int64
+	flushAgain  bool
+	flushSeq    uint64 // flushes submitted
+	flushedSeq  uint64 // flushes completed
+	toSync      []*segment
+	namesDirty  bool // files were created or removed since the last directory sync
 
 	hdrs []batchHeader // scratch for Append's validation
 }
@@ -438,6 +441,9 @@ func (l *Log) tick(now node.Time, wall int64) {
 // below the high watermark; if that is every segment, a new empty one is
 // rolled first so the log keeps its end offset.
 func (l *Log) retain(wall int64) {
+	if l.retainStart != 0 {
+		return // the previous deletion is still being made durable
+	}
 	n := 0
 	if ms := l.cfg.RetentionMs; ms >= 0 {
 		for n < len(l.segs) && l.deletable(n) {
@@ -464,15 +470,27 @@ func (l *Log) retain(wall int64) {
 	if n == len(l.segs) {
 		l.roll()
 	}
+	// The new log start offset is made durable (in the checkpoint, which
+	// recovery honours) before clients see it or any file goes: a start
+	// offset that was seen must not go back after a crash (a kill -9 just
+	// after retention brought the old segment back, in the compat suite).
+	// Until then the segments stay readable.
 	doomed := slices.Clone(l.segs[:n])
-	l.segs = slices.Delete(l.segs, 0, n)
-	l.start = max(l.start, l.segs[0].base)
-	l.d.ckptDirty = true
-	for _, s := range doomed {
-		l.deleteSegment(s)
-	}
-	l.d.do(node.SyncDirOp(l.path), nil)
-	l.d.logf("%s: retention deleted %d segments; log start offset %d", l.name(), n, l.start)
+	l.retainStart = l.segs[n].base
+	l.d.writeCheckpoints(func(err error) {
+		target := l.retainStart
+		l.retainStart = 0
+		if err != nil || l.usable() != nil {
+			return // the dir went offline
+		}
+		l.segs = slices.DeleteFunc(l.segs, func(s *segment) bool { return slices.Contains(doomed, s) })
+		l.start = max(l.start, target, l.segs[0].base)
+		for _, s := range doomed {
+			l.deleteSegment(s)
+		}
+		l.d.do(node.SyncDirOp(l.path), nil)
+		l.d.logf("%s: retention deleted %d segments; log start offset %d", l.name(), len(doomed), l.start)
+	})
 }
 
 // deletable: segment i may go if it holds data and nothing at or above the
