@@ -43,8 +43,8 @@ func encodeSnapshot(meta snapMeta, data []byte) []byte {
 	return append(snapshotHeader(meta, data), data...)
 }
 
-// snapshotHeader is the file's header for data. Writers write it and data
-// as two pieces, so a large state machine is not copied once more.
+// snapshotHeader is the file's header for data (written with it in one
+// operation: see writeSnapshot).
 func snapshotHeader(meta snapMeta, data []byte) []byte {
 	out := make([]byte, snapHeader)
 	binary.BigEndian.PutUint32(out[0:], snapMagic)
