@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"herd/node/jute"
+	"herd/node/raft"
 )
 
 // A tree snapshot (the state machine's part of a raft snapshot file, which
@@ -33,7 +34,7 @@ func (t *Tree) Snapshot() []byte {
 	enc := t.beginSnapshot()
 	for !enc.Next(math.MaxInt) {
 	}
-	return enc.Image()
+	return enc.Image()[raft.SnapshotHeadroom:]
 }
 
 // treeEncoder serialises a tree a few znodes at a time (raft's
@@ -55,7 +56,8 @@ type encFrame struct {
 }
 
 func (t *Tree) beginSnapshot() *treeEncoder {
-	e := &jute.Encoder{B: make([]byte, 0, 64+t.count*96+t.bytes)}
+	// Headroom in front for raft's file header (raft.SnapshotEncoder).
+	e := &jute.Encoder{B: make([]byte, raft.SnapshotHeadroom, raft.SnapshotHeadroom+64+t.count*96+t.bytes)}
 	e.Int(treeMagic)
 	e.Int(treeVersion)
 	e.Long(t.zxid)
@@ -141,7 +143,7 @@ func (enc *treeEncoder) Next(budget int) bool {
 	return len(enc.stack) == 0
 }
 
-// Image is the finished snapshot.
+// Image is the finished snapshot after raft.SnapshotHeadroom free bytes.
 func (enc *treeEncoder) Image() []byte { return enc.e.B }
 
 var errBadTreeSnapshot = errors.New("keeper: malformed tree snapshot")

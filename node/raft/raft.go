@@ -119,9 +119,15 @@ type IncrementalSnapshots interface {
 type SnapshotEncoder interface {
 	// Next encodes about budget more units; done reports the image complete.
 	Next(budget int) (done bool)
-	// Image is the complete image (after Next reported done).
+	// Image is the complete image (after Next reported done), preceded by
+	// SnapshotHeadroom bytes that raft overwrites with the file's header,
+	// so a large image is written without being copied.
 	Image() []byte
 }
+
+// SnapshotHeadroom is the free space an IncrementalSnapshots image leaves
+// in front of itself.
+const SnapshotHeadroom = snapHeader
 
 // Hooks tell the host what happened. Any may be nil.
 type Hooks struct {

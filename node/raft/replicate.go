@@ -363,7 +363,7 @@ func (r *Raft) installSnapshot(meta snapMeta, data []byte, done func()) {
 	r.commit = max(r.commit, meta.Index)
 	r.applied = meta.Index
 	s.snapshotting = true
-	s.writeSnapshot(meta, snapshotHeader(meta, data), data, func() {
+	s.writeSnapshot(meta, encodeSnapshot(meta, data), func() {
 		s.snapshotting = false
 		s.durable = max(s.durable, meta.Index)
 		s.dropOldSegments()

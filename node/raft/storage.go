@@ -336,7 +336,7 @@ func (s *storage) takeSnapshot() {
 		r.env.SetTimer(timerSnap, 0)
 		return
 	}
-	s.saveSnapshot(meta, r.sm.Snapshot())
+	s.saveSnapshot(meta, encodeSnapshot(meta, r.sm.Snapshot()))
 }
 
 // encodeStep advances an incremental snapshot by one step; when the image
@@ -350,9 +350,15 @@ func (s *storage) encodeStep() {
 		r.env.SetTimer(timerSnap, 0)
 		return
 	}
-	img := s.encoder.Image()
+	// The image leaves SnapshotHeadroom bytes free in front for the
+	// header: the file is written without copying the image.
+	file := s.encoder.Image()
 	s.encoder = nil
-	s.saveSnapshot(s.encMeta, img)
+	if len(file) < SnapshotHeadroom {
+		panic("raft: incremental snapshot image without headroom")
+	}
+	copy(file, snapshotHeader(s.encMeta, file[SnapshotHeadroom:]))
+	s.saveSnapshot(s.encMeta, file)
 	r.applyCommitted()
 }
 
@@ -367,10 +373,11 @@ func (s *storage) abortEncoding() {
 	s.r.env.CancelTimer(timerSnap)
 }
 
-// saveSnapshot writes data as the snapshot meta describes, then compacts.
-func (s *storage) saveSnapshot(meta snapMeta, data []byte) {
+// saveSnapshot writes file (header and image) as the snapshot meta
+// describes, then compacts.
+func (s *storage) saveSnapshot(meta snapMeta, file []byte) {
 	r := s.r
-	s.writeSnapshot(meta, snapshotHeader(meta, data), data, func() {
+	s.writeSnapshot(meta, file, func() {
 		s.snapshotting = false
 		r.log.snapIndex, r.log.snapTerm, r.log.snapZxid = meta.Index, meta.Term, meta.Zxid
 		keep := Index(r.cfg.SnapshotKeep)
@@ -382,18 +389,16 @@ func (s *storage) saveSnapshot(meta snapMeta, data []byte) {
 	})
 }
 
-// writeSnapshot makes header+data the durable snapshot file, then calls
-// done.
-func (s *storage) writeSnapshot(meta snapMeta, header, data []byte, done func()) {
+// writeSnapshot makes file (header and image) the durable snapshot, then
+// calls done.
+func (s *storage) writeSnapshot(meta snapMeta, file []byte, done func()) {
 	name := snapshotName(meta.Index)
 	tmp := s.path(name + ".tmp")
-	size := int64(len(header) + len(data))
 	// One write of the whole file: writing the header and the body as two
 	// operations let a misdirected write damage the body alone under a
 	// valid header, which recovery then misjudged (the consensus scenario
 	// caught it as lost committed entries, seed 999117).
-	file := make([]byte, 0, size)
-	file = append(append(file, header...), data...)
+	size := int64(len(file))
 	s.do(node.WriteOp(tmp, 0, file), nil)
 	s.do(node.SyncOp(tmp), nil)
 	s.do(node.RenameOp(tmp, s.path(name)), nil)
