@@ -24,7 +24,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -339,8 +338,7 @@ func (e *Ensemble) writeConfig(s *server) error {
 	if err := os.WriteFile(filepath.Join(s.data, "myid"), []byte(strconv.Itoa(s.id)+"\n"), 0o644); err != nil {
 		return err
 	}
-	type kv struct{ k, v string }
-	cfg := []kv{
+	cfg := []procutil.KV{
 		{"tickTime", "2000"},
 		{"initLimit", "10"},
 		{"syncLimit", "5"},
@@ -349,30 +347,10 @@ func (e *Ensemble) writeConfig(s *server) error {
 		{"clientPortAddress", "127.0.0.1"},
 	}
 	for _, o := range e.servers {
-		cfg = append(cfg, kv{fmt.Sprintf("server.%d", o.id), fmt.Sprintf("127.0.0.1:%d:%d", o.quorum, o.el)})
+		cfg = append(cfg, procutil.KV{fmt.Sprintf("server.%d", o.id), fmt.Sprintf("127.0.0.1:%d:%d", o.quorum, o.el)})
 	}
-	cfg = append(cfg, kv{"4lw.commands.whitelist", "*"}, kv{"admin.enableServer", "false"})
-	keys := make([]string, 0, len(e.opts.Extra))
-	for k := range e.opts.Extra {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	for _, k := range keys {
-		replaced := false
-		for i := range cfg {
-			if cfg[i].k == k {
-				cfg[i].v, replaced = e.opts.Extra[k], true
-			}
-		}
-		if !replaced {
-			cfg = append(cfg, kv{k, e.opts.Extra[k]})
-		}
-	}
-	var b strings.Builder
-	for _, c := range cfg {
-		fmt.Fprintf(&b, "%s=%s\n", c.k, c.v)
-	}
-	return os.WriteFile(s.cfg, []byte(b.String()), 0o644)
+	cfg = append(cfg, procutil.KV{"4lw.commands.whitelist", "*"}, procutil.KV{"admin.enableServer", "false"})
+	return os.WriteFile(s.cfg, []byte(procutil.Properties(cfg, e.opts.Extra)), 0o644)
 }
 
 func (e *Ensemble) command(s *server) (*exec.Cmd, error) {
@@ -462,18 +440,10 @@ func (s *server) kill() error {
 	if cmd == nil {
 		return nil
 	}
-	if !procutil.IsClosed(done) {
-		// The process is the leader of its own group: kill the group
-		// (zkServer.sh-style wrappers, if any, die with it).
-		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-		_ = cmd.Process.Kill()
+	if err := procutil.KillGroup(cmd, done, 30*time.Second); err != nil {
+		return fmt.Errorf("ensemble: server %d: %v", s.id, err)
 	}
-	select {
-	case <-done:
-		return nil
-	case <-time.After(30 * time.Second):
-		return fmt.Errorf("ensemble: server %d (pid %d) did not exit after SIGKILL", s.id, cmd.Process.Pid)
-	}
+	return nil
 }
 
 var modeRE = regexp.MustCompile(`(?m)^Mode: (\S+)`)

@@ -6,10 +6,15 @@ package procutil
 
 import (
 	"bytes"
+	"fmt"
 	"io"
 	"net"
+	"os/exec"
+	"slices"
 	"strings"
 	"sync"
+	"syscall"
+	"time"
 )
 
 // FreePorts returns n distinct loopback ports that were free a moment ago
@@ -118,4 +123,47 @@ func (p *PrefixWriter) Write(b []byte) (int, error) {
 		p.W.Write(out.Bytes())
 	}
 	return len(b), nil
+}
+
+// KV is one key=value line of a properties file (zoo.cfg,
+// server.properties): {key, value}.
+type KV [2]string
+
+// Properties renders base as key=value lines, with extra's keys replacing
+// base's value of the same key or appended (in key order) after it.
+func Properties(base []KV, extra map[string]string) string {
+	cfg := slices.Clone(base)
+	keys := make([]string, 0, len(extra))
+	for k := range extra {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	for _, k := range keys {
+		i := slices.IndexFunc(cfg, func(c KV) bool { return c[0] == k })
+		if i >= 0 {
+			cfg[i][1] = extra[k]
+		} else {
+			cfg = append(cfg, KV{k, extra[k]})
+		}
+	}
+	var b strings.Builder
+	for _, c := range cfg {
+		fmt.Fprintf(&b, "%s=%s\n", c[0], c[1])
+	}
+	return b.String()
+}
+
+// KillGroup SIGKILLs cmd's process group (the process leads its own,
+// Setpgid) unless done is already closed, and waits up to timeout for done.
+func KillGroup(cmd *exec.Cmd, done chan struct{}, timeout time.Duration) error {
+	if !IsClosed(done) {
+		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		_ = cmd.Process.Kill()
+	}
+	select {
+	case <-done:
+		return nil
+	case <-time.After(timeout):
+		return fmt.Errorf("pid %d did not exit after SIGKILL", cmd.Process.Pid)
+	}
 }

@@ -26,7 +26,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -187,8 +186,7 @@ func start(kind Kind, opts Options, deadline time.Time) (*Broker, error) {
 // properties renders server.properties: the standard keys of a single
 // ZooKeeper-era Kafka broker, then Options.Extra.
 func (b *Broker) properties(logs string) string {
-	type kv struct{ k, v string }
-	cfg := []kv{
+	cfg := []procutil.KV{
 		{"broker.id", strconv.Itoa(b.opts.BrokerID)},
 		{"listeners", "PLAINTEXT://" + b.Addr},
 		{"advertised.listeners", "PLAINTEXT://" + b.Addr},
@@ -202,28 +200,7 @@ func (b *Broker) properties(logs string) string {
 		{"delete.topic.enable", "true"},
 		{"group.initial.rebalance.delay.ms", "0"},
 	}
-	keys := make([]string, 0, len(b.opts.Extra))
-	for k := range b.opts.Extra {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	for _, k := range keys {
-		replaced := false
-		for i := range cfg {
-			if cfg[i].k == k {
-				cfg[i].v, replaced = b.opts.Extra[k], true
-			}
-		}
-		if !replaced {
-			cfg = append(cfg, kv{k, b.opts.Extra[k]})
-		}
-	}
-	var s strings.Builder
-	fmt.Fprintf(&s, "# written by herd/compat/kafka/broker for a %s broker\n", b.kind)
-	for _, c := range cfg {
-		fmt.Fprintf(&s, "%s=%s\n", c.k, c.v)
-	}
-	return s.String()
+	return fmt.Sprintf("# written by herd/compat/kafka/broker for a %s broker\n", b.kind) + procutil.Properties(cfg, b.opts.Extra)
 }
 
 // Kind reports which implementation runs.
@@ -338,16 +315,10 @@ func (b *Broker) kill() error {
 	if cmd == nil {
 		return nil
 	}
-	if !procutil.IsClosed(done) {
-		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-		_ = cmd.Process.Kill()
+	if err := procutil.KillGroup(cmd, done, 30*time.Second); err != nil {
+		return fmt.Errorf("broker: %v", err)
 	}
-	select {
-	case <-done:
-		return nil
-	case <-time.After(30 * time.Second):
-		return fmt.Errorf("broker: pid %d did not exit after SIGKILL", cmd.Process.Pid)
-	}
+	return nil
 }
 
 // waitReady probes until the broker answers, its process exits or the
