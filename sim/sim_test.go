@@ -390,3 +390,19 @@ func TestBrokerSeedsPass(t *testing.T) {
 		}
 	}
 }
+
+// TestFormerFailures replays seeds that once failed, each fixed since.
+func TestFormerFailures(t *testing.T) {
+	for _, c := range []struct {
+		scenario string
+		seed     uint64
+		what     string
+	}{
+		{"consensus", 2002327, "a leader resent a snapshot damaged on its disk forever; it now takes a new one when a follower refuses the whole file"},
+	} {
+		r := Run(Options{Seed: c.seed, Scenario: c.scenario, Swarm: true})
+		if !r.OK() {
+			t.Fatalf("%s seed %d (%s): %v\nreplay: %s", c.scenario, c.seed, c.what, r.Failure, r.Replay)
+		}
+	}
+}

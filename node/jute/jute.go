@@ -257,6 +257,16 @@ func (d *Decoder) Buffer() []byte {
 	return out
 }
 
+// BufferView reads a buffer without copying it: b aliases the input (valid
+// only while it is), and null reads as nil.
+func (d *Decoder) BufferView() (b []byte, null bool) {
+	n := d.length(1, "buffer")
+	if n < 0 {
+		return nil, d.err == nil
+	}
+	return d.take(n, "buffer"), false
+}
+
 // Strings reads a vector<ustring>; null reads as nil. Each string takes at
 // least its 4-byte length.
 func (d *Decoder) Strings() []string {

@@ -54,8 +54,8 @@ func (t *Tree) apply(e *raft.Entry, cfg *treeConfig, mine func(txnOrigin) bool) 
 			out.sessionClosed = x.session
 		}
 	case txnReap:
-		if n := t.lookup(x.path); n != nil && len(n.children) == 0 &&
-			((n.kind == kindContainer && n.creates > 0) || (n.kind == kindTTL && x.time-n.mtime > n.ttl)) {
+		if n := t.lookup(x.path); n != nil && n.children.len() == 0 &&
+			((n.kind == kindContainer && n.creates > 0) || (n.kind == kindTTL && x.time-n.mtime > t.timed[n])) {
 			t.removeNode(n, int64(e.Zxid), &out.events, nil)
 		}
 	case txnRequest:

@@ -15,7 +15,7 @@ func (t *Tree) CheckInvariants() error {
 	var walk func(n *znode, path string) error
 	walk = func(n *znode, path string) error {
 		count++
-		bytes += len(n.name) + len(n.data)
+		bytes += len(n.buf)
 		builtin := int32(0) // children the constructor made without counting them
 		switch path {
 		case "/":
@@ -36,7 +36,7 @@ func (t *Tree) CheckInvariants() error {
 			if _, ok := s.ephemerals[n]; !ok {
 				return fmt.Errorf("%s: ephemeral missing from session 0x%x's index", path, n.owner)
 			}
-			if len(n.children) > 0 {
+			if n.children.len() > 0 {
 				return fmt.Errorf("%s: ephemeral with children", path)
 			}
 		case kindContainer, kindTTL:
@@ -44,9 +44,20 @@ func (t *Tree) CheckInvariants() error {
 				return fmt.Errorf("%s: container/TTL node not indexed", path)
 			}
 		}
-		for name, c := range n.children { // order-independent: the first error found may differ, any is a failure
-			if c.parent != n || c.name != name {
+		kids := n.children.appendTo(nil)
+		if n.children != nil && (len(kids) != n.children.n || len(kids) == 0) {
+			return fmt.Errorf("%s: children set counts %d, holds %d", path, n.children.n, len(kids))
+		}
+		if (n.kind == kindTTL) != (t.timed[n] > 0) {
+			return fmt.Errorf("%s: ttl %d on a node of kind %d", path, t.timed[n], n.kind)
+		}
+		for _, c := range kids { // order-independent: the first error found may differ, any is a failure
+			name := c.name()
+			if c.parent != n {
 				return fmt.Errorf("%s/%s: broken parent link", path, name)
+			}
+			if n.children.get(t.seed, name) != c {
+				return fmt.Errorf("%s/%s: not found by name in its parent's set", path, name)
 			}
 			p := path + "/" + name
 			if path == "/" {
@@ -70,7 +81,7 @@ func (t *Tree) CheckInvariants() error {
 	indexed := 0
 	for id, s := range t.sessions { // order-independent: counting and membership
 		for n := range s.ephemerals { // order-independent: membership
-			if n.owner != id || n.kind != kindEphemeral || n.parent == nil || n.parent.children[n.name] != n {
+			if n.owner != id || n.kind != kindEphemeral || n.parent == nil || n.parent.children.get(t.seed, n.name()) != n {
 				return fmt.Errorf("session 0x%x lists an ephemeral that is not in the tree as its own", id)
 			}
 		}

@@ -19,7 +19,7 @@ func TestTreeMemoryMillion(t *testing.T) {
 	runtime.GC()
 	var before runtime.MemStats
 	runtime.ReadMemStats(&before)
-	tr := NewTree()
+	tr := NewTree(1)
 	c := &caller{session: 0, time: 1}
 	cfg := &treeConfig{}
 	var ev []event
@@ -45,7 +45,7 @@ func TestTreeMemoryMillion(t *testing.T) {
 	snap := tr.Snapshot()
 	enc := time.Since(t0)
 	t0 = time.Now()
-	back, err := RestoreTree(snap)
+	back, err := RestoreTree(snap, 2)
 	dec := time.Since(t0)
 	if err != nil || back.Count() != tr.Count() {
 		t.Fatalf("reload: %v, %d znodes, want %d", err, back.Count(), tr.Count())

@@ -186,14 +186,13 @@ func (t *Tree) create(c *caller, cfg *treeConfig, r *createOp, ev *[]event, undo
 		return "", nil, jute.ErrBadArguments
 	}
 	_, name, _ := parentOf(path)
-	if parent.children[name] != nil {
+	if parent.children.get(t.seed, name) != nil {
 		return "", nil, jute.ErrNodeExists
 	}
 	if parent.kind == kindEphemeral {
 		return "", nil, jute.ErrNoChildrenForEphemerals
 	}
 	n := &znode{
-		data:  cloneData(r.data),
 		czxid: c.zxid, mzxid: c.zxid, pzxid: c.zxid,
 		ctime: c.time, mtime: c.time,
 		acl: t.acls.intern(acl),
@@ -209,16 +208,18 @@ func (t *Tree) create(c *caller, cfg *treeConfig, r *createOp, ev *[]event, undo
 	case mode == jute.ModeContainer:
 		n.kind = kindContainer
 	case isTTL:
-		n.kind, n.ttl = kindTTL, r.ttl
+		n.kind = kindTTL
 	}
 	prevPzxid := parent.pzxid
-	t.addChild(parent, name, n)
+	t.addChild(parent, name, r.data, n)
 	parent.pzxid = c.zxid
 	if sess != nil {
 		sess.ephemerals[n] = struct{}{}
 	}
-	if n.kind == kindContainer || n.kind == kindTTL {
-		t.timed[n] = struct{}{}
+	if n.kind == kindContainer {
+		t.timed[n] = 0
+	} else if n.kind == kindTTL {
+		t.timed[n] = r.ttl
 	}
 	if undo != nil {
 		*undo = append(*undo, func() {
@@ -232,30 +233,33 @@ func (t *Tree) create(c *caller, cfg *treeConfig, r *createOp, ev *[]event, undo
 }
 
 // unlink removes n from the tree and every index (not from parent.creates).
-func (t *Tree) unlink(n *znode) {
-	delete(n.parent.children, n.name)
+// It returns n's ttl (relink needs it back).
+func (t *Tree) unlink(n *znode) (ttl int64) {
+	t.unlinkChild(n)
 	t.count--
-	t.bytes -= len(n.name) + len(n.data)
+	t.bytes -= len(n.buf)
 	if n.kind == kindEphemeral {
 		if s := t.sessions[n.owner]; s != nil {
 			delete(s.ephemerals, n)
 		}
 	}
+	ttl = t.timed[n]
 	delete(t.timed, n)
+	return ttl
 }
 
 // relink undoes unlink.
-func (t *Tree) relink(n *znode) {
-	n.parent.children[n.name] = n
+func (t *Tree) relink(n *znode, ttl int64) {
+	t.link(n)
 	t.count++
-	t.bytes += len(n.name) + len(n.data)
+	t.bytes += len(n.buf)
 	if n.kind == kindEphemeral {
 		if s := t.sessions[n.owner]; s != nil {
 			s.ephemerals[n] = struct{}{}
 		}
 	}
 	if n.kind == kindContainer || n.kind == kindTTL {
-		t.timed[n] = struct{}{}
+		t.timed[n] = ttl
 	}
 }
 
@@ -283,7 +287,7 @@ func (t *Tree) delete(c *caller, path string, version int32, ev *[]event, undo *
 	if version != -1 && version != n.version {
 		return jute.ErrBadVersion
 	}
-	if len(n.children) > 0 {
+	if n.children.len() > 0 {
 		return jute.ErrNotEmpty
 	}
 	t.removeNode(n, c.zxid, ev, undo)
@@ -295,11 +299,11 @@ func (t *Tree) removeNode(n *znode, zxid int64, ev *[]event, undo *[]func()) {
 	parent := n.parent
 	prevPzxid := parent.pzxid
 	path := n.path()
-	t.unlink(n)
+	ttl := t.unlink(n)
 	parent.pzxid = zxid
 	if undo != nil {
 		*undo = append(*undo, func() {
-			t.relink(n)
+			t.relink(n, ttl)
 			parent.pzxid = prevPzxid
 		})
 	}
@@ -321,14 +325,14 @@ func (t *Tree) setData(c *caller, path string, data []byte, version int32, ev *[
 		return nil, jute.ErrBadVersion
 	}
 	prev := *n
-	t.bytes += len(data) - len(n.data)
-	n.data = cloneData(data)
+	t.bytes += len(data) - n.dataLen()
+	n.setNameData(n.name(), data)
 	n.version++
 	n.mzxid, n.mtime = c.zxid, c.time
 	if undo != nil {
 		*undo = append(*undo, func() {
-			t.bytes += len(prev.data) - len(n.data)
-			n.data, n.version, n.mzxid, n.mtime = prev.data, prev.version, prev.mzxid, prev.mtime
+			t.bytes += prev.dataLen() - n.dataLen()
+			n.buf, n.nullData, n.version, n.mzxid, n.mtime = prev.buf, prev.nullData, prev.version, prev.mzxid, prev.mtime
 		})
 	}
 	*ev = append(*ev, event{jute.EventNodeDataChanged, path})
@@ -448,8 +452,13 @@ func (t *Tree) ephemeralsOf(id int64, prefix string) []string {
 // descendants counts all nodes below n.
 func descendants(n *znode) int32 {
 	total := int32(0)
-	for _, c := range n.children { // order-independent: counting
-		total += 1 + descendants(c)
+	if n.children == nil {
+		return 0
+	}
+	for _, c := range n.children.slots { // order-independent: counting
+		if c != nil {
+			total += 1 + descendants(c)
+		}
 	}
 	return total
 }
@@ -459,11 +468,11 @@ func descendants(n *znode) int32 {
 // (ZooKeeper's ContainerManager).
 func (t *Tree) expired(now int64) []string {
 	var out []string
-	for n := range t.timed { // order-independent: sorted below
-		if len(n.children) > 0 {
+	for n, ttl := range t.timed { // order-independent: sorted below
+		if n.children.len() > 0 {
 			continue
 		}
-		if (n.kind == kindContainer && n.creates > 0) || (n.kind == kindTTL && now-n.mtime > n.ttl) {
+		if (n.kind == kindContainer && n.creates > 0) || (n.kind == kindTTL && now-n.mtime > ttl) {
 			out = append(out, n.path())
 		}
 	}

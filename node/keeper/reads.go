@@ -232,7 +232,7 @@ func (s *Server) getData(c *conn, path string, watch bool) (int32, *jute.GetData
 	if watch {
 		s.watches.add(wData, path, c.id)
 	}
-	return jute.ErrOK, &jute.GetDataResponse{Data: n.data, Stat: n.stat()}
+	return jute.ErrOK, &jute.GetDataResponse{Data: n.data(), Stat: n.stat()}
 }
 
 func (s *Server) getChildren(c *conn, path string, watch bool) (int32, []string, jute.Stat) {

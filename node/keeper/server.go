@@ -157,7 +157,7 @@ func New(cfg Config) node.Factory {
 			env:       env,
 			cfg:       cfg,
 			tcfg:      treeConfig{ttlEnabled: cfg.TTLEnabled, keepEphemerals: cfg.Bug == BugKeepEphemerals},
-			tree:      NewTree(),
+			tree:      NewTree(0), // reseeded at start
 			conns:     make(map[node.ConnID]*conn),
 			bySession: make(map[int64][]*conn),
 			perIP:     make(map[string]int),
@@ -215,6 +215,7 @@ func (s *Server) Step(ev node.Event) {
 	switch ev.Kind {
 	case node.EvStart:
 		s.nonce = s.env.Rand().Uint64()
+		s.tree.reseed(s.treeSeed())
 		s.started = s.env.Now()
 		s.raft.Start()
 	case node.EvAccepted:
@@ -683,7 +684,7 @@ func (sm *stateMachine) Snapshot() []byte { return sm.tree.Snapshot() }
 func (sm *stateMachine) BeginSnapshot() raft.SnapshotEncoder { return sm.tree.beginSnapshot() }
 
 func (sm *stateMachine) Restore(data []byte, index raft.Index, zxid raft.Zxid) error {
-	t, err := RestoreTree(data)
+	t, err := RestoreTree(data, (*Server)(sm).treeSeed())
 	if err != nil {
 		return err
 	}
@@ -693,6 +694,10 @@ func (sm *stateMachine) Restore(data []byte, index raft.Index, zxid raft.Zxid) e
 	sm.tree = t
 	return nil
 }
+
+// treeSeed is the hash seed of the tree's children sets: random per server
+// incarnation (derived from the nonce, so no extra draw from the stream).
+func (s *Server) treeSeed() uint64 { return mixSeed(s.nonce, 0x7ee5eed) }
 
 func (s *Server) mine(o txnOrigin) bool { return o.server == uint64(s.cfg.ID) && o.nonce == s.nonce }
 

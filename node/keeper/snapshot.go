@@ -1,14 +1,13 @@
 package keeper
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"math"
 	"slices"
-	"strings"
 
 	"herd/node/jute"
-	"herd/node/raft"
 )
 
 // A tree snapshot (the state machine's part of a raft snapshot file, which
@@ -34,7 +33,7 @@ func (t *Tree) Snapshot() []byte {
 	enc := t.beginSnapshot()
 	for !enc.Next(math.MaxInt) {
 	}
-	return enc.Image()[raft.SnapshotHeadroom:]
+	return enc.Take()
 }
 
 // treeEncoder serialises a tree a few znodes at a time (raft's
@@ -43,7 +42,8 @@ func (t *Tree) Snapshot() []byte {
 // change in between; raft does not apply entries while an image is being
 // encoded.
 type treeEncoder struct {
-	e *jute.Encoder
+	t *Tree
+	e *jute.Encoder // the piece being encoded (raft.SnapshotEncoder.Take)
 	// stack holds, per depth, the children still to visit; scratch keeps
 	// their arrays for reuse.
 	stack   []encFrame
@@ -56,8 +56,7 @@ type encFrame struct {
 }
 
 func (t *Tree) beginSnapshot() *treeEncoder {
-	// Headroom in front for raft's file header (raft.SnapshotEncoder).
-	e := &jute.Encoder{B: make([]byte, raft.SnapshotHeadroom, raft.SnapshotHeadroom+64+t.count*96+t.bytes)}
+	e := &jute.Encoder{B: make([]byte, 0, snapshotPieceGuess)}
 	e.Int(treeMagic)
 	e.Int(treeVersion)
 	e.Long(t.zxid)
@@ -85,7 +84,7 @@ func (t *Tree) beginSnapshot() *treeEncoder {
 		e.Long(int64(s.next))
 		e.Bool(s.broken)
 	}
-	enc := &treeEncoder{e: e}
+	enc := &treeEncoder{t: t, e: e}
 	enc.node(t.root)
 	return enc
 }
@@ -94,8 +93,10 @@ func (t *Tree) beginSnapshot() *treeEncoder {
 // deterministic file (collected from the map, no lookups by name).
 func (enc *treeEncoder) node(n *znode) {
 	e := enc.e
-	e.String(n.name)
-	e.Buffer(n.data)
+	// The name as a ustring, without making a string of it.
+	e.Int(int32(n.nameLen))
+	e.B = append(e.B, n.nameBytes()...)
+	e.Buffer(n.data())
 	e.Long(n.czxid)
 	e.Long(n.mzxid)
 	e.Long(n.pzxid)
@@ -107,20 +108,17 @@ func (enc *treeEncoder) node(n *znode) {
 	e.Long(n.owner)
 	e.Int(int32(n.acl))
 	e.Int(int32(n.kind))
-	e.Long(n.ttl)
-	e.Int(int32(len(n.children)))
-	if len(n.children) == 0 {
+	e.Long(enc.t.timed[n]) // ttl: 0 unless a TTL node
+	e.Int(int32(n.children.len()))
+	if n.children == nil {
 		return
 	}
 	depth := len(enc.stack)
 	if depth == len(enc.scratch) {
 		enc.scratch = append(enc.scratch, nil)
 	}
-	kids := enc.scratch[depth][:0]
-	for _, c := range n.children { // order-independent: sorted below
-		kids = append(kids, c)
-	}
-	slices.SortFunc(kids, func(a, b *znode) int { return strings.Compare(a.name, b.name) })
+	kids := n.children.appendTo(enc.scratch[depth][:0]) // order-independent: sorted below
+	slices.SortFunc(kids, func(a, b *znode) int { return bytes.Compare(a.nameBytes(), b.nameBytes()) })
 	enc.scratch[depth] = kids
 	enc.stack = append(enc.stack, encFrame{kids: kids})
 }
@@ -143,20 +141,31 @@ func (enc *treeEncoder) Next(budget int) bool {
 	return len(enc.stack) == 0
 }
 
-// Image is the finished snapshot after raft.SnapshotHeadroom free bytes.
-func (enc *treeEncoder) Image() []byte { return enc.e.B }
+// snapshotPieceGuess sizes the first piece's buffer; later pieces start
+// with the size of the one before (pieces are one raft step of znodes).
+const snapshotPieceGuess = 64 << 10
+
+// Take hands over the bytes encoded since the last Take (raft writes them
+// to the snapshot file and drops them).
+func (enc *treeEncoder) Take() []byte {
+	piece := enc.e.B
+	enc.e.B = make([]byte, 0, max(snapshotPieceGuess, len(piece)+len(piece)/8))
+	return piece
+}
 
 var errBadTreeSnapshot = errors.New("keeper: malformed tree snapshot")
 
-// RestoreTree rebuilds a tree from Snapshot's bytes.
-func RestoreTree(b []byte) (*Tree, error) {
+// RestoreTree rebuilds a tree from Snapshot's bytes; seed is its children
+// sets' hash seed.
+func RestoreTree(b []byte, seed uint64) (*Tree, error) {
 	d := jute.NewDecoder(b)
 	if d.Int() != treeMagic || d.Int() != treeVersion {
 		return nil, fmt.Errorf("%w: bad header", errBadTreeSnapshot)
 	}
 	t := &Tree{
+		seed:     seed,
 		sessions: make(map[int64]*session),
-		timed:    make(map[*znode]struct{}),
+		timed:    make(map[*znode]int64),
 		acls:     aclCache{index: make(map[string]uint32)},
 	}
 	t.zxid = d.Long()
@@ -192,41 +201,59 @@ func RestoreTree(b []byte) (*Tree, error) {
 	}
 	var read func(parent *znode) (*znode, error)
 	read = func(parent *znode) (*znode, error) {
-		n := &znode{parent: parent, name: d.String(), data: d.Buffer()}
+		n := &znode{parent: parent}
+		name, _ := d.BufferView()
+		data, null := d.BufferView()
+		n.buf = make([]byte, len(name)+len(data))
+		copy(n.buf[copy(n.buf, name):], data)
+		n.nameLen, n.nullData = uint32(len(name)), null
 		n.czxid, n.mzxid, n.pzxid = d.Long(), d.Long(), d.Long()
 		n.ctime, n.mtime = d.Long(), d.Long()
 		n.version, n.aversion, n.creates = d.Int(), d.Int(), d.Int()
 		n.owner = d.Long()
 		n.acl = uint32(d.Int())
 		n.kind = uint8(d.Int())
-		n.ttl = d.Long()
+		ttl := d.Long()
 		kids := d.Int()
 		if err := d.Err(); err != nil {
 			return nil, fmt.Errorf("%w: %v", errBadTreeSnapshot, err)
 		}
 		if int(n.acl) >= len(t.acls.lists) || kids < 0 || int(kids) > d.Remaining()/70 {
-			return nil, fmt.Errorf("%w: node %q", errBadTreeSnapshot, n.name)
+			return nil, fmt.Errorf("%w: node %q", errBadTreeSnapshot, name)
 		}
 		t.count++
-		t.bytes += len(n.name) + len(n.data)
+		t.bytes += len(n.buf)
 		switch n.kind {
 		case kindEphemeral:
 			s := t.sessions[n.owner]
 			if s == nil {
-				return nil, fmt.Errorf("%w: ephemeral %q of unknown session 0x%x", errBadTreeSnapshot, n.name, n.owner)
+				return nil, fmt.Errorf("%w: ephemeral %q of unknown session 0x%x", errBadTreeSnapshot, name, n.owner)
 			}
 			s.ephemerals[n] = struct{}{}
-		case kindContainer, kindTTL:
-			t.timed[n] = struct{}{}
+		case kindContainer:
+			t.timed[n] = 0
+		case kindTTL:
+			if ttl <= 0 {
+				return nil, fmt.Errorf("%w: TTL node %q with ttl %d", errBadTreeSnapshot, name, ttl)
+			}
+			t.timed[n] = ttl
 		}
 		if kids > 0 {
-			n.children = make(map[string]*znode, kids)
+			n.children = &childSet{}
+			size := minChildSlots
+			for size*3 < int(kids)*4 {
+				size *= 2
+			}
+			n.children.slots = make([]*znode, size)
 			for range kids {
 				c, err := read(n)
 				if err != nil {
 					return nil, err
 				}
-				n.children[c.name] = c
+				if n.children.find(seed, c.nameBytes()) != nil {
+					return nil, fmt.Errorf("%w: two children %q", errBadTreeSnapshot, c.name())
+				}
+				n.children.add(seed, c)
 			}
 		}
 		return n, nil

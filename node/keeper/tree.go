@@ -23,21 +23,48 @@ const (
 )
 
 type znode struct {
-	name     string // last path element ("" for the root)
+	// buf is the name (the last path element, "" for the root: nameLen
+	// bytes) followed by the data, in one allocation; nullData tells
+	// ZooKeeper's null data from empty (clients see the difference).
+	buf      []byte
 	parent   *znode
-	children map[string]*znode // nil until the first child
-	data     []byte
+	children *childSet // nil while there are none
 
 	czxid, mzxid, pzxid int64
 	ctime, mtime        int64
 	version, aversion   int32
 	// creates counts child creates: the sequential suffix, and (with
 	// numChildren) the client-visible cversion = 2*creates - numChildren.
-	creates int32
-	owner   int64 // ephemeral owner session, 0 otherwise
-	acl     uint32
-	kind    uint8
-	ttl     int64 // ms, kindTTL only
+	creates  int32
+	acl      uint32
+	owner    int64 // ephemeral owner session, 0 otherwise
+	nameLen  uint32
+	kind     uint8
+	nullData bool
+	// A TTL node's ttl is kept in Tree.timed: on every znode it would push
+	// the struct into the next size class.
+}
+
+func (n *znode) nameBytes() []byte { return n.buf[:n.nameLen:n.nameLen] }
+
+func (n *znode) name() string { return string(n.buf[:n.nameLen]) }
+
+// data is the znode's data (nil for null). Callers must not modify it: it
+// is shared with replies and replaced, never changed, by setData.
+func (n *znode) data() []byte {
+	if n.nullData {
+		return nil
+	}
+	return n.buf[n.nameLen:len(n.buf):len(n.buf)]
+}
+
+func (n *znode) dataLen() int { return len(n.buf) - int(n.nameLen) }
+
+// setNameData stores name and data (nil: null) in a fresh buffer.
+func (n *znode) setNameData(name string, data []byte) {
+	buf := make([]byte, len(name)+len(data))
+	copy(buf[copy(buf, name):], data)
+	n.buf, n.nameLen, n.nullData = buf, uint32(len(name)), data == nil
 }
 
 func (n *znode) path() string {
@@ -46,13 +73,13 @@ func (n *znode) path() string {
 	}
 	var parts []string
 	for m := n; m.parent != nil; m = m.parent {
-		parts = append(parts, m.name)
+		parts = append(parts, m.name())
 	}
 	slices.Reverse(parts)
 	return "/" + strings.Join(parts, "/")
 }
 
-func (n *znode) numChildren() int32 { return int32(len(n.children)) }
+func (n *znode) numChildren() int32 { return int32(n.children.len()) }
 
 // stat is the Stat a client sees.
 func (n *znode) stat() jute.Stat {
@@ -63,7 +90,7 @@ func (n *znode) stat() jute.Stat {
 	return jute.Stat{
 		Czxid: n.czxid, Mzxid: n.mzxid, Ctime: n.ctime, Mtime: n.mtime,
 		Version: n.version, Cversion: 2*n.creates - n.numChildren(), Aversion: n.aversion,
-		EphemeralOwner: owner, DataLength: int32(len(n.data)), NumChildren: n.numChildren(), Pzxid: n.pzxid,
+		EphemeralOwner: owner, DataLength: int32(n.dataLen()), NumChildren: n.numChildren(), Pzxid: n.pzxid,
 	}
 }
 
@@ -71,9 +98,9 @@ func (n *znode) stat() jute.Stat {
 // a hash set's; any order is allowed, and a deterministic one keeps replay
 // exact.
 func (n *znode) sortedChildren() []string {
-	names := make([]string, 0, len(n.children))
-	for name := range n.children { // order-independent: sorted below
-		names = append(names, name)
+	names := make([]string, 0, n.children.len())
+	for _, c := range n.children.appendTo(nil) { // order-independent: sorted below
+		names = append(names, c.name())
 	}
 	slices.Sort(names)
 	return names
@@ -129,27 +156,32 @@ type Tree struct {
 	root     *znode
 	acls     aclCache
 	sessions map[int64]*session
-	// timed holds container and TTL nodes, for the reaper.
-	timed map[*znode]struct{}
+	// timed holds container and TTL nodes, for the reaper, with a TTL
+	// node's ttl in ms (0 for containers).
+	timed map[*znode]int64
+	// seed is the children sets' hash seed (childSet).
+	seed  uint64
 	count int // znodes, the root included
 	bytes int // data and name bytes of all znodes
 	zxid  int64
 }
 
 // NewTree returns the tree ZooKeeper starts with: / with /zookeeper,
-// /zookeeper/config (world-readable) and /zookeeper/quota.
-func NewTree() *Tree {
+// /zookeeper/config (world-readable) and /zookeeper/quota. seed is the
+// hash seed of its children sets (see childSet).
+func NewTree(seed uint64) *Tree {
 	t := &Tree{
+		seed:     seed,
 		sessions: make(map[int64]*session),
-		timed:    make(map[*znode]struct{}),
+		timed:    make(map[*znode]int64),
 		acls:     aclCache{index: make(map[string]uint32)},
 	}
 	open := t.acls.intern(openACL)
-	t.root = &znode{acl: open}
+	t.root = &znode{acl: open, nullData: true}
 	t.count = 1
-	zk := t.addChild(t.root, "zookeeper", &znode{acl: open})
-	t.addChild(zk, "config", &znode{acl: t.acls.intern(readACL)})
-	t.addChild(zk, "quota", &znode{acl: open})
+	zk := t.addChild(t.root, "zookeeper", nil, &znode{acl: open})
+	t.addChild(zk, "config", nil, &znode{acl: t.acls.intern(readACL)})
+	t.addChild(zk, "quota", nil, &znode{acl: open})
 	// The constructor's nodes are not counted as child creates: a fresh
 	// root reports cversion -1, as ZooKeeper's does.
 	t.root.creates, zk.creates = 0, 0
@@ -171,8 +203,8 @@ func (t *Tree) setConfigData(servers []ServerSpec) {
 	}
 	b.WriteString("version=0")
 	n := t.lookup("/zookeeper/config")
-	t.bytes += b.Len() - len(n.data)
-	n.data = []byte(b.String())
+	t.bytes += b.Len() - n.dataLen()
+	n.setNameData(n.name(), []byte(b.String()))
 }
 
 var (
@@ -180,16 +212,51 @@ var (
 	readACL = []jute.ACL{{Perms: jute.PermRead, ID: jute.ID{Scheme: "world", ID: "anyone"}}}
 )
 
-func (t *Tree) addChild(parent *znode, name string, n *znode) *znode {
-	n.name, n.parent = name, parent
-	if parent.children == nil {
-		parent.children = make(map[string]*znode)
-	}
-	parent.children[name] = n
+// addChild links n into the tree as parent's child called name, with data
+// (nil: null).
+func (t *Tree) addChild(parent *znode, name string, data []byte, n *znode) *znode {
+	n.setNameData(name, data)
+	n.parent = parent
+	t.link(n)
 	parent.creates++
 	t.count++
-	t.bytes += len(name) + len(n.data)
+	t.bytes += len(n.buf)
 	return n
+}
+
+// reseed changes the children sets' hash seed, rehashing every set.
+func (t *Tree) reseed(seed uint64) {
+	t.seed = seed
+	var walk func(n *znode)
+	walk = func(n *znode) {
+		if n.children == nil {
+			return
+		}
+		n.children.resize(seed, len(n.children.slots))
+		for _, c := range n.children.slots { // order-independent: visits all
+			if c != nil {
+				walk(c)
+			}
+		}
+	}
+	walk(t.root)
+}
+
+// link adds n to its parent's children.
+func (t *Tree) link(n *znode) {
+	p := n.parent
+	if p.children == nil {
+		p.children = &childSet{}
+	}
+	p.children.add(t.seed, n)
+}
+
+// unlinkChild removes n from its parent's children.
+func (t *Tree) unlinkChild(n *znode) {
+	p := n.parent
+	if p.children.remove(t.seed, n) {
+		p.children = nil
+	}
 }
 
 // Zxid is the zxid of the last entry applied.
@@ -207,9 +274,9 @@ func (t *Tree) lookup(path string) *znode {
 	for rest := path[1:]; n != nil; {
 		i := strings.IndexByte(rest, '/')
 		if i < 0 {
-			return n.children[rest]
+			return n.children.get(t.seed, rest)
 		}
-		n = n.children[rest[:i]]
+		n = n.children.get(t.seed, rest[:i])
 		rest = rest[i+1:]
 	}
 	return nil

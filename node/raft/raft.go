@@ -115,19 +115,17 @@ type IncrementalSnapshots interface {
 	BeginSnapshot() SnapshotEncoder
 }
 
-// SnapshotEncoder produces one snapshot image.
+// SnapshotEncoder produces one snapshot image a piece at a time. Raft
+// writes each piece to the snapshot file as soon as it is taken, so the
+// image never has to be held in memory whole (for a million-znode tree it
+// is about half the tree's heap).
 type SnapshotEncoder interface {
 	// Next encodes about budget more units; done reports the image complete.
 	Next(budget int) (done bool)
-	// Image is the complete image (after Next reported done), preceded by
-	// SnapshotHeadroom bytes that raft overwrites with the file's header,
-	// so a large image is written without being copied.
-	Image() []byte
+	// Take returns the bytes encoded since the previous Take. They belong
+	// to raft from then on: the encoder must not touch them again.
+	Take() []byte
 }
-
-// SnapshotHeadroom is the free space an IncrementalSnapshots image leaves
-// in front of itself.
-const SnapshotHeadroom = snapHeader
 
 // Hooks tell the host what happened. Any may be nil.
 type Hooks struct {

@@ -204,6 +204,13 @@ func (r *Raft) snapshotAcked(p *peer, m *message) {
 		r.env.Logf("raft: %d refused snapshot %d at byte %d; starting over", p.id, ss.meta.Index, m.offset)
 		p.snap = nil
 		p.probing = true
+		if m.offset == 0 && ss.offset+int64(r.cfg.SnapshotChunk) >= ss.size {
+			// Refused whole, after the last chunk: the follower found the
+			// file's checksums wrong, so our copy is damaged on disk
+			// (resending it would fail forever: the consensus scenario
+			// stalled so at seed 2002327). Write a new one from the state.
+			r.st.retakeSnapshot(ss.name)
+		}
 	case m.offset >= uint64(ss.size):
 		p.snap = nil
 		p.match = max(p.match, m.match)
@@ -341,10 +348,7 @@ func (r *Raft) installSnapshot(meta snapMeta, data []byte, done func()) {
 	t, ok := l.term(meta.Index)
 	retain := ok && t == meta.Term && meta.Index >= l.first
 	meta.VoidsOlderLog = !retain
-	meta.WALSeq = 1
-	if n := len(s.segs); n > 0 {
-		meta.WALSeq = s.segs[n-1].seq + 1
-	}
+	meta.WALSeq = max(s.nextSeq, 1)
 	s.abortEncoding()
 	if err := r.sm.Restore(data, meta.Index, meta.Zxid); err != nil {
 		r.env.Halt(fmt.Sprintf("raft: restoring snapshot %d: %v", meta.Index, err))

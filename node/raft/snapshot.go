@@ -20,7 +20,9 @@ import (
 //
 // It is written as <name>.tmp, fsynced, renamed, and the directory fsynced,
 // so a crash leaves either the old snapshot or the new one, never half of
-// one under a real name. The same bytes are what a leader streams to a
+// one under a real name. An incremental snapshot's image is written in
+// pieces as it is encoded and the header last; the data checksum is what
+// catches a piece that was lost, torn or misdirected. The same bytes are what a leader streams to a
 // follower, which verifies both checksums before installing.
 
 const (
@@ -40,20 +42,20 @@ type snapMeta struct {
 }
 
 func encodeSnapshot(meta snapMeta, data []byte) []byte {
-	return append(snapshotHeader(meta, data), data...)
+	return append(snapshotHeader(meta, uint64(len(data)), crc32.Checksum(data, castagnoli)), data...)
 }
 
-// snapshotHeader is the file's header for data (written with it in one
-// operation: see writeSnapshot).
-func snapshotHeader(meta snapMeta, data []byte) []byte {
+// snapshotHeader is the file's header for dataLen bytes of data whose
+// CRC-32C is dataCRC.
+func snapshotHeader(meta snapMeta, dataLen uint64, dataCRC uint32) []byte {
 	out := make([]byte, snapHeader)
 	binary.BigEndian.PutUint32(out[0:], snapMagic)
 	binary.BigEndian.PutUint32(out[4:], snapVersion)
 	binary.BigEndian.PutUint64(out[8:], uint64(meta.Index))
 	binary.BigEndian.PutUint64(out[16:], uint64(meta.Term))
 	binary.BigEndian.PutUint64(out[24:], uint64(meta.Zxid))
-	binary.BigEndian.PutUint64(out[32:], uint64(len(data)))
-	binary.BigEndian.PutUint32(out[40:], crc32.Checksum(data, castagnoli))
+	binary.BigEndian.PutUint64(out[32:], dataLen)
+	binary.BigEndian.PutUint32(out[40:], dataCRC)
 	binary.BigEndian.PutUint64(out[48:], meta.WALSeq)
 	if meta.VoidsOlderLog {
 		out[56] = 1

@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"slices"
 	"strings"
 
@@ -27,6 +28,13 @@ type storage struct {
 	// sequence number.
 	batches uint64
 	rotate  bool // start a new segment at the next flush
+	// nextSeq is the next segment's sequence number: above every segment
+	// name this directory has held (removed ones included) and at least an
+	// installed snapshot's WALSeq. A number reused below WALSeq would make
+	// recovery treat the new segment's entries as void (the consensus
+	// scenario lost acknowledged entries so at seed 999117 when recovery
+	// had removed every segment and numbering restarted at 1).
+	nextSeq uint64
 
 	// The batch being assembled: records not yet written, and messages
 	// that must wait until they are durable.
@@ -60,9 +68,13 @@ type storage struct {
 	snap         segSnap // the newest durable snapshot file
 	snapshotting bool
 	// encoder is an incremental snapshot being encoded (applying waits
-	// for it); encMeta describes it.
+	// for it); encMeta describes it. Its pieces are written to encTmp as
+	// they come: encLen bytes so far after the header, checksum encCRC.
 	encoder SnapshotEncoder
 	encMeta snapMeta
+	encTmp  string
+	encLen  uint64
+	encCRC  uint32
 	recv    *snapRecv
 }
 
@@ -254,10 +266,11 @@ func (s *storage) flush() {
 // segment is self-describing and the oldest can be deleted.
 func (s *storage) startSegment(first Index) {
 	r := s.r
-	seq := uint64(1)
-	if n := len(s.segs); n > 0 {
-		seq = s.segs[n-1].seq + 1
+	seq := max(s.nextSeq, 1)
+	if n := len(s.segs); n > 0 && seq <= s.segs[n-1].seq {
+		panic(fmt.Sprintf("raft: segment sequence %d after %d", seq, s.segs[n-1].seq))
 	}
+	s.nextSeq = seq + 1
 	prevTerm, ok := r.log.term(first - 1)
 	if !ok {
 		panic(fmt.Sprintf("raft: new segment at %d but the term of %d is unknown", first, first-1))
@@ -319,6 +332,16 @@ func (s *storage) maybeSnapshot() {
 	s.takeSnapshot()
 }
 
+// retakeSnapshot replaces the snapshot file name, found damaged, with a new
+// snapshot of the state machine (unless one is being taken already).
+func (s *storage) retakeSnapshot(name string) {
+	if !s.open || s.snapshotting || s.recv != nil || s.snap.name != name {
+		return
+	}
+	s.r.env.Logf("raft: %d: snapshot %s is damaged; taking a new one", s.r.cfg.ID, name)
+	s.takeSnapshot()
+}
+
 func (s *storage) takeSnapshot() {
 	r := s.r
 	meta := snapMeta{Index: r.applied}
@@ -333,32 +356,39 @@ func (s *storage) takeSnapshot() {
 	s.snapshotting = true
 	if inc, ok := r.sm.(IncrementalSnapshots); ok {
 		s.encoder, s.encMeta = inc.BeginSnapshot(), meta
+		s.encTmp = s.path(snapshotName(meta.Index) + ".tmp")
+		s.encLen, s.encCRC = 0, 0
+		// A leftover of an aborted attempt must not show through the
+		// pieces (a crash's leftovers are removed by recovery).
+		s.do(node.RemoveOp(s.encTmp), ignoreErr)
 		r.env.SetTimer(timerSnap, 0)
 		return
 	}
 	s.saveSnapshot(meta, encodeSnapshot(meta, r.sm.Snapshot()))
 }
 
-// encodeStep advances an incremental snapshot by one step; when the image
-// is complete it is saved and applying resumes.
+// encodeStep advances an incremental snapshot by one step and writes what
+// it produced; when the image is complete the header goes in front of it,
+// the file is made durable, and applying resumes.
 func (s *storage) encodeStep() {
 	r := s.r
 	if s.encoder == nil {
 		return
 	}
-	if !s.encoder.Next(r.cfg.SnapshotStep) {
+	done := s.encoder.Next(r.cfg.SnapshotStep)
+	if piece := s.encoder.Take(); len(piece) > 0 {
+		s.do(node.WriteOp(s.encTmp, int64(snapHeader+s.encLen), piece), nil)
+		s.encLen += uint64(len(piece))
+		s.encCRC = crc32.Update(s.encCRC, castagnoli, piece)
+	}
+	if !done {
 		r.env.SetTimer(timerSnap, 0)
 		return
 	}
-	// The image leaves SnapshotHeadroom bytes free in front for the
-	// header: the file is written without copying the image.
-	file := s.encoder.Image()
 	s.encoder = nil
-	if len(file) < SnapshotHeadroom {
-		panic("raft: incremental snapshot image without headroom")
-	}
-	copy(file, snapshotHeader(s.encMeta, file[SnapshotHeadroom:]))
-	s.saveSnapshot(s.encMeta, file)
+	s.do(node.WriteOp(s.encTmp, 0, snapshotHeader(s.encMeta, s.encLen, s.encCRC)), nil)
+	meta := s.encMeta
+	s.commitSnapshot(meta, int64(snapHeader+s.encLen), func() { s.compacted(meta) })
 	r.applyCommitted()
 }
 
@@ -371,35 +401,42 @@ func (s *storage) abortEncoding() {
 	s.encoder = nil
 	s.snapshotting = false
 	s.r.env.CancelTimer(timerSnap)
+	s.do(node.RemoveOp(s.encTmp), ignoreErr)
 }
 
 // saveSnapshot writes file (header and image) as the snapshot meta
 // describes, then compacts.
 func (s *storage) saveSnapshot(meta snapMeta, file []byte) {
+	s.writeSnapshot(meta, file, func() { s.compacted(meta) })
+}
+
+// compacted follows a snapshot taken here becoming durable: the log before
+// it can go.
+func (s *storage) compacted(meta snapMeta) {
 	r := s.r
-	s.writeSnapshot(meta, file, func() {
-		s.snapshotting = false
-		r.log.snapIndex, r.log.snapTerm, r.log.snapZxid = meta.Index, meta.Term, meta.Zxid
-		keep := Index(r.cfg.SnapshotKeep)
-		if meta.Index > keep {
-			r.log.compact(meta.Index - keep)
-		}
-		s.rotate = true
-		s.dropOldSegments()
-	})
+	s.snapshotting = false
+	r.log.snapIndex, r.log.snapTerm, r.log.snapZxid = meta.Index, meta.Term, meta.Zxid
+	keep := Index(r.cfg.SnapshotKeep)
+	if meta.Index > keep {
+		r.log.compact(meta.Index - keep)
+	}
+	s.rotate = true
+	s.dropOldSegments()
 }
 
 // writeSnapshot makes file (header and image) the durable snapshot, then
 // calls done.
 func (s *storage) writeSnapshot(meta snapMeta, file []byte, done func()) {
+	tmp := s.path(snapshotName(meta.Index) + ".tmp")
+	s.do(node.WriteOp(tmp, 0, file), nil)
+	s.commitSnapshot(meta, int64(len(file)), done)
+}
+
+// commitSnapshot makes the written <name>.tmp of size bytes the durable
+// snapshot, then calls done.
+func (s *storage) commitSnapshot(meta snapMeta, size int64, done func()) {
 	name := snapshotName(meta.Index)
 	tmp := s.path(name + ".tmp")
-	// One write of the whole file: writing the header and the body as two
-	// operations let a misdirected write damage the body alone under a
-	// valid header, which recovery then misjudged (the consensus scenario
-	// caught it as lost committed entries, seed 999117).
-	size := int64(len(file))
-	s.do(node.WriteOp(tmp, 0, file), nil)
 	s.do(node.SyncOp(tmp), nil)
 	s.do(node.RenameOp(tmp, s.path(name)), nil)
 	s.do(node.SyncDirOp(s.dir), func(ev node.Event) {
@@ -492,6 +529,7 @@ func (s *storage) listed(ev node.Event) {
 		case strings.HasPrefix(e.Name, "wal-"):
 			if seq, first, ok := parseSegmentName(e.Name); ok {
 				rc.segs = append(rc.segs, segFile{name: e.Name, seq: seq, first: first})
+				s.nextSeq = max(s.nextSeq, seq+1)
 			}
 		}
 	}
@@ -666,6 +704,7 @@ func (s *storage) replay(rc *recovery) {
 			return
 		}
 		s.snap = segSnap{name: rc.snapName, meta: rc.snapMeta, size: int64(len(rc.snapFile))}
+		s.nextSeq = max(s.nextSeq, rc.snapMeta.WALSeq)
 	}
 	r.applied = rc.snapMeta.Index
 	r.commit = r.applied
