@@ -188,7 +188,13 @@ var heapTrim struct {
 	done  chan struct{}
 }
 
-const heapTrimEvery = 5 * time.Second
+const heapTrimEvery = 3 * time.Second
+
+func gcCycles() uint64 {
+	s := []metrics.Sample{{Name: "/gc/cycles/total:gc-cycles"}}
+	metrics.Read(s)
+	return s[0].Value.Uint64()
+}
 
 func startHeapTrim() (stop func()) {
 	heapTrim.mu.Lock()
@@ -201,12 +207,22 @@ func startHeapTrim() (stop func()) {
 			defer close(done)
 			t := time.NewTicker(heapTrimEvery)
 			defer t.Stop()
+			lastCycles := gcCycles()
 			for {
 				select {
 				case <-st:
 					return
 				case <-t.C:
-					trimHeap()
+					// Only a quiet process is trimmed: under load the
+					// garbage is collected and its memory reused within
+					// moments, and returning it to the OS each time cost a
+					// busy leader a tenth of its CPU (a forced collection,
+					// then page faults and zeroing as the heap regrew).
+					if c := gcCycles(); c == lastCycles {
+						trimHeap()
+					} else {
+						lastCycles = c
+					}
 				}
 			}
 		}()

@@ -310,6 +310,8 @@ func memoryOne(o options, e *ensemble.Ensemble, kind ensemble.Kind, stdout, stde
 	caught := time.Since(t1)
 	fmt.Fprintf(stdout, "%-10s restart of a follower (kill -9): serving in %s, all %d znodes in %s\n", kind, ready.Round(10*time.Millisecond), want, caught.Round(10*time.Millisecond))
 	rssLine("after restart:")
+	time.Sleep(10 * time.Second)
+	rssLine("10 s after restart:")
 	// Sanity: the restarted server serves the data.
 	c, _, err := zk.Connect([]string{e.Addrs[victim]}, 10*time.Second, zk.WithLogInfo(false))
 	if err != nil {

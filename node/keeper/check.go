@@ -45,8 +45,10 @@ func (t *Tree) CheckInvariants() error {
 			}
 		}
 		kids := n.children.appendTo(nil)
-		if n.children != nil && (len(kids) != n.children.n || len(kids) == 0) {
-			return fmt.Errorf("%s: children set counts %d, holds %d", path, n.children.n, len(kids))
+		if n.children != nil {
+			if err := n.children.verify(t.seed); err != nil {
+				return fmt.Errorf("%s: children: %v", path, err)
+			}
 		}
 		if (n.kind == kindTTL) != (t.timed[n] > 0) {
 			return fmt.Errorf("%s: ttl %d on a node of kind %d", path, t.timed[n], n.kind)

@@ -2,6 +2,7 @@ package keeper
 
 import (
 	"bytes"
+	"fmt"
 
 	"github.com/cespare/xxhash/v2"
 )
@@ -16,10 +17,18 @@ import (
 // that reaches a client or a file may depend on it (listings and snapshots
 // sort). The seed comes from the server's random stream so that a client
 // cannot choose names that all collide.
+//
+// Each slot has a one-byte tag beside it (the hash's top bits, 0 for an
+// empty slot), so a probe compares tags in a small dense array and follows
+// a pointer to compare names only on a tag match: without tags every probe
+// was a cache miss on a child (a tenth of a leader's CPU under load).
 type childSet struct {
+	tags  []uint8  // per slot: 0 empty, else tagOf(hash)
 	slots []*znode // length a power of two, at least minChildSlots
 	n     int
 }
+
+func tagOf(h uint64) uint8 { return uint8(h>>57) | 0x80 }
 
 const minChildSlots = 4
 
@@ -57,13 +66,16 @@ func (s *childSet) get(seed uint64, name string) *znode {
 		return nil
 	}
 	mask := uint64(len(s.slots) - 1)
-	for i := hashNameString(seed, name) & mask; ; i = (i + 1) & mask {
-		c := s.slots[i]
-		if c == nil {
+	h := hashNameString(seed, name)
+	tag := tagOf(h)
+	for i := h & mask; ; i = (i + 1) & mask {
+		switch s.tags[i] {
+		case 0:
 			return nil
-		}
-		if string(c.nameBytes()) == name {
-			return c
+		case tag:
+			if c := s.slots[i]; string(c.nameBytes()) == name {
+				return c
+			}
 		}
 	}
 }
@@ -74,13 +86,16 @@ func (s *childSet) find(seed uint64, name []byte) *znode {
 		return nil
 	}
 	mask := uint64(len(s.slots) - 1)
-	for i := hashName(seed, name) & mask; ; i = (i + 1) & mask {
-		c := s.slots[i]
-		if c == nil {
+	h := hashName(seed, name)
+	tag := tagOf(h)
+	for i := h & mask; ; i = (i + 1) & mask {
+		switch s.tags[i] {
+		case 0:
 			return nil
-		}
-		if bytes.Equal(c.nameBytes(), name) {
-			return c
+		case tag:
+			if c := s.slots[i]; bytes.Equal(c.nameBytes(), name) {
+				return c
+			}
 		}
 	}
 }
@@ -96,11 +111,12 @@ func (s *childSet) add(seed uint64, c *znode) {
 
 func (s *childSet) place(seed uint64, c *znode) {
 	mask := uint64(len(s.slots) - 1)
-	i := hashName(seed, c.nameBytes()) & mask
-	for s.slots[i] != nil {
+	h := hashName(seed, c.nameBytes())
+	i := h & mask
+	for s.tags[i] != 0 {
 		i = (i + 1) & mask
 	}
-	s.slots[i] = c
+	s.tags[i], s.slots[i] = tagOf(h), c
 }
 
 // remove deletes c (which must be in the set) and reports whether the set
@@ -128,10 +144,10 @@ func (s *childSet) remove(seed uint64, c *znode) (empty bool) {
 		if (i <= j && i < home && home <= j) || (i > j && (i < home || home <= j)) {
 			continue
 		}
-		s.slots[i] = d
+		s.tags[i], s.slots[i] = s.tags[j], d
 		i = j
 	}
-	s.slots[i] = nil
+	s.tags[i], s.slots[i] = 0, nil
 	s.n--
 	if s.n == 0 {
 		return true
@@ -144,7 +160,7 @@ func (s *childSet) remove(seed uint64, c *znode) (empty bool) {
 
 func (s *childSet) resize(seed uint64, size int) {
 	old := s.slots
-	s.slots = make([]*znode, size)
+	s.tags, s.slots = make([]uint8, size), make([]*znode, size)
 	for _, c := range old {
 		if c != nil {
 			s.place(seed, c)
@@ -163,4 +179,34 @@ func (s *childSet) appendTo(dst []*znode) []*znode {
 		}
 	}
 	return dst
+}
+
+// verify checks the set's own invariants: the count, tags that match their
+// slots, and every member reachable from its home slot without crossing an
+// empty slot (what get relies on).
+func (s *childSet) verify(seed uint64) error {
+	n := 0
+	mask := uint64(len(s.slots) - 1)
+	for i, c := range s.slots {
+		if c == nil {
+			if s.tags[i] != 0 {
+				return fmt.Errorf("empty slot %d has tag %#x", i, s.tags[i])
+			}
+			continue
+		}
+		n++
+		h := hashName(seed, c.nameBytes())
+		if s.tags[i] != tagOf(h) {
+			return fmt.Errorf("slot %d (%q) has tag %#x, want %#x", i, c.name(), s.tags[i], tagOf(h))
+		}
+		for j := h & mask; j != uint64(i); j = (j + 1) & mask {
+			if s.tags[j] == 0 {
+				return fmt.Errorf("%q in slot %d is cut off from its home slot %d", c.name(), i, h&mask)
+			}
+		}
+	}
+	if n != s.n || n == 0 || len(s.tags) != len(s.slots) {
+		return fmt.Errorf("%d members, count %d, %d tags for %d slots", n, s.n, len(s.tags), len(s.slots))
+	}
+	return nil
 }

@@ -34,6 +34,11 @@ func TestChildSetMatchesMap(t *testing.T) {
 				s.add(seed, c)
 				model[name] = c
 			}
+			if s != nil {
+				if err := s.verify(seed); err != nil {
+					t.Fatalf("step %d: %v", step, err)
+				}
+			}
 			if s.len() != len(model) {
 				t.Fatalf("step %d: set holds %d, model %d", step, s.len(), len(model))
 			}

@@ -93,7 +93,21 @@ func appendBool(b []byte, v bool) []byte {
 }
 
 // encode appends m as one frame.
+// encodedSizeBound is at least the size of m's encoding.
+func (m *message) encodedSizeBound() int {
+	n := 5 + 16 + 64 + len(m.data)
+	for i := range m.entries {
+		n += 29 + len(m.entries[i].Data)
+	}
+	return n
+}
+
 func (m *message) encode(dst []byte) []byte {
+	if dst == nil {
+		// One allocation of the right size: growing an append message of
+		// many entries step by step was a tenth of a busy leader's CPU.
+		dst = make([]byte, 0, m.encodedSizeBound())
+	}
 	start := len(dst)
 	dst = append(dst, 0, 0, 0, 0, byte(m.typ))
 	dst = appendU64(dst, uint64(m.from))

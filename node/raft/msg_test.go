@@ -67,6 +67,9 @@ func TestMessageRoundTrip(t *testing.T) {
 	rapid.Check(t, func(t *rapid.T) {
 		m := genMessage(t)
 		frame := m.encode(nil)
+		if len(frame) > m.encodedSizeBound() {
+			t.Fatalf("%v: %d bytes encoded, bound %d", m.typ, len(frame), m.encodedSizeBound())
+		}
 		got, err := decodeMessage(frame[4:])
 		if err != nil {
 			t.Fatalf("%v: %v", m.typ, err)

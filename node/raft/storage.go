@@ -67,6 +67,7 @@ type storage struct {
 
 	snap         segSnap // the newest durable snapshot file
 	snapshotting bool
+	snapGap      Index // entries after snap to take the next one at (0: not drawn yet)
 	// encoder is an incremental snapshot being encoded (applying waits
 	// for it); encMeta describes it. Its pieces are written to encTmp as
 	// they come: encLen bytes so far after the header, checksum encCRC.
@@ -326,9 +327,18 @@ func (s *storage) maybeClearAbstain() {
 // maybeSnapshot takes a snapshot once enough entries were applied.
 func (s *storage) maybeSnapshot() {
 	r := s.r
-	if !s.open || s.snapshotting || s.recv != nil || r.applied < s.snap.meta.Index+Index(r.cfg.SnapshotEvery) {
+	if s.snapGap == 0 {
+		// Between SnapshotEvery/2 and SnapshotEvery entries, drawn anew
+		// for each snapshot (as ZooKeeper does with snapCount), so the
+		// servers do not all encode at the same index: applying pauses
+		// while a server encodes, and its clients wait.
+		half := r.cfg.SnapshotEvery / 2
+		s.snapGap = Index(max(1, r.cfg.SnapshotEvery-half+r.env.Rand().Uint64N(half+1)))
+	}
+	if !s.open || s.snapshotting || s.recv != nil || r.applied < s.snap.meta.Index+s.snapGap {
 		return
 	}
+	s.snapGap = 0
 	s.takeSnapshot()
 }
 
