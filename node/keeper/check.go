@@ -1,6 +1,10 @@
 package keeper
 
-import "fmt"
+import (
+	"fmt"
+	"slices"
+	"strings"
+)
 
 // CheckInvariants verifies the tree's structure: parent and child links
 // agree, the node count is right, every ephemeral belongs to a live session
@@ -100,3 +104,31 @@ func (t *Tree) HasSession(id int64) bool { return t.sessions[id] != nil }
 
 // Exists reports whether a znode exists.
 func (t *Tree) Exists(path string) bool { return t.lookup(path) != nil }
+
+// Canonical prints a tree in name order with every field a snapshot keeps:
+// trees print alike exactly when they hold the same state, whatever their
+// children sets' seeds and slot layouts.
+func Canonical(t *Tree) string {
+	var b strings.Builder
+	var walk func(n *znode, path string)
+	walk = func(n *znode, path string) {
+		fmt.Fprintf(&b, "%s %q null=%v %+v acl=%d creates=%d ttl=%d\n", path, n.data(), n.data() == nil, n.stat(), n.acl, n.creates, t.timed[n])
+		kids := n.children.appendTo(nil)
+		slices.SortFunc(kids, func(a, b *znode) int { return strings.Compare(a.name(), b.name()) })
+		for _, c := range kids {
+			walk(c, strings.TrimSuffix(path, "/")+"/"+c.name())
+		}
+	}
+	walk(t.root, "/")
+	ids := make([]int64, 0, len(t.sessions))
+	for id := range t.sessions { // order-independent: sorted below
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	for _, id := range ids {
+		s := t.sessions[id]
+		fmt.Fprintf(&b, "session %x %d %x %d %d %v %d\n", s.id, s.timeout, s.passwd, s.conn, s.next, s.broken, len(s.ephemerals))
+	}
+	fmt.Fprintf(&b, "zxid %x acls %v\n", t.zxid, t.acls.lists)
+	return b.String()
+}

@@ -52,6 +52,10 @@ type Config struct {
 	Rejoin bool
 	// Bug plants a bug for checker tests (Bug* constants).
 	Bug string
+	// SnapshotCheck (simulation): if set, every snapshot this server
+	// encodes is decoded and compared with the tree as it was when the
+	// snapshot began, and a difference is reported to it.
+	SnapshotCheck func(err error)
 }
 
 // Planted bugs, so tests can prove the simulator's checkers catch them.
@@ -61,6 +65,7 @@ const (
 	BugKeepEphemerals = "keep-ephemerals" // a closed or expired session leaves its ephemerals behind
 	BugServeBehind    = "serve-behind"    // serve a client whose lastZxidSeen is ahead of this server
 	BugDoubleWatch    = "double-watch"    // one-shot watches are not removed when they fire
+	BugFuzzySnapshot  = "fuzzy-snapshot"  // setData keeps no image for a snapshot being encoded
 )
 
 // ServerSpec is one server.N line.

@@ -324,6 +324,9 @@ func (t *Tree) setData(c *caller, path string, data []byte, version int32, ev *[
 	if version != -1 && version != n.version {
 		return nil, jute.ErrBadVersion
 	}
+	if !t.bugFuzzySnapshot {
+		t.preserve(n)
+	}
 	prev := *n
 	t.bytes += len(data) - n.dataLen()
 	n.setNameData(n.name(), data)
@@ -359,6 +362,7 @@ func (t *Tree) setACL(c *caller, path string, acl []jute.ACL, version int32) (*z
 	if version != -1 && version != n.aversion {
 		return nil, jute.ErrBadVersion
 	}
+	t.preserve(n)
 	n.acl = t.acls.intern(fixed)
 	n.aversion++
 	return n, jute.ErrOK

@@ -216,6 +216,7 @@ func (s *Server) Step(ev node.Event) {
 	case node.EvStart:
 		s.nonce = s.env.Rand().Uint64()
 		s.tree.reseed(s.treeSeed())
+		s.tree.bugFuzzySnapshot = s.cfg.Bug == BugFuzzySnapshot
 		s.started = s.env.Now()
 		s.raft.Start()
 	case node.EvAccepted:
@@ -681,13 +682,20 @@ func (sm *stateMachine) Snapshot() []byte { return sm.tree.Snapshot() }
 
 // BeginSnapshot makes snapshots incremental (raft.IncrementalSnapshots):
 // a large tree is encoded a slice at a time between events.
-func (sm *stateMachine) BeginSnapshot() raft.SnapshotEncoder { return sm.tree.beginSnapshot() }
+func (sm *stateMachine) BeginSnapshot() raft.SnapshotEncoder {
+	enc := sm.tree.beginSnapshot()
+	if sm.cfg.SnapshotCheck != nil {
+		enc.check = &snapshotCheck{want: Canonical(sm.tree), report: sm.cfg.SnapshotCheck}
+	}
+	return enc
+}
 
 func (sm *stateMachine) Restore(data []byte, index raft.Index, zxid raft.Zxid) error {
 	t, err := RestoreTree(data, (*Server)(sm).treeSeed())
 	if err != nil {
 		return err
 	}
+	t.bugFuzzySnapshot = sm.cfg.Bug == BugFuzzySnapshot
 	if t.zxid != int64(zxid) {
 		return fmt.Errorf("keeper: snapshot holds zxid 0x%x, raft says 0x%x", t.zxid, zxid)
 	}

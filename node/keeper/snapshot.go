@@ -38,12 +38,18 @@ func (t *Tree) Snapshot() []byte {
 
 // treeEncoder serialises a tree a few znodes at a time (raft's
 // IncrementalSnapshots): the walk is depth-first with an explicit stack, so
-// it can stop anywhere and resume at the next event. The tree must not
-// change in between; raft does not apply entries while an image is being
-// encoded.
+// it can stop anywhere and resume at the next event. Raft keeps applying
+// entries meanwhile (ZooKeeper's snapshots do not stop it either, though
+// theirs are fuzzy and ours is exact): before the tree changes a znode the
+// walk has not reached, it keeps an image of it as of the snapshot
+// (Tree.preserve), and the walk encodes the image. Sessions and ACL lists
+// are encoded at the start.
 type treeEncoder struct {
-	t *Tree
-	e *jute.Encoder // the piece being encoded (raft.SnapshotEncoder.Take)
+	check  *snapshotCheck // nil unless Config.CheckSnapshots
+	t      *Tree
+	gen    uint16
+	images map[*znode]*znodeImage
+	e      *jute.Encoder // the piece being encoded (raft.SnapshotEncoder.Take)
 	// stack holds, per depth, the children still to visit; scratch keeps
 	// their arrays for reuse.
 	stack   []encFrame
@@ -55,7 +61,42 @@ type encFrame struct {
 	next int
 }
 
+// snapshotCheck holds what Config.CheckSnapshots compares: the tree as it
+// began, and the image so far.
+type snapshotCheck struct {
+	want   string
+	image  []byte
+	report func(error)
+}
+
+// znodeImage is a znode as it was when the snapshot began.
+type znodeImage struct {
+	node znode
+	ttl  int64
+	kids []*znode
+}
+
+// preserve keeps an image of n for the snapshot being encoded, if any,
+// before n (its fields, or its set of children) changes: once per node and
+// snapshot, and not for nodes the walk has passed or that are newer.
+func (t *Tree) preserve(n *znode) {
+	if t.enc == nil || n.gen == t.gen {
+		return
+	}
+	n.gen = t.gen
+	t.enc.images[n] = &znodeImage{node: *n, ttl: t.timed[n], kids: n.children.appendTo(nil)}
+}
+
 func (t *Tree) beginSnapshot() *treeEncoder {
+	if t.enc != nil {
+		panic("keeper: a snapshot begins while another is being encoded")
+	}
+	t.gen++
+	if t.gen == 0 {
+		// Wrapped: clear every mark so none is mistaken for this one's.
+		t.walk(func(n *znode) { n.gen = 0 })
+		t.gen = 1
+	}
 	e := &jute.Encoder{B: make([]byte, 0, snapshotPieceGuess)}
 	e.Int(treeMagic)
 	e.Int(treeVersion)
@@ -84,15 +125,50 @@ func (t *Tree) beginSnapshot() *treeEncoder {
 		e.Long(int64(s.next))
 		e.Bool(s.broken)
 	}
-	enc := &treeEncoder{t: t, e: e}
+	enc := &treeEncoder{t: t, gen: t.gen, e: e, images: make(map[*znode]*znodeImage)}
+	t.enc = enc
 	enc.node(t.root)
 	return enc
 }
 
-// node encodes n and pushes its children in slot order. Sorting them by
-// name took a third of the encoding time, during which applying waits.
-func (enc *treeEncoder) node(n *znode) {
+// walk calls fn on every znode.
+func (t *Tree) walk(fn func(n *znode)) {
+	var rec func(n *znode)
+	rec = func(n *znode) {
+		fn(n)
+		if n.children == nil {
+			return
+		}
+		for _, c := range n.children.slots { // order-independent: visits all
+			if c != nil {
+				rec(c)
+			}
+		}
+	}
+	rec(t.root)
+}
+
+// Abort ends an encoding raft gave up (the tree stops keeping images).
+func (enc *treeEncoder) Abort() {
+	if enc.t.enc == enc {
+		enc.t.enc = nil
+	}
+	enc.images = nil
+}
+
+// node encodes live (or its image, if it changed since the snapshot began)
+// and pushes its children in slot order (sorting them by name took a third
+// of the encoding time).
+func (enc *treeEncoder) node(live *znode) {
 	e := enc.e
+	n, ttl := live, enc.t.timed[live]
+	img := enc.images[live]
+	if img != nil {
+		n, ttl = &img.node, img.ttl
+		delete(enc.images, live)
+	} else {
+		live.gen = enc.gen // passed: later changes need no image
+	}
 	// The name as a ustring, without making a string of it.
 	e.Int(int32(n.nameLen))
 	e.B = append(e.B, n.nameBytes()...)
@@ -108,18 +184,23 @@ func (enc *treeEncoder) node(n *znode) {
 	e.Long(n.owner)
 	e.Int(int32(n.acl))
 	e.Int(int32(n.kind))
-	e.Long(enc.t.timed[n]) // ttl: 0 unless a TTL node
-	e.Int(int32(n.children.len()))
-	if n.children == nil {
-		return
+	e.Long(ttl) // 0 unless a TTL node
+	var kids []*znode
+	if img != nil {
+		kids = img.kids
+	} else if n.children != nil {
+		// Slot order: deterministic for a seed, and restore does not care.
+		depth := len(enc.stack)
+		for depth >= len(enc.scratch) {
+			enc.scratch = append(enc.scratch, nil)
+		}
+		kids = n.children.appendTo(enc.scratch[depth][:0])
+		enc.scratch[depth] = kids
 	}
-	depth := len(enc.stack)
-	if depth == len(enc.scratch) {
-		enc.scratch = append(enc.scratch, nil)
+	e.Int(int32(len(kids)))
+	if len(kids) > 0 {
+		enc.stack = append(enc.stack, encFrame{kids: kids})
 	}
-	kids := n.children.appendTo(enc.scratch[depth][:0]) // slot order: deterministic for a seed, and restore does not care
-	enc.scratch[depth] = kids
-	enc.stack = append(enc.stack, encFrame{kids: kids})
 }
 
 // Next encodes up to budget more znodes and reports whether the image is
@@ -137,7 +218,11 @@ func (enc *treeEncoder) Next(budget int) bool {
 		enc.node(n)
 		budget--
 	}
-	return len(enc.stack) == 0
+	if len(enc.stack) > 0 {
+		return false
+	}
+	enc.Abort() // done: the tree stops keeping images
+	return true
 }
 
 // snapshotPieceGuess sizes the first piece's buffer; later pieces start
@@ -149,6 +234,17 @@ const snapshotPieceGuess = 64 << 10
 func (enc *treeEncoder) Take() []byte {
 	piece := enc.e.B
 	enc.e.B = make([]byte, 0, max(snapshotPieceGuess, len(piece)+len(piece)/8))
+	if c := enc.check; c != nil {
+		c.image = append(c.image, piece...)
+		if enc.t.enc != enc { // complete
+			back, err := RestoreTree(c.image, enc.t.seed)
+			if err != nil {
+				c.report(fmt.Errorf("the snapshot image does not decode: %v", err))
+			} else if got := Canonical(back); got != c.want {
+				c.report(fmt.Errorf("the snapshot image differs from the tree as it began:\n got  %.2000s\n want %.2000s", got, c.want))
+			}
+		}
+	}
 	return piece
 }
 

@@ -41,6 +41,10 @@ type znode struct {
 	nameLen  uint32
 	kind     uint8
 	nullData bool
+	// gen is Tree.gen when a snapshot being encoded has already encoded
+	// this node, or kept an image of it as of the snapshot's index
+	// (Tree.preserve), or the node is newer than the snapshot.
+	gen uint16
 	// A TTL node's ttl is kept in Tree.timed: on every znode it would push
 	// the struct into the next size class.
 }
@@ -160,10 +164,16 @@ type Tree struct {
 	// node's ttl in ms (0 for containers).
 	timed map[*znode]int64
 	// seed is the children sets' hash seed (childSet).
-	seed  uint64
-	count int // znodes, the root included
-	bytes int // data and name bytes of all znodes
-	zxid  int64
+	seed uint64
+	// enc is the snapshot being encoded while the tree keeps changing
+	// (nil if none), gen its generation (znode.gen).
+	enc *treeEncoder
+	gen uint16
+	// bugFuzzySnapshot plants BugFuzzySnapshot.
+	bugFuzzySnapshot bool
+	count            int // znodes, the root included
+	bytes            int // data and name bytes of all znodes
+	zxid             int64
 }
 
 // NewTree returns the tree ZooKeeper starts with: / with /zookeeper,
@@ -217,6 +227,9 @@ var (
 func (t *Tree) addChild(parent *znode, name string, data []byte, n *znode) *znode {
 	n.setNameData(name, data)
 	n.parent = parent
+	if t.enc != nil {
+		n.gen = t.gen // not in the snapshot being encoded
+	}
 	t.link(n)
 	parent.creates++
 	t.count++
@@ -245,6 +258,7 @@ func (t *Tree) reseed(seed uint64) {
 // link adds n to its parent's children.
 func (t *Tree) link(n *znode) {
 	p := n.parent
+	t.preserve(p)
 	if p.children == nil {
 		p.children = &childSet{}
 	}
@@ -254,6 +268,8 @@ func (t *Tree) link(n *znode) {
 // unlinkChild removes n from its parent's children.
 func (t *Tree) unlinkChild(n *znode) {
 	p := n.parent
+	t.preserve(p)
+	t.preserve(n) // its ttl leaves the index
 	if p.children.remove(t.seed, n) {
 		p.children = nil
 	}

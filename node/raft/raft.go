@@ -109,8 +109,9 @@ type StateMachine interface {
 // serialise within one event: Raft then encodes the snapshot a step at a
 // time, one step per event, so the server keeps answering heartbeats,
 // votes and reads meanwhile (a million-znode tree takes a second or two).
-// Committed entries are not applied until the image is complete, so the
-// state it describes cannot change under the encoder.
+// Committed entries keep being applied: the encoder must describe the state
+// as of BeginSnapshot however the state changes until the image is
+// complete (the keeper keeps images of what changes: copy-on-write).
 type IncrementalSnapshots interface {
 	BeginSnapshot() SnapshotEncoder
 }
@@ -122,6 +123,9 @@ type IncrementalSnapshots interface {
 type SnapshotEncoder interface {
 	// Next encodes about budget more units; done reports the image complete.
 	Next(budget int) (done bool)
+	// Abort ends an encoding that will not be completed (the state is
+	// about to be replaced).
+	Abort()
 	// Take returns the bytes encoded since the previous Take. They belong
 	// to raft from then on: the encoder must not touch them again.
 	Take() []byte

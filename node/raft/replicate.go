@@ -386,9 +386,6 @@ func (r *Raft) installSnapshot(meta snapMeta, data []byte, done func()) {
 // ---- applying ----
 
 func (r *Raft) applyCommitted() {
-	if r.st.encoder != nil {
-		return // resumed when the snapshot image is complete
-	}
 	for r.applied < r.commit && r.applied < r.log.lastIndex() {
 		i := r.applied + 1
 		r.sm.Apply(r.log.at(i))

@@ -68,8 +68,8 @@ type storage struct {
 	snap         segSnap // the newest durable snapshot file
 	snapshotting bool
 	snapGap      Index // entries after snap to take the next one at (0: not drawn yet)
-	// encoder is an incremental snapshot being encoded (applying waits
-	// for it); encMeta describes it. Its pieces are written to encTmp as
+	// encoder is an incremental snapshot being encoded (applying goes
+	// on); encMeta describes it. Its pieces are written to encTmp as
 	// they come: encLen bytes so far after the header, checksum encCRC.
 	encoder SnapshotEncoder
 	encMeta snapMeta
@@ -330,8 +330,7 @@ func (s *storage) maybeSnapshot() {
 	if s.snapGap == 0 {
 		// Between SnapshotEvery/2 and SnapshotEvery entries, drawn anew
 		// for each snapshot (as ZooKeeper does with snapCount), so the
-		// servers do not all encode at the same index: applying pauses
-		// while a server encodes, and its clients wait.
+		// servers do not all spend CPU and disk on encoding at once.
 		half := r.cfg.SnapshotEvery / 2
 		s.snapGap = Index(max(1, r.cfg.SnapshotEvery-half+r.env.Rand().Uint64N(half+1)))
 	}
@@ -399,7 +398,6 @@ func (s *storage) encodeStep() {
 	s.do(node.WriteOp(s.encTmp, 0, snapshotHeader(s.encMeta, s.encLen, s.encCRC)), nil)
 	meta := s.encMeta
 	s.commitSnapshot(meta, int64(snapHeader+s.encLen), func() { s.compacted(meta) })
-	r.applyCommitted()
 }
 
 // abortEncoding drops an incremental snapshot in progress (the state is
@@ -408,6 +406,7 @@ func (s *storage) abortEncoding() {
 	if s.encoder == nil {
 		return
 	}
+	s.encoder.Abort()
 	s.encoder = nil
 	s.snapshotting = false
 	s.r.env.CancelTimer(timerSnap)
