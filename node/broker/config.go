@@ -35,13 +35,6 @@ type Config struct {
 	SocketRequestMaxBytes int
 	// AutoCreateTopics is auto.create.topics.enable.
 	AutoCreateTopics bool
-	// WriteBehindBytes and DropBehindBytes are herd's own
-	// herd.log.write.behind.bytes and herd.log.drop.behind.bytes: the
-	// production shell's disk starts writeback of each WriteBehindBytes a
-	// log file's appends complete, and waits for and drops from the page
-	// cache what lies more than DropBehindBytes behind (disk.WriteBehind;
-	// 0 turns each off). The core never sees them.
-	WriteBehindBytes, DropBehindBytes int64
 	// ZookeeperConnect is zookeeper.connect, kept for clustering; a single
 	// broker does not use it.
 	ZookeeperConnect string
@@ -73,13 +66,6 @@ const (
 	DefaultPort                  = 9092
 )
 
-// herd's write-behind defaults (see Config.WriteBehindBytes): 1 MiB chunks,
-// 32 MiB per file left in the page cache behind the end.
-const (
-	DefaultWriteBehindBytes = 1 << 20
-	DefaultDropBehindBytes  = 32 << 20
-)
-
 // DefaultConfig is a broker with Kafka's defaults, listening on
 // PLAINTEXT://:9092, with its log in dir.
 func DefaultConfig(dir string) Config {
@@ -91,8 +77,6 @@ func DefaultConfig(dir string) Config {
 		Log:                      partlog.DefaultConfig(),
 		SocketRequestMaxBytes:    DefaultSocketRequestMaxBytes,
 		AutoCreateTopics:         true,
-		WriteBehindBytes:         DefaultWriteBehindBytes,
-		DropBehindBytes:          DefaultDropBehindBytes,
 		ClusterID:                "herd",
 		Props:                    map[string]string{},
 	}
@@ -199,10 +183,6 @@ func ParseServerProperties(text string) (Config, error) {
 			default:
 				err = bad(key, "want CreateTime or LogAppendTime")
 			}
-		case "herd.log.write.behind.bytes":
-			c.WriteBehindBytes, _, err = intIn(key, 0, math.MaxInt64)
-		case "herd.log.drop.behind.bytes":
-			c.DropBehindBytes, _, err = intIn(key, 0, math.MaxInt64)
 		case "zookeeper.connect":
 			c.ZookeeperConnect = val
 		case "cluster.id":
