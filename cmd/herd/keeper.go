@@ -149,11 +149,17 @@ var keeperGCOnce sync.Once
 const keeperMinHeadroom = 128 << 20
 
 func setKeeperMemoryLimit() {
-	sample := []metrics.Sample{{Name: "/gc/heap/live:bytes"}, {Name: "/memory/classes/total:bytes"}, {Name: "/memory/classes/heap/objects:bytes"}}
+	sample := []metrics.Sample{{Name: "/gc/heap/live:bytes"}, {Name: "/memory/classes/total:bytes"}, {Name: "/memory/classes/heap/objects:bytes"},
+		{Name: "/memory/classes/heap/unused:bytes"}, {Name: "/memory/classes/heap/free:bytes"}, {Name: "/memory/classes/heap/released:bytes"}}
 	metrics.Read(sample)
 	live := int64(sample[0].Value.Uint64())
-	// The limit counts all the runtime's memory, not only the heap.
-	overhead := max(int64(sample[1].Value.Uint64())-int64(sample[2].Value.Uint64()), 0)
+	// The limit counts all the runtime's memory, not only the heap: add
+	// what is outside the heap (stacks, GC metadata, ...). Free and unused
+	// heap memory must not count as overhead: right after a collection it
+	// is all the garbage just freed, and counting it let the heap grow to
+	// twice the tree again.
+	heap := int64(sample[2].Value.Uint64() + sample[3].Value.Uint64() + sample[4].Value.Uint64() + sample[5].Value.Uint64())
+	overhead := max(int64(sample[1].Value.Uint64())-heap, 0)
 	debug.SetMemoryLimit(live + overhead + max(keeperMinHeadroom, live/2))
 }
 
@@ -207,21 +213,25 @@ func startHeapTrim() (stop func()) {
 			defer close(done)
 			t := time.NewTicker(heapTrimEvery)
 			defer t.Stop()
-			lastCycles := gcCycles()
+			lastCycles, trimmed := gcCycles(), false
 			for {
 				select {
 				case <-st:
 					return
 				case <-t.C:
-					// Only a quiet process is trimmed: under load the
-					// garbage is collected and its memory reused within
-					// moments, and returning it to the OS each time cost a
-					// busy leader a tenth of its CPU (a forced collection,
-					// then page faults and zeroing as the heap regrew).
-					if c := gcCycles(); c == lastCycles {
-						trimHeap()
-					} else {
-						lastCycles = c
+					// Only a quiet process is trimmed, once per quiet
+					// spell: under load the garbage is collected and its
+					// memory reused within moments, and returning it to the
+					// OS each time cost a busy leader a tenth of its CPU (a
+					// forced collection, then page faults and zeroing as the
+					// heap regrew). The trim collects first: what is dead
+					// is only known after a collection (a restart's
+					// snapshot buffer died after the last one).
+					if c := gcCycles(); c != lastCycles {
+						lastCycles, trimmed = c, false
+					} else if !trimmed {
+						debug.FreeOSMemory()
+						lastCycles, trimmed = gcCycles(), true
 					}
 				}
 			}
@@ -238,19 +248,6 @@ func startHeapTrim() (stop func()) {
 				<-heapTrim.done
 			}
 		})
-	}
-}
-
-// trimHeap frees and returns memory when what the heap holds beyond its
-// live objects exceeds max(64 MiB, live/4).
-func trimHeap() {
-	sample := []metrics.Sample{{Name: "/gc/heap/live:bytes"}, {Name: "/memory/classes/heap/free:bytes"}, {Name: "/memory/classes/heap/unused:bytes"}, {Name: "/memory/classes/heap/objects:bytes"}}
-	metrics.Read(sample)
-	live := sample[0].Value.Uint64()
-	idle := sample[1].Value.Uint64() + sample[2].Value.Uint64()
-	dead := sample[3].Value.Uint64() - min(sample[3].Value.Uint64(), live)
-	if idle+dead > max(64<<20, live/4) {
-		debug.FreeOSMemory()
 	}
 }
 

@@ -76,6 +76,13 @@ type storage struct {
 	encTmp  string
 	encLen  uint64
 	encCRC  uint32
+	// encWriting counts the encoding's pieces submitted and not yet
+	// written (at most maxSnapshotPiecesInFlight: encoding waits for the
+	// disk, or the pieces queued behind WAL fsyncs would add up to the
+	// whole image in memory); encSeq tells this encoding's completions
+	// from an aborted one's.
+	encWriting int
+	encSeq     uint64
 	recv    *snapRecv
 }
 
@@ -366,7 +373,8 @@ func (s *storage) takeSnapshot() {
 	if inc, ok := r.sm.(IncrementalSnapshots); ok {
 		s.encoder, s.encMeta = inc.BeginSnapshot(), meta
 		s.encTmp = s.path(snapshotName(meta.Index) + ".tmp")
-		s.encLen, s.encCRC = 0, 0
+		s.encLen, s.encCRC, s.encWriting = 0, 0, 0
+		s.encSeq++
 		// A leftover of an aborted attempt must not show through the
 		// pieces (a crash's leftovers are removed by recovery).
 		s.do(node.RemoveOp(s.encTmp), ignoreErr)
@@ -386,12 +394,28 @@ func (s *storage) encodeStep() {
 	}
 	done := s.encoder.Next(r.cfg.SnapshotStep)
 	if piece := s.encoder.Take(); len(piece) > 0 {
-		s.do(node.WriteOp(s.encTmp, int64(snapHeader+s.encLen), piece), nil)
+		seq := s.encSeq
+		s.encWriting++
+		s.do(node.WriteOp(s.encTmp, int64(snapHeader+s.encLen), piece), func(ev node.Event) {
+			if ev.Err != nil {
+				r.env.Halt(fmt.Sprintf("raft: snapshot write failed: %v", ev.Err))
+				return
+			}
+			if seq != s.encSeq {
+				return // an aborted encoding's
+			}
+			s.encWriting--
+			if s.encoder != nil && s.encWriting == maxSnapshotPiecesInFlight-1 {
+				r.env.SetTimer(timerSnap, 0) // it was waiting for this
+			}
+		})
 		s.encLen += uint64(len(piece))
 		s.encCRC = crc32.Update(s.encCRC, castagnoli, piece)
 	}
 	if !done {
-		r.env.SetTimer(timerSnap, 0)
+		if s.encWriting < maxSnapshotPiecesInFlight {
+			r.env.SetTimer(timerSnap, 0)
+		}
 		return
 	}
 	s.encoder = nil
@@ -399,6 +423,10 @@ func (s *storage) encodeStep() {
 	meta := s.encMeta
 	s.commitSnapshot(meta, int64(snapHeader+s.encLen), func() { s.compacted(meta) })
 }
+
+// maxSnapshotPiecesInFlight bounds an incremental snapshot's pieces
+// waiting for the disk.
+const maxSnapshotPiecesInFlight = 2
 
 // abortEncoding drops an incremental snapshot in progress (the state is
 // about to be replaced by an installed snapshot).
