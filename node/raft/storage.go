@@ -83,7 +83,7 @@ type storage struct {
 	// from an aborted one's.
 	encWriting int
 	encSeq     uint64
-	recv    *snapRecv
+	recv       *snapRecv
 }
 
 type segFile struct {
