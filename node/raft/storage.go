@@ -452,12 +452,22 @@ func (s *storage) saveSnapshot(meta snapMeta, file []byte) {
 func (s *storage) compacted(meta snapMeta) {
 	r := s.r
 	s.snapshotting = false
+	s.rotate = true
+	if meta.Index <= r.log.snapIndex {
+		// A snapshot installed from the leader overtook this one while it
+		// was being written: the log already starts after it, and moving
+		// snapIndex back would claim entries the log no longer holds (the
+		// consensus scenario's leader-completeness check tripped on it,
+		// seed 11000345). The installed one's completion, next in the
+		// disk's order, replaces this file.
+		s.dropOldSegments()
+		return
+	}
 	r.log.snapIndex, r.log.snapTerm, r.log.snapZxid = meta.Index, meta.Term, meta.Zxid
 	keep := Index(r.cfg.SnapshotKeep)
 	if meta.Index > keep {
 		r.log.compact(meta.Index - keep)
 	}
-	s.rotate = true
 	s.dropOldSegments()
 }
 

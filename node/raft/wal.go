@@ -295,8 +295,15 @@ func scanSegment(data []byte, last bool) segmentScan {
 		}
 		if st == batchEnd && allZero(data[pos:]) {
 			// A clean end; zeros after it are a grown file whose data never
-			// arrived.
+			// arrived. Only the newest segment can have such a tail: every
+			// batch of an older one was synced before the next segment got
+			// anything, so zeros there are damage, and the segments after
+			// it (which replay then drops) may hold acknowledged entries.
 			sc.damaged = pos < len(data)
+			if sc.damaged && !last {
+				sc.lossy = true
+				sc.why = fmt.Sprintf("zeros after batch %d at byte %d in a segment that is not the newest", sc.batches, pos)
+			}
 			return sc
 		}
 		sc.damaged = true

@@ -190,3 +190,20 @@ func TestZxid(t *testing.T) {
 		t.Fatal(z)
 	}
 }
+
+// TestZeroTailOnlyCleanInNewestSegment: zeros after the last batch are a
+// grown file whose data never arrived in the newest segment, but damage in
+// an older one (all of whose batches were synced before the next began).
+func TestZeroTailOnlyCleanInNewestSegment(t *testing.T) {
+	recs := appendSegmentRec(nil, segmentInfo{Seq: 1, FirstIndex: 1})
+	data := append(encodeBatch(0, recs), make([]byte, 4*sectorSize)...)
+	if sc := scanSegment(data, true); !sc.damaged || sc.lossy {
+		t.Fatalf("newest segment with a zero tail: damaged=%v lossy=%v (%s)", sc.damaged, sc.lossy, sc.why)
+	}
+	if sc := scanSegment(data, false); !sc.lossy {
+		t.Fatalf("older segment with a zero tail not judged lossy: %+v", sc)
+	}
+	if sc := scanSegment(data[:len(data)-4*sectorSize], false); sc.damaged {
+		t.Fatalf("older segment without a tail judged damaged: %s", sc.why)
+	}
+}
