@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"slices"
 	"testing"
+	"unsafe"
 
 	"pgregory.net/rapid"
 )
@@ -92,5 +93,13 @@ func TestChildSetSeedSpreadsNames(t *testing.T) {
 	}
 	if layout(3) != layout(3) {
 		t.Fatal("one seed gave two layouts")
+	}
+}
+
+// TestZnodeSize: the znode struct fills the 112-byte size class exactly; a
+// field more would cost a million-znode tree 16 MB (see znode's comments).
+func TestZnodeSize(t *testing.T) {
+	if s := unsafe.Sizeof(znode{}); s > 112 {
+		t.Fatalf("znode is %d bytes, over the 112-byte size class", s)
 	}
 }

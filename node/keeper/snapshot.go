@@ -131,7 +131,8 @@ func (t *Tree) beginSnapshot() *treeEncoder {
 	return enc
 }
 
-// walk calls fn on every znode.
+// walk calls fn on every znode, on a parent before its children (fn may
+// rebuild the parent's children set).
 func (t *Tree) walk(fn func(n *znode)) {
 	var rec func(n *znode)
 	rec = func(n *znode) {

@@ -240,19 +240,11 @@ func (t *Tree) addChild(parent *znode, name string, data []byte, n *znode) *znod
 // reseed changes the children sets' hash seed, rehashing every set.
 func (t *Tree) reseed(seed uint64) {
 	t.seed = seed
-	var walk func(n *znode)
-	walk = func(n *znode) {
-		if n.children == nil {
-			return
+	t.walk(func(n *znode) {
+		if n.children != nil {
+			n.children.resize(seed, len(n.children.slots))
 		}
-		n.children.resize(seed, len(n.children.slots))
-		for _, c := range n.children.slots { // order-independent: visits all
-			if c != nil {
-				walk(c)
-			}
-		}
-	}
-	walk(t.root)
+	})
 }
 
 // link adds n to its parent's children.

@@ -385,8 +385,9 @@ func (s *storage) takeSnapshot() {
 }
 
 // encodeStep advances an incremental snapshot by one step and writes what
-// it produced; when the image is complete the header goes in front of it,
-// the file is made durable, and applying resumes.
+// it produced; when the image is complete the header goes in front of it
+// and the file is made durable. The next step waits while
+// maxSnapshotPiecesInFlight pieces wait for the disk.
 func (s *storage) encodeStep() {
 	r := s.r
 	if s.encoder == nil {
