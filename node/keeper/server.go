@@ -62,9 +62,12 @@ type conn struct {
 	ids   []jute.ID
 	super bool
 	queue []*request
-	early [][]byte
-	recv  uint64
-	sent  uint64
+	// syncsWaiting counts the queue's syncs whose read point is not yet
+	// confirmed; held the writes waiting for them (request.held).
+	syncsWaiting, held int
+	early              [][]byte
+	recv               uint64
+	sent               uint64
 	// For `cons`, as ZooKeeper reports a connection: established and last
 	// response (wall clock ms), last op, cxid and zxid, latencies in ms.
 	est, lastResp           int64
@@ -92,6 +95,9 @@ type request struct {
 	deadline node.Time // writes and syncs: give up on the connection after this
 	start    node.Time
 	close    bool // close the connection after sending (closeSession)
+	// held is a write's log entry not yet sent to the log: it waits for
+	// an earlier sync of its connection (see write).
+	held []byte
 }
 
 type pendingKind uint8
@@ -493,6 +499,7 @@ func (s *Server) request(c *conn, body []byte) {
 		r := &request{xid: h.Xid, op: h.Type, body: append([]byte(nil), rest...), start: now, deadline: now.Add(s.writeTimeout)}
 		s.req++
 		s.reads[s.req] = readWait{c: c, r: r}
+		c.syncsWaiting++
 		s.enqueue(c, r)
 		if s.cfg.Bug == BugStaleSync {
 			s.readReady(s.req, true)
@@ -529,14 +536,54 @@ func (s *Server) write(c *conn, h jute.RequestHeader, body []byte, now node.Time
 		session: c.session, conn: c.key, seq: c.seq, time: s.env.WallClock(),
 		ids: c.ids, super: c.super, op: h.Type, body: body}
 	r := &request{xid: h.Xid, op: h.Type, write: true, start: now, deadline: now.Add(s.writeTimeout), close: h.Type == jute.OpCloseSession}
+	s.pending[s.req] = pending{kind: pendRequest, c: c, r: r}
+	if c.syncsWaiting > 0 {
+		// Reads queued behind a sync execute when its read point is
+		// confirmed, against the tree as it is then; a later write of the
+		// connection must not be applied before them, or a read would see
+		// a write its client sent after it (the keeper scenario caught a
+		// getData showing a node that the setData sent after it had found
+		// missing). So the write waits for the sync, as ZooKeeper's
+		// per-session request order makes it.
+		r.held = x.encode()
+		c.held++
+		s.enqueue(c, r)
+		return
+	}
 	s.enqueue(c, r)
-	if err := s.raft.Forward(x.encode()); err != nil {
+	s.forward(c, x.encode())
+}
+
+// forward sends a write's entry to the log.
+func (s *Server) forward(c *conn, entry []byte) {
+	if err := s.raft.Forward(entry); err != nil {
 		// No leader to take it: the outcome is "connection loss", and the
 		// client retries once the ensemble has a leader again.
 		s.drop(c, "no leader: "+err.Error())
+	}
+}
+
+// releaseHeld forwards the held writes no waiting sync precedes, in order.
+// It runs once the reads before them have executed (pump stops at the
+// first request not ready, and a held write is not).
+func (s *Server) releaseHeld(c *conn) {
+	if c.held == 0 {
 		return
 	}
-	s.pending[s.req] = pending{kind: pendRequest, c: c, r: r}
+	for _, r := range c.queue {
+		if c.state != cOpen {
+			return
+		}
+		switch {
+		case r.op == jute.OpSync && !r.ready:
+			return
+		case r.held != nil:
+			entry := r.held
+			r.held = nil
+			c.held--
+			s.forward(c, entry)
+		}
+	}
 }
 
 // validWrite decodes a write request to check it is well formed before it
@@ -586,6 +633,7 @@ func (s *Server) pump(c *conn) {
 			r.ready = true
 		}
 		if !r.ready {
+			s.releaseHeld(c)
 			return
 		}
 		c.queue[0] = nil
@@ -803,6 +851,7 @@ func (s *Server) readReady(ctx uint64, ok bool) {
 	_ = jute.Unmarshal(w.r.body, &req)
 	w.r.code, w.r.resp = jute.ErrOK, jute.Marshal(&jute.SyncResponse{Path: req.Path})
 	w.r.ready = true
+	c.syncsWaiting--
 	s.pump(c)
 }
 
