@@ -29,7 +29,10 @@ type Config struct {
 	SnapshotKeep  uint64
 	// SnapshotStep is the work an incremental state machine
 	// (IncrementalSnapshots) does per event while encoding a snapshot
-	// (the unit is the state machine's; the keeper counts znodes).
+	// (the unit is the state machine's; the keeper counts znodes). Each
+	// step holds the event loop: 4,000 znodes are about 6 ms. With 20,000
+	// a write's p99 under load was 115-138 ms against 65-80 (set, 32
+	// sessions x 16 outstanding, three runs each).
 	SnapshotStep int
 	// SegmentBytes: start a new WAL segment past this size.
 	SegmentBytes int64
@@ -89,7 +92,7 @@ func (c *Config) setDefaults() {
 		c.SnapshotChunk = 1 << 20
 	}
 	if c.SnapshotStep <= 0 {
-		c.SnapshotStep = 20_000
+		c.SnapshotStep = 4_000
 	}
 }
 
