@@ -1,7 +1,6 @@
 package keeper
 
 import (
-	"bytes"
 	"fmt"
 
 	"github.com/cespare/xxhash/v2"
@@ -65,19 +64,7 @@ func (s *childSet) get(seed uint64, name string) *znode {
 	if s == nil {
 		return nil
 	}
-	mask := uint64(len(s.slots) - 1)
-	h := hashNameString(seed, name)
-	tag := tagOf(h)
-	for i := h & mask; ; i = (i + 1) & mask {
-		switch s.tags[i] {
-		case 0:
-			return nil
-		case tag:
-			if c := s.slots[i]; string(c.nameBytes()) == name {
-				return c
-			}
-		}
-	}
+	return probe(s, hashNameString(seed, name), name)
 }
 
 // find is get for a name held as bytes.
@@ -85,15 +72,20 @@ func (s *childSet) find(seed uint64, name []byte) *znode {
 	if s == nil {
 		return nil
 	}
+	return probe(s, hashName(seed, name), name)
+}
+
+// probe walks name's probe run from its hash h: a tag match is confirmed by
+// comparing names (the conversions in the comparison do not allocate).
+func probe[N string | []byte](s *childSet, h uint64, name N) *znode {
 	mask := uint64(len(s.slots) - 1)
-	h := hashName(seed, name)
 	tag := tagOf(h)
 	for i := h & mask; ; i = (i + 1) & mask {
 		switch s.tags[i] {
 		case 0:
 			return nil
 		case tag:
-			if c := s.slots[i]; bytes.Equal(c.nameBytes(), name) {
+			if c := s.slots[i]; string(c.nameBytes()) == string(name) {
 				return c
 			}
 		}

@@ -103,3 +103,21 @@ func TestZnodeSize(t *testing.T) {
 		t.Fatalf("znode is %d bytes, over the 112-byte size class", s)
 	}
 }
+
+// TestChildSetLookupsDoNotAllocate: get and find run on every path lookup.
+func TestChildSetLookupsDoNotAllocate(t *testing.T) {
+	s := &childSet{}
+	for i := range 100 {
+		c := &znode{}
+		c.setNameData(fmt.Sprintf("n%07d", i), nil)
+		s.add(7, c)
+	}
+	name, nameBytes := "n0000042", []byte("n0000042")
+	if n := testing.AllocsPerRun(100, func() {
+		if s.get(7, name) == nil || s.find(7, nameBytes) == nil {
+			t.Fatal("member not found")
+		}
+	}); n != 0 {
+		t.Fatalf("%v allocations per lookup", n)
+	}
+}
