@@ -87,6 +87,7 @@ func buildConsensus(w *World) Checks {
 		clientAddrs = append(clientAddrs, fmt.Sprintf("s%d:2181", i+1))
 	}
 	cc.lastApply = make([]applyPos, nServers)
+	walFill := drawWALFill(w.Seed)
 	for i := range nServers {
 		i := i
 		name := fmt.Sprintf("s%d", i+1)
@@ -96,7 +97,7 @@ func buildConsensus(w *World) Checks {
 			Raft: raft.Config{
 				ID: id, Peers: peers, Tick: 50 * time.Millisecond, ElectionTicks: 10,
 				SnapshotEvery: 150, SnapshotKeep: 40, SegmentBytes: 32 << 10, MaxAppendBytes: 16 << 10, SnapshotChunk: 16 << 10,
-				Bug: w.Bug,
+				WALFill: walFill, Bug: w.Bug,
 			},
 			ClientAddr: clientAddrs[i],
 			OnApply:    func(e *raft.Entry, hash uint64) { cc.applied(i, e, hash) },
@@ -349,4 +350,13 @@ func (cc *consensusChecks) Final() error {
 		return fmt.Errorf("the checker saw %d acknowledgements, the clients %d", cc.acks, want)
 	}
 	return nil
+}
+
+// drawWALFill picks how far ahead WAL segments are written with fill: not at
+// all, or by a few sectors to a few segments' worth, so that batches land
+// on both sides of fill boundaries and crashes tear fill as well as data.
+// It has a stream of its own, so the scenarios' other draws stay what they
+// were before fill existed.
+func drawWALFill(seed uint64) int64 {
+	return []int64{-1, 512, 4 << 10, 64 << 10}[stream(seed, "walfill", 0).IntN(4)]
 }

@@ -69,13 +69,14 @@ func buildKeeper(w *World) Checks {
 		specs = append(specs, keeper.ServerSpec{ID: raft.ID(i + 1), Host: fmt.Sprintf("s%d", i+1), QuorumPort: 2888, ElectionPort: 3888})
 		clientAddrs = append(clientAddrs, fmt.Sprintf("s%d:2181", i+1))
 	}
+	walFill := drawWALFill(w.Seed)
 	for i := range nServers {
 		i := i
 		cfg := keeper.Config{
 			ID: raft.ID(i + 1), ClientAddr: clientAddrs[i], Servers: specs, DataDir: "/data",
 			TickTime: 200 * time.Millisecond, SyncLimit: 5, FourLetter: []string{"*"}, TTLEnabled: true,
 			ContainerCheck: time.Second, RaftTick: 50 * time.Millisecond, ElectionTicks: 10, SnapshotEvery: 200, SnapshotStep: 1 + r.IntN(40),
-			Bug: w.Bug,
+			WALFill: walFill, Bug: w.Bug,
 		}
 		name := fmt.Sprintf("s%d", i+1)
 		cfg.SnapshotCheck = func(err error) { w.Fail(FailCorrectness, "snapshot", "%s: %v", name, err) }

@@ -36,6 +36,11 @@ type Config struct {
 	SnapshotStep int
 	// SegmentBytes: start a new WAL segment past this size.
 	SegmentBytes int64
+	// WALFill: write a segment this far ahead of its batches (a multiple
+	// of 512; negative: never), so that most fdatasyncs change no file
+	// size or allocation (see wal.go). 1 MiB here cut the latency of an
+	// append-and-fdatasync on ext4 from 350-400 to about 220 us.
+	WALFill int64
 	// MaxAppendBytes bounds the entries in one append message;
 	// MaxInflight the append messages in flight to one follower.
 	MaxAppendBytes int
@@ -78,6 +83,12 @@ func (c *Config) setDefaults() {
 	}
 	if c.SegmentBytes <= 0 {
 		c.SegmentBytes = 64 << 20
+	}
+	if c.WALFill == 0 {
+		c.WALFill = 1 << 20
+	}
+	if c.WALFill > 0 && c.WALFill%sectorSize != 0 {
+		panic(fmt.Sprintf("raft: WALFill %d is not a multiple of %d", c.WALFill, sectorSize))
 	}
 	if c.MaxAppendBytes <= 0 {
 		c.MaxAppendBytes = 1 << 20

@@ -24,6 +24,9 @@ type storage struct {
 	// segments on disk, oldest first; the last is the one being written.
 	segs []segFile
 	size int64 // bytes written to the last segment (sector aligned)
+	// filled is how far the last segment was written, fill included: a
+	// batch that ends past it carries Config.WALFill more (see wal.go).
+	filled int64
 	// batches counts the batches in the last segment: the next batch's
 	// sequence number.
 	batches uint64
@@ -241,7 +244,12 @@ func (s *storage) flush() {
 	}
 	batch := encodeBatch(s.batches, s.pending)
 	seg := s.segs[len(s.segs)-1]
-	s.do(node.WriteOp(s.path(seg.name), s.size, batch), nil)
+	write := batch
+	if end := s.size + int64(len(batch)); r.cfg.WALFill > 0 && end > s.filled {
+		s.filled = (end/r.cfg.WALFill + 1) * r.cfg.WALFill
+		write = appendFill(batch, seg.seq, end, s.filled)
+	}
+	s.do(node.WriteOp(s.path(seg.name), s.size, write), nil)
 	cb := s.synced
 	if s.stateDirty {
 		cb = nil // the state file's sync comes last and carries the callback
@@ -292,6 +300,7 @@ func (s *storage) startSegment(first Index) {
 	s.pending = append(head, s.pending...)
 	s.segs = append(s.segs, segFile{name: segmentName(seq, first), seq: seq, first: first})
 	s.size = 0
+	s.filled = 0
 	s.batches = 0
 	s.rotate = false
 }
@@ -674,7 +683,7 @@ func (s *storage) replay(rc *recovery) {
 	var cutAt int64
 	for k, data := range rc.segData {
 		seg := rc.segs[k]
-		sc := scanSegment(data, k == len(rc.segData)-1)
+		sc := scanSegment(data, seg.seq, k == len(rc.segData)-1)
 		ok := s.replaySegment(rc, seg, sc.records, &hs)
 		if !ok {
 			break

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/crc32"
+	"slices"
 )
 
 // The write-ahead log is a sequence of segment files, each a sequence of
@@ -22,7 +23,20 @@ import (
 // Because a written sector is never all zeros, recovery can prove that a
 // damaged batch is a torn write: the file ends inside it, or one of its
 // sectors is all zeros (never written; file systems read unwritten blocks as
-// zeros). The writer keeps at most one batch unsynced (the next batch's write
+// zeros) or fill.
+//
+// Fill: the writer extends a segment ahead of its batches, Config.WALFill
+// bytes at a time, in the same write as a batch, so that most fdatasyncs
+// find the file's size and blocks unchanged and write the data alone (on
+// ext4 an appending fdatasync also writes the inode and allocation metadata:
+// three device writes instead of one). Fill is not zeros, so that it cannot
+// be mistaken for data that was lost, and it names its place, so that a
+// fill sector written anywhere else reads as damage, not as a clean end:
+//
+//	fill sector: marker(0x5F) | magic u32 "HRDF" | segment seq u64 | sector number u64 | crc32c u32 | zeros
+//
+// A sector counts as never written if it is all zeros or the fill of its own
+// segment and place. The writer keeps at most one batch unsynced (the next batch's write
 // is queued behind the previous fsync), so only the last batch of the last
 // segment can be torn, and a torn batch was never acknowledged. Any other
 // damage (a checksum failure in a complete batch, a wrong sequence number,
@@ -34,6 +48,9 @@ const (
 	sectorMarker = 0xA5
 	sectorBody   = sectorSize - 1
 	batchMagic   = 0x48524457 // "HRDW"
+	fillMarker   = 0x5F
+	fillMagic    = 0x48524446 // "HRDF"
+	fillHeader   = 25         // marker, magic, seq, sector number, crc
 	batchHeader  = 24
 	// maxBatch bounds one batch's logical length, so a corrupt length field
 	// cannot make recovery allocate without limit.
@@ -184,6 +201,40 @@ func encodeBatch(seq uint64, records []byte) []byte {
 	return out
 }
 
+// appendFill appends fill sectors to buf, which will be written at offset
+// at of segment seq, up to offset end (both sector multiples).
+func appendFill(buf []byte, seq uint64, at, end int64) []byte {
+	n := int(end - at)
+	buf = slices.Grow(buf, n)
+	start := len(buf)
+	buf = buf[:start+n]
+	clear(buf[start:])
+	for off := int64(0); off < int64(n); off += sectorSize {
+		sec := buf[start+int(off):]
+		sec[0] = fillMarker
+		binary.BigEndian.PutUint32(sec[1:], fillMagic)
+		binary.BigEndian.PutUint64(sec[5:], seq)
+		binary.BigEndian.PutUint64(sec[13:], uint64((at+off)/sectorSize))
+		binary.BigEndian.PutUint32(sec[21:], crc32.Checksum(sec[:21], castagnoli))
+	}
+	return buf
+}
+
+// isFill reports whether sec (one sector) is the fill of segment seq at
+// sector number no.
+func isFill(sec []byte, seq uint64, no int) bool {
+	return sec[0] == fillMarker && binary.BigEndian.Uint32(sec[1:]) == fillMagic &&
+		binary.BigEndian.Uint64(sec[5:]) == seq && binary.BigEndian.Uint64(sec[13:]) == uint64(no) &&
+		binary.BigEndian.Uint32(sec[21:]) == crc32.Checksum(sec[:21], castagnoli) && allZero(sec[fillHeader:])
+}
+
+// unwritten reports whether the sector at pos of segment seq was never
+// written: zeros, or the segment's own fill for that place.
+func unwritten(data []byte, pos int, seq uint64) bool {
+	sec := data[pos : pos+sectorSize]
+	return allZero(sec) || isFill(sec, seq, pos/sectorSize)
+}
+
 // batchStatus is what decodeBatch found at a position.
 type batchStatus uint8
 
@@ -194,9 +245,10 @@ const (
 	batchCorrupt             // complete but wrong: checksum, marker, header or sequence
 )
 
-// decodeBatch reads the batch at physical offset pos (a sector boundary). On
-// batchOK it returns the records and the batch's physical length.
-func decodeBatch(data []byte, pos int, wantSeq uint64) (records []byte, size int, st batchStatus) {
+// decodeBatch reads the batch at physical offset pos (a sector boundary) of
+// segment segSeq. On batchOK it returns the records and the batch's physical
+// length.
+func decodeBatch(data []byte, pos int, segSeq, wantSeq uint64) (records []byte, size int, st batchStatus) {
 	rest := data[pos:]
 	if len(rest) == 0 {
 		return nil, 0, batchEnd
@@ -208,7 +260,7 @@ func decodeBatch(data []byte, pos int, wantSeq uint64) (records []byte, size int
 		return nil, 0, batchTorn
 	}
 	first := rest[:sectorSize]
-	if allZero(first) {
+	if unwritten(data, pos, segSeq) {
 		return nil, 0, batchEnd
 	}
 	hdr := first[1 : 1+batchHeader]
@@ -224,7 +276,7 @@ func decodeBatch(data []byte, pos int, wantSeq uint64) (records []byte, size int
 	torn := size > len(rest)
 	for s := sectorSize; s < min(size, len(rest)); s += sectorSize {
 		sec := rest[s : s+sectorSize]
-		if allZero(sec) {
+		if unwritten(data, pos+s, segSeq) {
 			torn = true
 		} else if sec[0] != sectorMarker {
 			return nil, size, batchCorrupt
@@ -274,13 +326,13 @@ type segmentScan struct {
 	why   string
 }
 
-// scanSegment parses a segment's bytes. last says whether it is the newest
-// segment: only there can an unsynced (torn) batch exist.
-func scanSegment(data []byte, last bool) segmentScan {
+// scanSegment parses the bytes of segment seq. last says whether it is the
+// newest segment: only there can an unsynced (torn) batch exist.
+func scanSegment(data []byte, seq uint64, last bool) segmentScan {
 	var sc segmentScan
 	pos := 0
 	for {
-		recs, size, st := decodeBatch(data, pos, sc.batches)
+		recs, size, st := decodeBatch(data, pos, seq, sc.batches)
 		if st == batchOK {
 			var err error
 			if sc.records, err = decodeRecords(recs, sc.records); err != nil {
@@ -293,18 +345,22 @@ func scanSegment(data []byte, last bool) segmentScan {
 			sc.validEnd = int64(pos)
 			continue
 		}
-		if st == batchEnd && allZero(data[pos:]) {
-			// A clean end; zeros after it are a grown file whose data never
-			// arrived. Only the newest segment can have such a tail: every
-			// batch of an older one was synced before the next segment got
-			// anything, so zeros there are damage, and the segments after
-			// it (which replay then drops) may hold acknowledged entries.
-			sc.damaged = pos < len(data)
-			if sc.damaged && !last {
-				sc.lossy = true
-				sc.why = fmt.Sprintf("zeros after batch %d at byte %d in a segment that is not the newest", sc.batches, pos)
+		if st == batchEnd {
+			if zeros, ok := cleanTail(data, pos, seq); ok {
+				// A clean end; zeros after it are a grown file whose data
+				// never arrived (fill is the writer's own). Only the
+				// newest segment can have zeros there: every batch of an
+				// older one, and the fill written with it, was synced
+				// before the next segment got anything, so zeros there
+				// are damage, and the segments after it (which replay
+				// then drops) may hold acknowledged entries.
+				sc.damaged = zeros
+				if zeros && !last {
+					sc.lossy = true
+					sc.why = fmt.Sprintf("zeros after batch %d at byte %d in a segment that is not the newest", sc.batches, pos)
+				}
+				return sc
 			}
-			return sc
 		}
 		sc.damaged = true
 		later := validBatchAfter(data, pos+sectorSize)
@@ -325,6 +381,25 @@ func scanSegment(data []byte, last bool) segmentScan {
 	}
 }
 
+// cleanTail reports whether everything from pos on was never written (ok),
+// and whether that includes zeros rather than fill alone.
+func cleanTail(data []byte, pos int, seq uint64) (zeros, ok bool) {
+	for ; pos < len(data); pos += sectorSize {
+		if pos+sectorSize > len(data) {
+			if !allZero(data[pos:]) {
+				return false, false
+			}
+			return true, true
+		}
+		if allZero(data[pos : pos+sectorSize]) {
+			zeros = true
+		} else if !isFill(data[pos:pos+sectorSize], seq, pos/sectorSize) {
+			return false, false
+		}
+	}
+	return zeros, true
+}
+
 // validBatchAfter returns the offset of the first sector at or after from
 // where a valid batch (any sequence number) starts, or -1.
 func validBatchAfter(data []byte, from int) int {
@@ -333,7 +408,7 @@ func validBatchAfter(data []byte, from int) int {
 			continue
 		}
 		seq := binary.BigEndian.Uint64(data[p+17:])
-		if _, _, st := decodeBatch(data, p, seq); st == batchOK {
+		if _, _, st := decodeBatch(data, p, 0, seq); st == batchOK {
 			return p
 		}
 	}

@@ -74,7 +74,7 @@ func flatten(per [][]record, n int) []record {
 func TestWALRoundTrip(t *testing.T) {
 	rapid.Check(t, func(t *rapid.T) {
 		data, _, per := genSegment(t)
-		sc := scanSegment(data, true)
+		sc := scanSegment(data, 1, true)
 		if sc.damaged || sc.validEnd != int64(len(data)) {
 			t.Fatalf("clean segment: damaged=%v validEnd=%d of %d (%s)", sc.damaged, sc.validEnd, len(data), sc.why)
 		}
@@ -103,7 +103,7 @@ func TestWALTornTailIsNotLoss(t *testing.T) {
 		if rapid.Bool().Draw(t, "cut") {
 			torn = torn[:last+rapid.IntRange(0, len(data)-last).Draw(t, "cutAt")]
 		}
-		sc := scanSegment(torn, true)
+		sc := scanSegment(torn, 1, true)
 		if sc.lossy {
 			t.Fatalf("torn tail reported as loss: %s", sc.why)
 		}
@@ -126,7 +126,7 @@ func TestWALCorruptionIsDetected(t *testing.T) {
 		bad := bytes.Clone(data)
 		at := rapid.IntRange(0, len(bad)-1).Draw(t, "at")
 		bad[at] ^= 1 << rapid.IntRange(0, 7).Draw(t, "bit")
-		sc := scanSegment(bad, true)
+		sc := scanSegment(bad, 1, true)
 		all := flatten(per, len(per))
 		if !sc.damaged {
 			if err := sameRecords(sc.records, all); err != nil {
@@ -157,11 +157,11 @@ func TestWALMisplacedBatch(t *testing.T) {
 	}
 	b1 := physicalLen(len(recs))
 	copy(seg[b1:], encodeBatch(3, recs)) // batch 3's bytes over batch 1
-	sc := scanSegment(seg, true)
+	sc := scanSegment(seg, 1, true)
 	if !sc.damaged || !sc.lossy || sc.validEnd != int64(b1) {
 		t.Fatalf("misplaced batch: damaged=%v lossy=%v end=%d (%s)", sc.damaged, sc.lossy, sc.validEnd, sc.why)
 	}
-	if sc := scanSegment(seg[:2*b1], false); !sc.lossy {
+	if sc := scanSegment(seg[:2*b1], 1, false); !sc.lossy {
 		t.Fatal("damage in an older segment must be loss")
 	}
 }
@@ -197,13 +197,91 @@ func TestZxid(t *testing.T) {
 func TestZeroTailOnlyCleanInNewestSegment(t *testing.T) {
 	recs := appendSegmentRec(nil, segmentInfo{Seq: 1, FirstIndex: 1})
 	data := append(encodeBatch(0, recs), make([]byte, 4*sectorSize)...)
-	if sc := scanSegment(data, true); !sc.damaged || sc.lossy {
+	if sc := scanSegment(data, 1, true); !sc.damaged || sc.lossy {
 		t.Fatalf("newest segment with a zero tail: damaged=%v lossy=%v (%s)", sc.damaged, sc.lossy, sc.why)
 	}
-	if sc := scanSegment(data, false); !sc.lossy {
+	if sc := scanSegment(data, 1, false); !sc.lossy {
 		t.Fatalf("older segment with a zero tail not judged lossy: %+v", sc)
 	}
-	if sc := scanSegment(data[:len(data)-4*sectorSize], false); sc.damaged {
+	if sc := scanSegment(data[:len(data)-4*sectorSize], 1, false); sc.damaged {
 		t.Fatalf("older segment without a tail judged damaged: %s", sc.why)
 	}
+}
+
+// TestWALFill: fill after the last batch is a clean end in every segment
+// (the writer extends segments ahead of their batches); a batch torn over
+// fill is a torn tail; fill of another segment or another place, or zeros
+// inside an older segment's fill, is damage that may hide lost batches.
+func TestWALFill(t *testing.T) {
+	const seq = 7
+	rapid.Check(t, func(t *rapid.T) {
+		data, starts, per := genSegment(t)
+		end := len(data)
+		fillTo := end + sectorSize*rapid.IntRange(1, 20).Draw(t, "fillSectors")
+		// What the disk held before the batches: fill from some point
+		// inside or after the last batch.
+		from := rapid.IntRange(starts[len(starts)-1]/sectorSize, end/sectorSize).Draw(t, "fillFrom") * sectorSize
+		before := appendFill(nil, seq, int64(from), int64(fillTo))
+		data = append(data, before[end-from:]...)
+		all := flatten(per, len(per))
+		for _, last := range []bool{true, false} {
+			sc := scanSegment(data, seq, last)
+			if sc.damaged || sc.validEnd != int64(end) {
+				t.Fatalf("fill tail (last=%v): damaged=%v end=%d of %d (%s)", last, sc.damaged, sc.validEnd, end, sc.why)
+			}
+			if err := sameRecords(sc.records, all); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if sc := scanSegment(data, seq+1, false); !sc.lossy {
+			t.Fatal("another segment's fill read as a clean end")
+		}
+
+		switch rapid.IntRange(0, 2).Draw(t, "damage") {
+		case 0:
+			// The last batch torn: some of its sectors still hold the fill.
+			last := starts[len(starts)-1]
+			torn := bytes.Clone(data)
+			for s := last; s < end; s += sectorSize {
+				if s >= from && rapid.Bool().Draw(t, fmt.Sprint("keepFill", s)) {
+					copy(torn[s:s+sectorSize], before[s-from:])
+				}
+			}
+			sc := scanSegment(torn, seq, true)
+			if sc.lossy {
+				t.Fatalf("batch torn over fill reported as loss: %s", sc.why)
+			}
+			if err := sameRecords(sc.records, all[:len(sc.records)]); err != nil || len(sc.records) < len(flatten(per, len(per)-1)) {
+				t.Fatalf("torn over fill: %d records kept (%v)", len(sc.records), err)
+			}
+		case 1:
+			// A fill sector written somewhere else (another place or
+			// segment) lands after the last batch.
+			at := end + sectorSize*rapid.IntRange(0, (fillTo-end)/sectorSize-1).Draw(t, "at")
+			bad := bytes.Clone(data)
+			wrong := appendFill(nil, seq, int64(at+sectorSize), int64(at+2*sectorSize))
+			if rapid.Bool().Draw(t, "otherSeq") {
+				wrong = appendFill(nil, seq+1, int64(at), int64(at+sectorSize))
+			}
+			copy(bad[at:], wrong)
+			if sc := scanSegment(bad, seq, false); !sc.lossy {
+				t.Fatalf("misplaced fill at %d in an older segment not judged lossy", at)
+			}
+			if sc := scanSegment(bad, seq, true); at == end && !sc.lossy {
+				t.Fatal("misplaced fill right after the last batch read as an end")
+			}
+		case 2:
+			// Zeros inside the fill: an older segment's fill was synced
+			// with its batches, so this is damage there.
+			at := end + sectorSize*rapid.IntRange(0, (fillTo-end)/sectorSize-1).Draw(t, "at")
+			bad := bytes.Clone(data)
+			clear(bad[at : at+sectorSize])
+			if sc := scanSegment(bad, seq, false); !sc.lossy {
+				t.Fatal("zeros in an older segment's fill not judged lossy")
+			}
+			if sc := scanSegment(bad, seq, true); sc.lossy || len(sc.records) != len(all) {
+				t.Fatalf("zeros in the newest segment's fill: lossy=%v, %d records (%s)", sc.lossy, len(sc.records), sc.why)
+			}
+		}
+	})
 }
