@@ -401,6 +401,7 @@ func TestFormerFailures(t *testing.T) {
 		{"consensus", 2002327, "a leader resent a snapshot damaged on its disk forever; it now takes a new one when a follower refuses the whole file"},
 		{"keeper", 20000227, "a write sent after a sync was applied before the reads queued between them executed, so a read showed a state its client's later write had not seen"},
 		{"consensus", 11000345, "a snapshot of its own completing after one installed from the leader moved snapIndex back below the log's first entry"},
+		{"consensus", 41001725, "a server whose disk was wiped forgot the term it had acknowledged a leader in, and its acknowledgements let a deposed leader of a lower term commit over an entry committed in the forgotten one"},
 	} {
 		r := Run(Options{Seed: c.seed, Scenario: c.scenario, Swarm: true})
 		if !r.OK() {

@@ -23,10 +23,12 @@ const (
 	mReadIndex                        // a follower asks the leader for a read index
 	mReadIndexResp                    // the leader's answer
 	mHost                             // a message between hosts (not replicated)
+	mTermQuery                        // a server that lost its term asks for the receiver's
+	mTermResp                         // the receiver's current term
 )
 
 func (t msgType) String() string {
-	names := [...]string{"?", "vote", "vote-resp", "app", "app-resp", "snap", "snap-resp", "prop", "read-index", "read-index-resp", "host"}
+	names := [...]string{"?", "vote", "vote-resp", "app", "app-resp", "snap", "snap-resp", "prop", "read-index", "read-index-resp", "host", "term-query", "term-resp"}
 	if int(t) < len(names) {
 		return names[t]
 	}
@@ -290,6 +292,7 @@ func decodeMessage(body []byte) (message, error) {
 		m.ctx = r.u64()
 		m.index = Index(r.u64())
 		m.ok = r.bool()
+	case mTermQuery, mTermResp:
 	default:
 		return m, errBadMessage
 	}

@@ -21,6 +21,8 @@ var fieldsOf = map[msgType][]string{
 	mReadIndex:     {"ctx"},
 	mReadIndexResp: {"ctx", "index", "ok"},
 	mHost:          {"data"},
+	mTermQuery:     {},
+	mTermResp:      {},
 }
 
 // setters draw a value for each named field.
@@ -55,7 +57,7 @@ var setters = map[string]func(m *message, t *rapid.T){
 }
 
 func genMessage(t *rapid.T) message {
-	typ := msgType(rapid.IntRange(int(mVote), int(mHost)).Draw(t, "type"))
+	typ := msgType(rapid.IntRange(int(mVote), int(mTermResp)).Draw(t, "type"))
 	m := message{typ: typ, from: ID(rapid.Uint64().Draw(t, "from")), term: Term(rapid.Uint64().Draw(t, "term"))}
 	for _, name := range fieldsOf[typ] {
 		setters[name](&m, t)

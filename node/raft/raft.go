@@ -201,6 +201,17 @@ type Raft struct {
 	// stands, so no election can count on the log it lost: leader
 	// completeness then holds as long as a majority of the others is intact.
 	abstain bool
+	// termUnknown: this server lost its hard state (a wiped disk, or both
+	// copies damaged), so it may have promised a term it no longer knows:
+	// it voted, or acknowledged a leader's entries, in a term above its
+	// own. A deposed leader of a lower term that never heard of it could
+	// then count this server's acknowledgements towards a commit that
+	// contradicts one made in the forgotten term (consensus seed
+	// 41001725). Until it has heard the terms of enough others that any
+	// majority it was part of includes one of them (all but quorum-1 of
+	// the others), it asks them (mTermQuery) and answers no leader.
+	termUnknown bool
+	termHeard   map[ID]bool
 
 	log     raftLog
 	commit  Index
@@ -535,6 +546,17 @@ func (r *Raft) received(c node.ConnID, in *frame.Reader, data []byte) {
 // step handles one peer message: first the term rules every message obeys,
 // then the role's own step function.
 func (r *Raft) step(m *message) {
+	switch m.typ {
+	case mTermQuery:
+		// Answered whatever the asker's term: it does not know its own.
+		// Nor does it count as a sign of life for check-quorum: it cannot
+		// help a leader commit.
+		r.sendNow(m.from, &message{typ: mTermResp})
+		return
+	case mTermResp:
+		r.termLearned(m)
+		return
+	}
 	if p := r.peerByID(m.from); p != nil {
 		p.active = true
 	}
@@ -586,6 +608,9 @@ func (r *Raft) step(m *message) {
 			r.hooks.HostMessage(m.from, m.data)
 		}
 		return
+	}
+	if r.termUnknown && (m.typ == mApp || m.typ == mSnap) {
+		return // no acknowledgement may count before the term is known
 	}
 	switch r.role {
 	case Leader:
@@ -650,10 +675,45 @@ func (r *Raft) tick() {
 		r.broadcastHeartbeat()
 		return
 	}
+	if r.termUnknown {
+		for _, p := range r.peers {
+			r.sendNow(p.id, &message{typ: mTermQuery})
+		}
+	}
 	if r.electionElapsed >= r.electionTimeout && !r.abstain {
 		r.startPreVote()
 	}
 	r.reads.expireRemote()
+}
+
+// termLearned takes a peer's answer to mTermQuery: its term, if higher,
+// becomes ours; once enough peers have answered, our term is at least any
+// we may have promised before we lost it (a majority that elected or
+// acknowledged a leader in that term had quorum-1 other members, and we
+// heard from all but quorum-1 of the others), and we may answer leaders.
+func (r *Raft) termLearned(m *message) {
+	if !r.termUnknown {
+		return
+	}
+	if m.term > r.term {
+		r.becomeFollower(m.term, 0)
+	}
+	if r.termHeard == nil {
+		r.termHeard = make(map[ID]bool)
+	}
+	r.termHeard[m.from] = true
+	if len(r.termHeard) >= r.termWitnesses() {
+		r.termUnknown = false
+		r.termHeard = nil
+		r.st.saveState()
+		r.env.Logf("raft: %d learned term %d from %d others; it answers leaders again", r.cfg.ID, r.term, r.termWitnesses())
+	}
+}
+
+// termWitnesses is how many others a server that lost its term must hear
+// from: all but quorum-1 of them (none in a one-server cluster).
+func (r *Raft) termWitnesses() int {
+	return min(len(r.cfg.Peers)-r.quorum+1, len(r.peers))
 }
 
 // checkQuorum steps a leader down when it has not heard from a majority for

@@ -164,9 +164,9 @@ func (s *storage) saveState() {
 func (s *storage) nextState() hardState {
 	r := s.r
 	s.stateSeq++
-	h := hardState{Seq: s.stateSeq, Term: r.term, Vote: r.vote, Commit: r.commit, Abstain: r.abstain}
+	h := hardState{Seq: s.stateSeq, Term: r.term, Vote: r.vote, Commit: r.commit, Abstain: r.abstain, TermUnknown: r.termUnknown}
 	f := s.fileState
-	if h.Term != f.Term || h.Vote != f.Vote || h.Abstain != f.Abstain || !s.fileExists {
+	if h.Term != f.Term || h.Vote != f.Vote || h.Abstain != f.Abstain || h.TermUnknown != f.TermUnknown || !s.fileExists {
 		s.stateDirty = true
 	}
 	return h
@@ -177,7 +177,7 @@ func (s *storage) nextState() hardState {
 func (s *storage) writeStateFile(cb func(node.Event)) node.OpID {
 	r := s.r
 	s.stateSeq++
-	h := hardState{Seq: s.stateSeq, Term: r.term, Vote: r.vote, Commit: r.commit, Abstain: r.abstain}
+	h := hardState{Seq: s.stateSeq, Term: r.term, Vote: r.vote, Commit: r.commit, Abstain: r.abstain, TermUnknown: r.termUnknown}
 	off, slot := encodeStateSlot(h)
 	s.do(node.WriteOp(s.path(stateFile), off, slot), nil)
 	s.fileState = h
@@ -706,19 +706,27 @@ func (s *storage) replay(rc *recovery) {
 	}
 	// The hard state is the newest intact copy, from the WAL or the state
 	// file: corruption of either must not make the server forget a vote.
+	stateLost := !rc.hasState
 	if rc.hasState {
 		fh, valid := decodeStateFile(rc.state)
 		if valid == 0 {
 			rc.lossy = append(rc.lossy, "both slots of the state file are damaged")
+			stateLost = true
 		} else if fh.Seq > hs.Seq {
 			hs = fh
 		}
 		s.fileExists = true
 	}
 	s.stateSeq = hs.Seq
-	r.term, r.vote, r.abstain = hs.Term, hs.Vote, hs.Abstain
+	r.term, r.vote, r.abstain, r.termUnknown = hs.Term, hs.Vote, hs.Abstain, hs.TermUnknown
 	if len(rc.segs) == 0 && rc.snapName == "" && !rc.hasState && r.cfg.Rejoin {
 		rc.lossy = append(rc.lossy, "started empty with Rejoin: the disk was wiped")
+	}
+	if len(rc.lossy) > 0 && stateLost && r.termWitnesses() > 0 {
+		// The term this server promised may be gone with the state
+		// file: it must learn one at least as high before it answers
+		// any leader (see Raft.termUnknown).
+		r.termUnknown = true
 	}
 	if len(rc.lossy) > 0 {
 		r.abstain = true
@@ -778,8 +786,8 @@ func (s *storage) replay(rc *recovery) {
 	s.open = true
 	s.rotate = true
 	s.saveState()
-	r.env.Logf("raft: %d recovered: term %d, vote %d, snapshot %d, log [%d, %d], commit %d, abstain %v",
-		r.cfg.ID, r.term, r.vote, l.snapIndex, l.first, l.lastIndex(), r.commit, r.abstain)
+	r.env.Logf("raft: %d recovered: term %d, vote %d, snapshot %d, log [%d, %d], commit %d, abstain %v, term unknown %v",
+		r.cfg.ID, r.term, r.vote, l.snapIndex, l.first, l.lastIndex(), r.commit, r.abstain, r.termUnknown)
 	r.ready = true
 	r.resetElectionTimer()
 	r.role = Follower

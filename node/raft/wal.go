@@ -75,6 +75,19 @@ type hardState struct {
 	Vote    ID
 	Commit  Index // a hint: applying up to it at restart is safe
 	Abstain bool  // lost data it may have acknowledged; see Raft.abstain
+	// TermUnknown: lost the hard state itself; see Raft.termUnknown.
+	TermUnknown bool
+}
+
+func (h hardState) flags() byte {
+	var f byte
+	if h.Abstain {
+		f |= 1
+	}
+	if h.TermUnknown {
+		f |= 2
+	}
+	return f
 }
 
 // segmentInfo opens every segment, so each file is self-describing.
@@ -106,11 +119,7 @@ func appendStateRec(dst []byte, h hardState) []byte {
 	dst = binary.BigEndian.AppendUint64(dst, uint64(h.Term))
 	dst = binary.BigEndian.AppendUint64(dst, uint64(h.Vote))
 	dst = binary.BigEndian.AppendUint64(dst, uint64(h.Commit))
-	var flags byte
-	if h.Abstain {
-		flags |= 1
-	}
-	return append(dst, flags)
+	return append(dst, h.flags())
 }
 
 func appendEntryRec(dst []byte, e *Entry) []byte {
@@ -148,7 +157,7 @@ func decodeRecords(buf []byte, out []record) ([]record, error) {
 		case typ == recSegment && n == 32:
 			out = append(out, record{seg: &segmentInfo{Seq: u(0), FirstIndex: Index(u(1)), PrevTerm: Term(u(2)), PrevZxid: Zxid(u(3))}})
 		case typ == recState && n == 33:
-			out = append(out, record{state: &hardState{Seq: u(0), Term: Term(u(1)), Vote: ID(u(2)), Commit: Index(u(3)), Abstain: b[32]&1 != 0}})
+			out = append(out, record{state: &hardState{Seq: u(0), Term: Term(u(1)), Vote: ID(u(2)), Commit: Index(u(3)), Abstain: b[32]&1 != 0, TermUnknown: b[32]&2 != 0}})
 		case typ == recEntry && n >= 25:
 			t := EntryType(b[24])
 			if t < EntryNormal || t > EntryConfig {
@@ -465,9 +474,7 @@ func encodeStateSlot(h hardState) (off int64, slot []byte) {
 	binary.BigEndian.PutUint64(b[12:], uint64(h.Term))
 	binary.BigEndian.PutUint64(b[20:], uint64(h.Vote))
 	binary.BigEndian.PutUint64(b[28:], uint64(h.Commit))
-	if h.Abstain {
-		b[36] = 1
-	}
+	b[36] = h.flags()
 	binary.BigEndian.PutUint32(b[37:], crc32.Checksum(b[:37], castagnoli))
 	return int64(h.Seq%2) * stateSlot, b
 }
@@ -480,7 +487,7 @@ func decodeStateFile(data []byte) (best hardState, valid int) {
 			continue
 		}
 		h := hardState{Seq: binary.BigEndian.Uint64(b[4:]), Term: Term(binary.BigEndian.Uint64(b[12:])),
-			Vote: ID(binary.BigEndian.Uint64(b[20:])), Commit: Index(binary.BigEndian.Uint64(b[28:])), Abstain: b[36]&1 != 0}
+			Vote: ID(binary.BigEndian.Uint64(b[20:])), Commit: Index(binary.BigEndian.Uint64(b[28:])), Abstain: b[36]&1 != 0, TermUnknown: b[36]&2 != 0}
 		if valid == 0 || h.Seq > best.Seq {
 			best = h
 		}
