@@ -25,7 +25,8 @@ type storage struct {
 	segs []segFile
 	size int64 // bytes written to the last segment (sector aligned)
 	// filled is how far the last segment was written, fill included: a
-	// batch that ends past it carries Config.WALFill more (see wal.go).
+	// batch that ends past it carries fill up to the next multiple of
+	// Config.WALFill (see wal.go).
 	filled int64
 	// batches counts the batches in the last segment: the next batch's
 	// sequence number.
