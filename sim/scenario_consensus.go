@@ -307,7 +307,7 @@ func (cc *consensusChecks) Converged() (bool, string) {
 		case !st.Ready:
 			return false, n.Name + " is recovering"
 		case st.Abstain:
-			return false, fmt.Sprintf("%s is still abstaining (not repaired): term %d, last %d, commit %d", n.Name, st.Term, st.LastIndex, st.Commit)
+			return false, fmt.Sprintf("%s is still abstaining (not repaired): term %d (unknown: %v), last %d, commit %d", n.Name, st.Term, st.TermUnknown, st.LastIndex, st.Commit)
 		case st.Role == raft.Leader:
 			if lead != nil {
 				return false, "two servers think they lead"
