@@ -9,7 +9,9 @@ import (
 	"net"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
+	"unsafe"
 
 	"herd/node"
 )
@@ -28,9 +30,15 @@ type conn struct {
 	// filling the loop's queue with events that would be dropped.
 	discard atomic.Bool
 
+	// raw lets the loop write without blocking (nil: only the writer
+	// writes). dirty: the loop has it on Shell.dirty. Loop only.
+	raw   syscall.RawConn
+	dirty bool
+
 	mu      sync.Mutex
 	queue   [][]byte
-	queued  int  // bytes in queue plus those the writer is writing
+	queued  int  // bytes in queue plus those being written
+	writing bool // the loop or the writer is writing: the other keeps off
 	closing bool // the core closed: flush, then FIN
 	aborted bool // drop everything; the socket is (being) closed
 }
@@ -77,6 +85,9 @@ func abortNetConn(nc net.Conn) {
 // startConn registers c for shutdown and starts its reader and writer. Loop
 // goroutine only.
 func (s *Shell) startConn(c *conn) {
+	if sc, ok := c.nc.(syscall.Conn); ok {
+		c.raw, _ = sc.SyscallConn()
+	}
 	s.smu.Lock()
 	s.socks[c] = struct{}{}
 	s.smu.Unlock()
@@ -215,7 +226,7 @@ func (c *conn) writeLoop() {
 	var spare [][]byte
 	for {
 		c.mu.Lock()
-		for len(c.queue) == 0 && !c.closing && !c.aborted {
+		for (len(c.queue) == 0 && !c.closing && !c.aborted) || c.writing {
 			c.mu.Unlock()
 			select {
 			case <-c.wake:
@@ -233,6 +244,7 @@ func (c *conn) writeLoop() {
 		bufs := c.queue
 		c.queue = spare[:0]
 		finish := c.closing && len(bufs) == 0
+		c.writing = !finish
 		c.mu.Unlock()
 
 		if finish {
@@ -251,6 +263,7 @@ func (c *conn) writeLoop() {
 		spare = bufs[:0]
 		c.mu.Lock()
 		c.queued -= n
+		c.writing = false
 		c.mu.Unlock()
 		if err != nil {
 			if !c.discard.Load() {
@@ -294,7 +307,89 @@ func (t transport) Send(id node.ConnID, data []byte) {
 	c.queue = append(c.queue, data)
 	c.queued += len(data)
 	c.mu.Unlock()
-	c.poke()
+	if c.raw == nil {
+		c.poke()
+	} else if !c.dirty {
+		c.dirty = true
+		s.dirty = append(s.dirty, c)
+	}
+}
+
+// flushDirty writes what Send queued since the last call, on the loop
+// goroutine as it is about to wait: one writev per connection for all that
+// the batch of events produced, without waking the connection's writer.
+// What the socket does not take at once, and connections whose writer is
+// busy, are left to the writer, which may block.
+func (s *Shell) flushDirty() {
+	for i, c := range s.dirty {
+		s.dirty[i] = nil
+		c.dirty = false
+		c.mu.Lock()
+		if c.writing || c.aborted || len(c.queue) == 0 {
+			c.mu.Unlock()
+			c.poke()
+			continue
+		}
+		bufs := c.queue
+		c.queue = nil
+		c.writing = true
+		c.mu.Unlock()
+		written := s.tryWritev(c, bufs)
+		rest, n := bufs, written
+		for len(rest) > 0 && n >= len(rest[0]) {
+			n -= len(rest[0])
+			rest[0] = nil // do not pin the core's data
+			rest = rest[1:]
+		}
+		if len(rest) > 0 {
+			rest[0] = rest[0][n:]
+		}
+		c.mu.Lock()
+		c.writing = false
+		c.queued -= written
+		c.queue = append(rest, c.queue...)
+		wake := len(c.queue) > 0 || c.closing || c.aborted
+		c.mu.Unlock()
+		if wake {
+			c.poke()
+		}
+	}
+	s.dirty = s.dirty[:0]
+}
+
+// maxIovecs is the most buffers one writev takes (Linux's IOV_MAX).
+const maxIovecs = 1024
+
+// tryWritev makes one non-blocking writev of bufs and returns how many bytes
+// went out. An error, EAGAIN included, writes nothing here: the writer,
+// which blocks and reports errors, takes over.
+func (s *Shell) tryWritev(c *conn, bufs [][]byte) int {
+	iov := s.iov[:0]
+	for _, b := range bufs {
+		if len(iov) == maxIovecs {
+			break
+		}
+		if len(b) > 0 {
+			v := syscall.Iovec{Base: &b[0]}
+			v.SetLen(len(b))
+			iov = append(iov, v)
+		}
+	}
+	s.iov = iov
+	if len(iov) == 0 {
+		return 0
+	}
+	var n uintptr
+	var errno syscall.Errno
+	err := c.raw.Write(func(fd uintptr) bool {
+		n, _, errno = syscall.Syscall(syscall.SYS_WRITEV, fd, uintptr(unsafe.Pointer(&iov[0])), uintptr(len(iov)))
+		return true // one attempt: the loop never waits for a socket
+	})
+	clear(s.iov[:len(iov)])
+	if err != nil || errno != 0 {
+		return 0
+	}
+	return int(n)
 }
 
 func (t transport) Close(id node.ConnID) {

@@ -53,6 +53,7 @@ import (
 	"runtime/debug"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"herd/disk"
@@ -109,6 +110,9 @@ const (
 	// maxDirectFrame bounds the frames that Config.FrameHint reads into
 	// a buffer of their own.
 	maxDirectFrame = 16 << 20
+	// maxBatch bounds the events the loop handles between two rounds of
+	// socket writes, and so how long a reply waits in its queue.
+	maxBatch = 64
 	// acceptBackoff paces Accept after errors such as EMFILE, which would
 	// otherwise spin.
 	acceptBackoff = 50 * time.Millisecond
@@ -183,6 +187,10 @@ type Shell struct {
 	haltReason string
 	dialCtx    context.Context
 	dialCancel context.CancelFunc
+	// dirty lists the connections Send queued data on since the loop last
+	// wrote: the loop writes them itself before it waits (flushDirty).
+	dirty []*conn
+	iov   []syscall.Iovec
 
 	// Timer callbacks run on goroutines of the time package; tmu/tstopped
 	// let them join wg only while Run has not started waiting on it.
@@ -395,6 +403,10 @@ func (s *Shell) loop(ctx context.Context) (err error) {
 	}
 	s.m = s.factory(env{s})
 	s.m.Step(node.Event{Kind: node.EvStart})
+	// batch counts the events since the loop last wrote its sockets: it
+	// takes what is ready without waiting and writes before it would wait,
+	// or once maxBatch events went by.
+	batch := 1
 	for !s.halted {
 		if len(s.local) > 0 {
 			if ctx.Err() != nil {
@@ -407,6 +419,21 @@ func (s *Shell) loop(ctx context.Context) (err error) {
 				s.gate.Forget(ev.Conn)
 			}
 			s.m.Step(ev)
+			batch++
+			continue
+		}
+		if batch > 0 {
+			if batch < maxBatch {
+				select {
+				case it := <-s.events:
+					s.handle(it)
+					batch++
+					continue
+				default:
+				}
+			}
+			batch = 0
+			s.flushDirty()
 			continue
 		}
 		select {
@@ -417,6 +444,7 @@ func (s *Shell) loop(ctx context.Context) (err error) {
 		case req := <-s.doCh:
 			req.done <- s.runDo(req.fn)
 		}
+		batch++
 	}
 	return &HaltError{Reason: s.haltReason}
 }

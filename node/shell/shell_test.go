@@ -743,3 +743,58 @@ func TestEnvClockRandLog(t *testing.T) {
 		t.Fatal("no seed drawn")
 	}
 }
+
+// The loop writes replies itself while the socket takes them and leaves the
+// rest to the connection's writer, which blocks: under back-pressure both
+// write, by turns, and the peer must still get every byte in order. The
+// client reads slowly at first, so the socket fills and the writer takes
+// over, then fast, so the loop writes again.
+func TestWriteOrderUnderBackpressure(t *testing.T) {
+	leakCheck(t)
+	r := start(t, Config{MaxSendQueueBytes: 256 << 20}, echo)
+	nc, err := net.Dial("tcp", r.sh.Addrs()[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	const total = 8 << 20
+	sent := make([]byte, total)
+	for i := range sent {
+		sent[i] = byte(i*7 + i>>11)
+	}
+	werr := make(chan error, 1)
+	go func() {
+		for off, k := 0, 0; off < total; k++ {
+			n := min(1+(k*7919)%9000, total-off)
+			if _, err := nc.Write(sent[off : off+n]); err != nil {
+				werr <- err
+				return
+			}
+			off += n
+		}
+		werr <- nil
+	}()
+	got := make([]byte, 0, total)
+	buf := make([]byte, 64<<10)
+	for len(got) < total {
+		if len(got) < total/4 {
+			time.Sleep(time.Millisecond) // slow reader: the socket fills
+		}
+		nc.SetReadDeadline(time.Now().Add(waitLimit))
+		n, err := nc.Read(buf)
+		if err != nil {
+			t.Fatalf("after %d bytes: %v", len(got), err)
+		}
+		got = append(got, buf[:n]...)
+	}
+	if err := <-werr; err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, sent) {
+		i := 0
+		for i < total && got[i] == sent[i] {
+			i++
+		}
+		t.Fatalf("echo differs from byte %d", i)
+	}
+}
