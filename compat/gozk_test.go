@@ -796,6 +796,58 @@ func TestGoZKSessions(t *testing.T) {
 	t.Run("server_kill", func(t *testing.T) { testGoZKServerKill(t, e) })
 	t.Run("set_watches", func(t *testing.T) { testGoZKSetWatches(t, e) })
 	t.Run("expiry", func(t *testing.T) { testGoZKExpiry(t, e) })
+	t.Run("wiped_rejoin", func(t *testing.T) { testGoZKWipedRejoin(t, e) })
+}
+
+// testGoZKWipedRejoin: a follower loses its data directory and comes back
+// empty (herd is told with --rejoin). It catches up from the others; then,
+// with the other follower down, the leader and it carry the ensemble: every
+// node written before the wipe reads back through it, and a write through
+// it commits.
+func testGoZKWipedRejoin(t *testing.T, e *ensemble.Ensemble) {
+	leader := e.Leader()
+	if leader < 0 {
+		t.Fatal("no leader")
+	}
+	victim, other := (leader+1)%len(e.Addrs), (leader+2)%len(e.Addrs)
+	w, _ := connect(t, e.Addrs[leader])
+	base := mustCreate(t, w, uniquePath("gozk-wipe"), nil, 0)
+	const n = 100
+	for i := range n {
+		mustCreate(t, w, fmt.Sprintf("%s/n%03d", base, i), []byte(fmt.Sprint(i)), 0)
+	}
+	if err := e.RestartWiped(victim); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Kill(other); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		if err := e.Restart(other); err != nil {
+			t.Error(err)
+		}
+	}()
+	c, _ := connect(t, e.Addrs[victim])
+	if _, err := c.Sync(base); err != nil {
+		t.Fatal(err)
+	}
+	kids, _, err := c.Children(base)
+	if err != nil || len(kids) != n {
+		t.Fatalf("children of %s through the wiped server: %d (%v), want %d", base, len(kids), err, n)
+	}
+	for _, i := range []int{0, n / 2, n - 1} {
+		data, _, err := c.Get(fmt.Sprintf("%s/n%03d", base, i))
+		if err != nil || string(data) != fmt.Sprint(i) {
+			t.Fatalf("n%03d through the wiped server: %q, %v", i, data, err)
+		}
+	}
+	after := mustCreate(t, c, base+"/after", []byte("x"), 0)
+	if _, err := w.Sync(after); err != nil {
+		t.Fatal(err)
+	}
+	if ok, _, err := w.Exists(after); err != nil || !ok {
+		t.Fatalf("a write through the wiped server, seen at the leader: %v, %v", ok, err)
+	}
 }
 
 // testGoZKServerKill connects a client to a follower, kills that follower

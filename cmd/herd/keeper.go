@@ -29,6 +29,10 @@ func runKeeper(args []string, stdout, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	config := fs.String("config", "", "path to zoo.cfg (required)")
 	verbose := fs.Bool("v", false, "log debug lines")
+	rejoin := fs.Bool("rejoin", false, "this server's data directory was lost or replaced while the rest of the ensemble kept its "+
+		"data: starting empty, it neither votes nor acknowledges until the others have caught it up "+
+		"(without it, an empty server may help a stale leader overwrite committed data); ignored when "+
+		"the data directory is not empty")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -41,6 +45,7 @@ func runKeeper(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "herd keeper:", err)
 		return 2
 	}
+	cfg.Rejoin = *rejoin
 	var logw io.Writer
 	if *verbose {
 		logw = stderr

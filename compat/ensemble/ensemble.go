@@ -100,6 +100,7 @@ type server struct {
 	logPath            string
 
 	mu      sync.Mutex
+	rejoin  bool // herd: started on an emptied data directory (--rejoin)
 	cmd     *exec.Cmd
 	done    chan struct{} // closed when the current process has exited
 	logFile *os.File
@@ -260,6 +261,40 @@ func (e *Ensemble) Restart(i int) error {
 	return e.WaitReady(e.opts.StartTimeout)
 }
 
+// RestartWiped kills server i (0-based), empties its data directory (myid
+// stays), as after a lost or replaced disk, and starts it again; herd is
+// told so (--rejoin). It waits until every running server is ready.
+func (e *Ensemble) RestartWiped(i int) error {
+	if i < 0 || i >= len(e.servers) {
+		return fmt.Errorf("ensemble: no server %d", i)
+	}
+	s := e.servers[i]
+	if err := s.kill(); err != nil {
+		return err
+	}
+	ents, err := os.ReadDir(s.data)
+	if err != nil {
+		return err
+	}
+	for _, ent := range ents {
+		if ent.Name() != "myid" {
+			if err := os.RemoveAll(filepath.Join(s.data, ent.Name())); err != nil {
+				return err
+			}
+		}
+	}
+	s.mu.Lock()
+	s.rejoin = true
+	s.mu.Unlock()
+	if err := e.launch(s); err != nil {
+		return err
+	}
+	if err := e.waitReady(s, time.Now().Add(e.opts.StartTimeout), []*server{s}); err != nil {
+		return fmt.Errorf("ensemble: wiped server %d (%s) not ready: %w\n%s", s.id, e.Addrs[i], err, e.logTails())
+	}
+	return e.WaitReady(e.opts.StartTimeout)
+}
+
 // WaitReady waits until every running server answers srvr with a serving
 // Mode and accepts a client that creates and deletes a node.
 func (e *Ensemble) WaitReady(timeout time.Duration) error {
@@ -356,7 +391,13 @@ func (e *Ensemble) writeConfig(s *server) error {
 func (e *Ensemble) command(s *server) (*exec.Cmd, error) {
 	switch e.kind {
 	case Herd:
-		return exec.Command(e.opts.HerdBin, "keeper", "--config", s.cfg), nil
+		args := []string{"keeper", "--config", s.cfg}
+		s.mu.Lock()
+		if s.rejoin {
+			args = append(args, "--rejoin")
+		}
+		s.mu.Unlock()
+		return exec.Command(e.opts.HerdBin, args...), nil
 	default:
 		java, err := exec.LookPath("java")
 		if err != nil {
