@@ -70,13 +70,16 @@ func buildKeeper(w *World) Checks {
 		clientAddrs = append(clientAddrs, fmt.Sprintf("s%d:2181", i+1))
 	}
 	walFill := drawWALFill(w.Seed)
+	// Syncs of a snapshot file part-way through its encoding: every few
+	// pieces, or (the default) never at this tree size.
+	snapSync := []int{512, 4 << 10, 0}[stream(w.Seed, "snapsync", 0).IntN(3)]
 	for i := range nServers {
 		i := i
 		cfg := keeper.Config{
 			ID: raft.ID(i + 1), ClientAddr: clientAddrs[i], Servers: specs, DataDir: "/data",
 			TickTime: 200 * time.Millisecond, SyncLimit: 5, FourLetter: []string{"*"}, TTLEnabled: true,
 			ContainerCheck: time.Second, RaftTick: 50 * time.Millisecond, ElectionTicks: 10, SnapshotEvery: 200, SnapshotStep: 1 + r.IntN(40),
-			WALFill: walFill, Bug: w.Bug,
+			WALFill: walFill, SnapshotSyncBytes: snapSync, Bug: w.Bug,
 		}
 		name := fmt.Sprintf("s%d", i+1)
 		cfg.SnapshotCheck = func(err error) { w.Fail(FailCorrectness, "snapshot", "%s: %v", name, err) }

@@ -47,9 +47,10 @@ type Config struct {
 	// Config.SnapshotStep); 0 means raft's default. The simulator makes it
 	// small so snapshots span many events.
 	SnapshotStep int
-	// WALFill is raft's Config.WALFill (0: its default). The simulator
-	// draws small ones so that segments are extended often.
-	WALFill int64
+	// WALFill and SnapshotSyncBytes are raft's (0: its defaults). The
+	// simulator draws small ones so that both happen often.
+	WALFill           int64
+	SnapshotSyncBytes int
 	// Rejoin: this server's disk was replaced while the ensemble kept its
 	// data; it must not vote until a leader has caught it up (raft.Config).
 	Rejoin bool

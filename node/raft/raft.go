@@ -34,6 +34,12 @@ type Config struct {
 	// a write's p99 under load was 115-138 ms against 65-80 (set, 32
 	// sessions x 16 outstanding, three runs each).
 	SnapshotStep int
+	// SnapshotSyncBytes: an incremental snapshot's file is synced each
+	// time this much more of it has been written, so that no one sync
+	// holds the WAL's fsyncs queued behind it for long (one sync of a
+	// 20 MB image at the end did: writes' p99 at 16 outstanding went
+	// from 45-88 to 41-58 ms with 2 MiB).
+	SnapshotSyncBytes int
 	// SegmentBytes: start a new WAL segment past this size.
 	SegmentBytes int64
 	// WALFill: write a segment this far ahead of its batches (a multiple
@@ -104,6 +110,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.SnapshotStep <= 0 {
 		c.SnapshotStep = 4_000
+	}
+	if c.SnapshotSyncBytes <= 0 {
+		c.SnapshotSyncBytes = 2 << 20
 	}
 }
 

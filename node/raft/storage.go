@@ -87,7 +87,10 @@ type storage struct {
 	// from an aborted one's.
 	encWriting int
 	encSeq     uint64
-	recv       *snapRecv
+	// encUnsynced counts the encoding's bytes written since its last
+	// sync (see Config.SnapshotSyncBytes).
+	encUnsynced int
+	recv        *snapRecv
 }
 
 type segFile struct {
@@ -383,7 +386,7 @@ func (s *storage) takeSnapshot() {
 	if inc, ok := r.sm.(IncrementalSnapshots); ok {
 		s.encoder, s.encMeta = inc.BeginSnapshot(), meta
 		s.encTmp = s.path(snapshotName(meta.Index) + ".tmp")
-		s.encLen, s.encCRC, s.encWriting = 0, 0, 0
+		s.encLen, s.encCRC, s.encWriting, s.encUnsynced = 0, 0, 0, 0
 		s.encSeq++
 		// A leftover of an aborted attempt must not show through the
 		// pieces (a crash's leftovers are removed by recovery).
@@ -422,6 +425,14 @@ func (s *storage) encodeStep() {
 		})
 		s.encLen += uint64(len(piece))
 		s.encCRC = crc32.Update(s.encCRC, castagnoli, piece)
+		if s.encUnsynced += len(piece); s.encUnsynced >= r.cfg.SnapshotSyncBytes {
+			// The disk runs one op at a time: a sync of the whole image
+			// at the end would hold every WAL fsync queued behind it
+			// (writes' p99 at 16 outstanding: 56-92 ms with snapshots,
+			// 39-47 without).
+			s.do(node.SyncOp(s.encTmp), nil)
+			s.encUnsynced = 0
+		}
 	}
 	if !done {
 		if s.encWriting < maxSnapshotPiecesInFlight {
