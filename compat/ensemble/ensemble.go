@@ -244,27 +244,14 @@ func (e *Ensemble) Kill(i int) error {
 
 // Restart kills server i (0-based) if it runs and starts it again with the
 // same config and data; it waits until every running server is ready.
-func (e *Ensemble) Restart(i int) error {
-	if i < 0 || i >= len(e.servers) {
-		return fmt.Errorf("ensemble: no server %d", i)
-	}
-	s := e.servers[i]
-	if err := s.kill(); err != nil {
-		return err
-	}
-	if err := e.launch(s); err != nil {
-		return err
-	}
-	if err := e.waitReady(s, time.Now().Add(e.opts.StartTimeout), []*server{s}); err != nil {
-		return fmt.Errorf("ensemble: restarted server %d (%s) not ready: %w\n%s", s.id, e.Addrs[i], err, e.logTails())
-	}
-	return e.WaitReady(e.opts.StartTimeout)
-}
+func (e *Ensemble) Restart(i int) error { return e.restart(i, false) }
 
 // RestartWiped kills server i (0-based), empties its data directory (myid
 // stays), as after a lost or replaced disk, and starts it again; herd is
 // told so (--rejoin). It waits until every running server is ready.
-func (e *Ensemble) RestartWiped(i int) error {
+func (e *Ensemble) RestartWiped(i int) error { return e.restart(i, true) }
+
+func (e *Ensemble) restart(i int, wipe bool) error {
 	if i < 0 || i >= len(e.servers) {
 		return fmt.Errorf("ensemble: no server %d", i)
 	}
@@ -272,25 +259,27 @@ func (e *Ensemble) RestartWiped(i int) error {
 	if err := s.kill(); err != nil {
 		return err
 	}
-	ents, err := os.ReadDir(s.data)
-	if err != nil {
-		return err
-	}
-	for _, ent := range ents {
-		if ent.Name() != "myid" {
-			if err := os.RemoveAll(filepath.Join(s.data, ent.Name())); err != nil {
-				return err
+	if wipe {
+		ents, err := os.ReadDir(s.data)
+		if err != nil {
+			return err
+		}
+		for _, ent := range ents {
+			if ent.Name() != "myid" {
+				if err := os.RemoveAll(filepath.Join(s.data, ent.Name())); err != nil {
+					return err
+				}
 			}
 		}
 	}
 	s.mu.Lock()
-	s.rejoin = true
+	s.rejoin = wipe
 	s.mu.Unlock()
 	if err := e.launch(s); err != nil {
 		return err
 	}
 	if err := e.waitReady(s, time.Now().Add(e.opts.StartTimeout), []*server{s}); err != nil {
-		return fmt.Errorf("ensemble: wiped server %d (%s) not ready: %w\n%s", s.id, e.Addrs[i], err, e.logTails())
+		return fmt.Errorf("ensemble: restarted server %d (%s, wiped: %v) not ready: %w\n%s", s.id, e.Addrs[i], wipe, err, e.logTails())
 	}
 	return e.WaitReady(e.opts.StartTimeout)
 }
