@@ -160,28 +160,35 @@ func (s *storage) appendEntries(es []Entry) {
 }
 
 // saveState queues the current hard state for the next batch, and for the
-// state file if term, vote or abstain changed.
+// state file if anything but the commit hint changed.
 func (s *storage) saveState() {
 	s.pending = appendStateRec(s.pending, s.nextState())
 }
 
 func (s *storage) nextState() hardState {
-	r := s.r
-	s.stateSeq++
-	h := hardState{Seq: s.stateSeq, Term: r.term, Vote: r.vote, Commit: r.commit, Abstain: r.abstain, TermUnknown: r.termUnknown}
-	f := s.fileState
-	if h.Term != f.Term || h.Vote != f.Vote || h.Abstain != f.Abstain || h.TermUnknown != f.TermUnknown || !s.fileExists {
+	h := s.newState()
+	// The state file keeps what a server promised (term, vote) and what
+	// it knows it lost (abstain, term unknown); the commit hint alone is
+	// not worth its fsync.
+	cmp := h
+	cmp.Seq, cmp.Commit = s.fileState.Seq, s.fileState.Commit
+	if cmp != s.fileState || !s.fileExists {
 		s.stateDirty = true
 	}
 	return h
 }
 
+// newState numbers a copy of the current hard state.
+func (s *storage) newState() hardState {
+	r := s.r
+	s.stateSeq++
+	return hardState{Seq: s.stateSeq, Term: r.term, Vote: r.vote, Commit: r.commit, Abstain: r.abstain, TermUnknown: r.termUnknown}
+}
+
 // writeStateFile writes the current hard state to the state file and
 // returns the op after which it is durable.
 func (s *storage) writeStateFile(cb func(node.Event)) node.OpID {
-	r := s.r
-	s.stateSeq++
-	h := hardState{Seq: s.stateSeq, Term: r.term, Vote: r.vote, Commit: r.commit, Abstain: r.abstain, TermUnknown: r.termUnknown}
+	h := s.newState()
 	off, slot := encodeStateSlot(h)
 	s.do(node.WriteOp(s.path(stateFile), off, slot), nil)
 	s.fileState = h

@@ -67,7 +67,7 @@ var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
 // hardState is what must be durable before a server votes or acknowledges.
 // It is written to the WAL (with the batch it belongs to) and, whenever
-// term, vote or abstain change, to the state file too: corruption of one
+// term, vote, abstain or term unknown change, to the state file too: corruption of one
 // copy must not make a server forget a vote. Seq orders the copies.
 type hardState struct {
 	Seq     uint64
@@ -417,6 +417,7 @@ func validBatchAfter(data []byte, from int) int {
 			continue
 		}
 		seq := binary.BigEndian.Uint64(data[p+17:])
+		// Segment 0 has no fill: a batch with fill inside is not valid.
 		if _, _, st := decodeBatch(data, p, 0, seq); st == batchOK {
 			return p
 		}
