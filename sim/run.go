@@ -8,6 +8,8 @@ import (
 	"strings"
 	"time"
 
+	"herd/netsim"
+	"herd/node/raft"
 	"herd/sim/sched"
 )
 
@@ -78,6 +80,9 @@ type Options struct {
 	Log io.Writer
 	// Tune, if set, adjusts parameters after the scenario's own Tune.
 	Tune func(p *Params)
+	// Raft, if set, adjusts each server's raft configuration after the
+	// consensus scenario's own draws (tests only).
+	Raft func(c *raft.Config)
 }
 
 // Result is the outcome of one run.
@@ -91,6 +96,7 @@ type Result struct {
 	Failure  *Failure
 	Faults   string // the fault kinds and mean intervals in force
 	Replay   string // the command that replays this run
+	Net      netsim.Stats
 }
 
 // OK reports whether the run passed.
@@ -137,6 +143,7 @@ func Run(o Options) (res Result) {
 	}
 	w := NewWorld(o.Seed, p)
 	w.Bug = o.Bug
+	w.tuneRaft = o.Raft
 	if o.Log != nil {
 		w.SetLog(o.Log)
 	}
@@ -147,6 +154,7 @@ func Run(o Options) (res Result) {
 				Message: fmt.Sprintf("%v\n%s", r, trimStack(debug.Stack()))}
 		}
 		res.Trace = w.TraceHash()
+		res.Net = w.Net.Stats()
 		res.Events = w.Events()
 		res.SimTime = time.Duration(w.Q.Now())
 		res.Wall = time.Since(start)

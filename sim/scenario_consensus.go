@@ -97,7 +97,7 @@ func buildConsensus(w *World) Checks {
 			Raft: raft.Config{
 				ID: id, Peers: peers, Tick: 50 * time.Millisecond, ElectionTicks: 10,
 				SnapshotEvery: 150, SnapshotKeep: 40, SegmentBytes: 32 << 10, MaxAppendBytes: 16 << 10, SnapshotChunk: 16 << 10,
-				WALFill: walFill, Bug: w.Bug,
+				WALFill: walFill, NoAppendCoalescing: drawNoCoalescing(w.Seed), Bug: w.Bug,
 			},
 			ClientAddr: clientAddrs[i],
 			OnApply:    func(e *raft.Entry, hash uint64) { cc.applied(i, e, hash) },
@@ -107,6 +107,9 @@ func buildConsensus(w *World) Checks {
 					cc.commitTerm = append(cc.commitTerm, term)
 				}
 			},
+		}
+		if w.tuneRaft != nil {
+			w.tuneRaft(&cfg.Raft)
 		}
 		factory := func(env node.Env) node.Machine {
 			c := cfg
@@ -359,4 +362,10 @@ func (cc *consensusChecks) Final() error {
 // were before fill existed.
 func drawWALFill(seed uint64) int64 {
 	return []int64{-1, 512, 4 << 10, 64 << 10}[stream(seed, "walfill", 0).IntN(4)]
+}
+
+// drawNoCoalescing turns off holding partly filled appends while another is
+// in flight in one run out of four, so both ways of replicating are swept.
+func drawNoCoalescing(seed uint64) bool {
+	return stream(seed, "coalesce", 0).IntN(4) == 0
 }

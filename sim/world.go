@@ -16,6 +16,7 @@ import (
 	"herd/disk"
 	"herd/netsim"
 	"herd/node"
+	"herd/node/raft"
 	"herd/sim/sched"
 )
 
@@ -87,6 +88,8 @@ type World struct {
 	Nodes []*Node // servers and clients, in the order added
 	// Bug is the planted bug switched on for this run ("" for none).
 	Bug string
+	// tuneRaft is Options.Raft.
+	tuneRaft func(c *raft.Config)
 
 	params  Params
 	faults  *nemesis // nil outside Run

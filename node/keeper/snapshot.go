@@ -278,7 +278,7 @@ func RestoreTree(b []byte, seed uint64) (*Tree, error) {
 		for i := range list {
 			list[i] = jute.ACL{Perms: d.Int(), ID: jute.ID{Scheme: d.String(), ID: d.String()}}
 		}
-		t.acls.index[aclKey(list)] = uint32(len(t.acls.lists))
+		t.acls.index[string(appendACLKey(nil, list))] = uint32(len(t.acls.lists))
 		t.acls.lists = append(t.acls.lists, list)
 	}
 	nSess := d.Int()

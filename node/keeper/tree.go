@@ -3,6 +3,7 @@ package keeper
 import (
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 
 	"herd/node/jute"
@@ -134,22 +135,29 @@ type aclCache struct {
 	index map[string]uint32
 }
 
-func aclKey(acl []jute.ACL) string {
-	var b strings.Builder
+// appendACLKey appends acl's identity as a map key. It runs on every
+// create, so it formats by hand rather than through fmt.
+func appendACLKey(b []byte, acl []jute.ACL) []byte {
 	for _, a := range acl {
-		fmt.Fprintf(&b, "%d\x00%s\x00%s\x00", a.Perms, a.ID.Scheme, a.ID.ID)
+		b = strconv.AppendInt(b, int64(a.Perms), 10)
+		b = append(b, 0)
+		b = append(b, a.ID.Scheme...)
+		b = append(b, 0)
+		b = append(b, a.ID.ID...)
+		b = append(b, 0)
 	}
-	return b.String()
+	return b
 }
 
 func (c *aclCache) intern(acl []jute.ACL) uint32 {
-	k := aclKey(acl)
-	if i, ok := c.index[k]; ok {
+	var buf [128]byte
+	k := appendACLKey(buf[:0], acl)
+	if i, ok := c.index[string(k)]; ok { // no allocation for the lookup
 		return i
 	}
 	i := uint32(len(c.lists))
 	c.lists = append(c.lists, slices.Clone(acl))
-	c.index[k] = i
+	c.index[string(k)] = i
 	return i
 }
 

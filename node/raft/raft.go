@@ -51,6 +51,9 @@ type Config struct {
 	// MaxInflight the append messages in flight to one follower.
 	MaxAppendBytes int
 	MaxInflight    int
+	// NoAppendCoalescing sends every flush's new entries at once instead
+	// of holding a partly filled append while another is in flight.
+	NoAppendCoalescing bool
 	// MaxPending bounds proposals waiting for the disk; beyond it Propose
 	// returns ErrBusy.
 	MaxPending int
@@ -233,9 +236,8 @@ type Raft struct {
 	votes            map[ID]bool
 
 	// leader state
-	peers      []*peer // everyone else, in configuration order
-	zxidCount  uint32  // counter of the last zxid handed out in this term
-	commitSent Index   // commit index last sent to followers
+	peers     []*peer // everyone else, in configuration order
+	zxidCount uint32  // counter of the last zxid handed out in this term
 
 	// ReadIndex
 	reads reads
@@ -255,10 +257,13 @@ type peer struct {
 	next     Index
 	match    Index
 	inflight int // append messages sent and not answered
-	probing  bool
-	active   bool   // heard from since the last check-quorum
-	readSeq  uint64 // highest ReadIndex round it acknowledged
-	snap     *snapSend
+	// commitSent is the commit index the last message to it carried, so a
+	// commit it already heard about with entries is not sent again.
+	commitSent Index
+	probing    bool
+	active     bool   // heard from since the last check-quorum
+	readSeq    uint64 // highest ReadIndex round it acknowledged
+	snap       *snapSend
 }
 
 // New creates a server. Call Start on the node's EvStart.
@@ -347,14 +352,12 @@ func (r *Raft) Handle(ev node.Event) bool {
 func (r *Raft) Flush() {
 	if r.role == Leader && r.ready {
 		r.broadcastAppend()
-		if r.commit > r.commitSent {
-			// Followers apply (and answer their clients) only once they
-			// learn the commit: tell them now rather than at the next tick.
-			r.commitSent = r.commit
-			for _, p := range r.peers {
-				if p.snap == nil && !p.probing {
-					r.sendAppend(p, true)
-				}
+		// Followers apply (and answer their clients) only once they learn
+		// the commit: tell those the appends above did not tell now rather
+		// than at the next tick.
+		for _, p := range r.peers {
+			if p.commitSent < r.commit && p.snap == nil && !p.probing {
+				r.sendAppend(p, true)
 			}
 		}
 	}
@@ -864,6 +867,7 @@ func (r *Raft) becomeLeader() {
 		p.active = true
 		p.readSeq = 0
 		p.snap = nil
+		p.commitSent = 0
 	}
 	r.env.Logf("raft: %d leads term %d (last index %d)", r.cfg.ID, r.term, r.log.lastIndex())
 	r.appendLeaderEntry(EntryNoop, nil)
