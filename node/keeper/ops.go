@@ -228,7 +228,7 @@ func (t *Tree) create(c *caller, cfg *treeConfig, r *createOp, ev *[]event, undo
 			parent.pzxid = prevPzxid
 		})
 	}
-	*ev = append(*ev, event{jute.EventNodeCreated, path}, event{jute.EventNodeChildrenChanged, parent.path()})
+	*ev = append(*ev, event{jute.EventNodeCreated, path}, event{jute.EventNodeChildrenChanged, parentPath})
 	return path, n, jute.ErrOK
 }
 
@@ -307,7 +307,8 @@ func (t *Tree) removeNode(n *znode, zxid int64, ev *[]event, undo *[]func()) {
 			parent.pzxid = prevPzxid
 		})
 	}
-	*ev = append(*ev, event{jute.EventNodeDeleted, path}, event{jute.EventNodeChildrenChanged, parent.path()})
+	pp, _, _ := parentOf(path)
+	*ev = append(*ev, event{jute.EventNodeDeleted, path}, event{jute.EventNodeChildrenChanged, pp})
 }
 
 func (t *Tree) setData(c *caller, path string, data []byte, version int32, ev *[]event, undo *[]func()) (*znode, int32) {

@@ -76,12 +76,21 @@ func (n *znode) path() string {
 	if n.parent == nil {
 		return "/"
 	}
-	var parts []string
+	size := 0
 	for m := n; m.parent != nil; m = m.parent {
-		parts = append(parts, m.name())
+		size += 1 + len(m.nameBytes())
 	}
-	slices.Reverse(parts)
-	return "/" + strings.Join(parts, "/")
+	// One allocation, filled from the end: paths are built on every create
+	// and delete (for their watch events).
+	b := make([]byte, size)
+	for m := n; m.parent != nil; m = m.parent {
+		name := m.nameBytes()
+		size -= len(name)
+		copy(b[size:], name)
+		size--
+		b[size] = '/'
+	}
+	return string(b)
 }
 
 func (n *znode) numChildren() int32 { return int32(n.children.len()) }
