@@ -748,7 +748,31 @@ func (sm *stateMachine) Restore(data []byte, index raft.Index, zxid raft.Zxid) e
 		return fmt.Errorf("keeper: snapshot holds zxid 0x%x, raft says 0x%x", t.zxid, zxid)
 	}
 	sm.tree = t
+	(*Server)(sm).treeReplaced()
 	return nil
+}
+
+// treeReplaced runs when a snapshot replaced the tree, which happens while
+// clients are connected when the leader sends one to a follower that fell
+// too far behind (paused, partitioned). Their watches, pending writes and
+// the zxids they saw belong to the old tree, and the changes in between
+// fired no events here: a client could see a created node before its watch
+// fired (the keeper scenario caught it, seed 59000357 --swarm=false). As a
+// ZooKeeper follower that resyncs from a snapshot does, close every client
+// connection: clients reconnect with their last zxid and watches, and
+// setWatches sends the events they missed before any reply.
+func (s *Server) treeReplaced() {
+	ids := make([]node.ConnID, 0, len(s.conns))
+	for id := range s.conns { // order-independent: sorted below
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	for _, id := range ids {
+		s.drop(s.conns[id], "the tree was replaced by a snapshot from the leader")
+	}
+	// Writes still pending here either are in the snapshot (never applied
+	// here) or have no connection to answer any more.
+	clear(s.pending)
 }
 
 // treeSeed is the hash seed of the tree's children sets: random per server
