@@ -73,9 +73,17 @@ bench-keeper: build
 bench-keeper-memory: build
 	$(GO) run ./compat/sidebyside --herd $(BIN) --memory
 
+# Every fuzz target in turn, FUZZTIME each: frames, jute records, raft
+# messages, Kafka requests on a broker, request frames on a keeper.
 FUZZTIME ?= 30s
+FUZZ_TARGETS = FuzzReader:./node/frame/ FuzzDecodeRequest:./node/jute/ FuzzDecodeMulti:./node/jute/ \
+	FuzzConnectRequest:./node/jute/ FuzzDecodeMessage:./node/raft/ FuzzRequest:./node/broker/ \
+	FuzzKeeperRequest:./sim/
 fuzz:
-	$(GO) test -run '^$$' -fuzz FuzzReader -fuzztime $(FUZZTIME) ./node/frame/
+	@set -e; for t in $(FUZZ_TARGETS); do \
+		echo "fuzz $${t%%:*} ($${t#*:}) for $(FUZZTIME)"; \
+		$(GO) test -run '^$$' -fuzz "^$${t%%:*}$$" -fuzztime $(FUZZTIME) "$${t#*:}"; \
+	done
 
 clean:
 	rm -rf bin

@@ -1,0 +1,196 @@
+package sim
+
+import (
+	"encoding/binary"
+	"testing"
+	"time"
+
+	"herd/node"
+	"herd/node/jute"
+	"herd/node/keeper"
+	"herd/sim/sched"
+)
+
+// keeperFuzzProbeXid marks the getData of "/" sent after the fuzzed request.
+const keeperFuzzProbeXid = 424242
+
+// FuzzKeeperRequest opens a session on a one-server keeper and sends one
+// request frame the fuzzer chose (request header and body), then a getData of
+// "/". Whatever the frame holds, the server must not panic or halt, and must
+// answer the getData or close the connection: a bad request ends in an error
+// reply or a closed connection, never a dead server or a hung one. Seeds are
+// valid requests of most operations, which the fuzzer mutates.
+func FuzzKeeperRequest(f *testing.F) {
+	for _, r := range keeperFuzzSeeds() {
+		f.Add(r)
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		if len(body) > 1<<16 {
+			return
+		}
+		runKeeperFuzz(t, body)
+	})
+}
+
+// TestKeeperFuzzSeeds runs the seed corpus in every `go test`.
+func TestKeeperFuzzSeeds(t *testing.T) {
+	for _, r := range keeperFuzzSeeds() {
+		runKeeperFuzz(t, r)
+	}
+}
+
+func runKeeperFuzz(t *testing.T, body []byte) {
+	t.Helper()
+	w := NewWorld(1, DefaultParams(FaultProfile{}))
+	spec := keeper.ServerSpec{ID: 1, Host: "s1", QuorumPort: 2888, ElectionPort: 3888}
+	cfg := keeper.Config{
+		ID: 1, ClientAddr: "s1:2181", Servers: []keeper.ServerSpec{spec}, DataDir: "/data",
+		TickTime: 200 * time.Millisecond, SyncLimit: 5, FourLetter: []string{"*"}, TTLEnabled: true,
+		ContainerCheck: time.Second, RaftTick: 50 * time.Millisecond, ElectionTicks: 10,
+	}
+	server := w.AddNode(NodeSpec{Name: "s1", Listen: []string{spec.PeerAddr(), "s1:2181"}, Factory: keeper.New(cfg)})
+	c := &fuzzClient{body: body}
+	w.AddNode(NodeSpec{Name: "c1", Client: true, Factory: func(env node.Env) node.Machine {
+		c.env = env
+		return c
+	}})
+	w.runUntil(sched.Time(3 * time.Second))
+	if f := w.Failure(); f != nil {
+		t.Fatalf("request %x: %v", body, f)
+	}
+	if why := server.LastHalt(); why != "" {
+		t.Fatalf("request %x halted the server: %s", body, why)
+	}
+	if !c.handshake {
+		t.Fatalf("request %x: no session was established", body)
+	}
+	if !c.answered && !c.closed {
+		t.Fatalf("request %x: the getData sent after it was neither answered nor refused with a closed connection", body)
+	}
+}
+
+// fuzzClient connects (retrying until the server leads), opens a session,
+// sends the fuzzed frame and a getData of "/".
+type fuzzClient struct {
+	env       node.Env
+	body      []byte
+	conn      node.ConnID
+	in        []byte
+	handshake bool
+	answered  bool
+	closed    bool
+}
+
+func (c *fuzzClient) Step(ev node.Event) {
+	switch ev.Kind {
+	case node.EvStart:
+		c.env.SetTimer("fuzz/dial", 100*time.Millisecond)
+	case node.EvTimer:
+		if !c.handshake {
+			c.in = c.in[:0]
+			c.conn = c.env.Dial("s1:2181")
+		}
+	case node.EvConnected:
+		if ev.Conn != c.conn {
+			return
+		}
+		e := &jute.Encoder{B: make([]byte, 4)}
+		(&jute.ConnectRequest{TimeOut: 10000, Passwd: make([]byte, 16)}).Encode(e)
+		binary.BigEndian.PutUint32(e.B, uint32(len(e.B)-4))
+		c.env.Send(c.conn, e.B)
+	case node.EvClosed:
+		if ev.Conn != c.conn {
+			return
+		}
+		if c.handshake {
+			c.closed = true
+			return
+		}
+		c.env.SetTimer("fuzz/dial", 100*time.Millisecond) // not serving yet: retry
+	case node.EvReceived:
+		if ev.Conn != c.conn {
+			return
+		}
+		c.in = append(c.in, ev.Data...)
+		for len(c.in) >= 4 {
+			n := int(binary.BigEndian.Uint32(c.in))
+			if len(c.in) < 4+n {
+				return
+			}
+			frame := c.in[4 : 4+n]
+			c.in = c.in[4+n:]
+			if !c.handshake {
+				var resp jute.ConnectResponse
+				if jute.Unmarshal(frame, &resp) != nil && len(frame) < 36 || resp.SessionID == 0 {
+					c.env.Close(c.conn)
+					c.env.SetTimer("fuzz/dial", 100*time.Millisecond)
+					return
+				}
+				c.handshake = true
+				c.send(c.body)
+				probe := &jute.Encoder{}
+				(&jute.RequestHeader{Xid: keeperFuzzProbeXid, Type: jute.OpGetData}).Encode(probe)
+				(&jute.GetDataRequest{Path: "/"}).Encode(probe)
+				c.send(probe.B)
+				continue
+			}
+			if len(frame) >= 4 && int32(binary.BigEndian.Uint32(frame)) == keeperFuzzProbeXid {
+				c.answered = true
+			}
+		}
+	}
+}
+
+func (c *fuzzClient) send(body []byte) {
+	b := binary.BigEndian.AppendUint32(make([]byte, 0, 4+len(body)), uint32(len(body)))
+	c.env.Send(c.conn, append(b, body...))
+}
+
+// keeperFuzzSeeds are valid request frames (header and body) of most
+// operations.
+func keeperFuzzSeeds() [][]byte {
+	open := []jute.ACL{{Perms: jute.PermAll, ID: jute.ID{Scheme: "world", ID: "anyone"}}}
+	req := func(xid, op int32, r interface{ Encode(*jute.Encoder) }) []byte {
+		e := &jute.Encoder{}
+		(&jute.RequestHeader{Xid: xid, Type: op}).Encode(e)
+		if r != nil {
+			r.Encode(e)
+		}
+		return e.B
+	}
+	multi := func(op int32, ops []jute.MultiOp) []byte {
+		e := &jute.Encoder{}
+		(&jute.RequestHeader{Xid: 9, Type: op}).Encode(e)
+		jute.EncodeMulti(e, ops)
+		return e.B
+	}
+	create := &jute.CreateRequest{Path: "/a", Data: []byte("x"), ACL: open}
+	return [][]byte{
+		req(1, jute.OpCreate, create),
+		req(1, jute.OpCreate2, &jute.CreateRequest{Path: "/s-", ACL: open, Flags: jute.ModePersistentSequential}),
+		req(1, jute.OpCreate, &jute.CreateRequest{Path: "/e", ACL: open, Flags: jute.ModeEphemeral}),
+		req(1, jute.OpCreateContainer, &jute.CreateRequest{Path: "/c", ACL: open, Flags: jute.ModeContainer}),
+		req(1, jute.OpCreateTTL, &jute.CreateTTLRequest{Path: "/t", ACL: open, Flags: jute.ModePersistentWithTTL, TTL: 1000}),
+		req(2, jute.OpDelete, &jute.DeleteRequest{Path: "/zookeeper", Version: -1}),
+		req(3, jute.OpExists, &jute.ExistsRequest{Path: "/a", Watch: true}),
+		req(4, jute.OpGetData, &jute.GetDataRequest{Path: "/zookeeper/config", Watch: true}),
+		req(5, jute.OpSetData, &jute.SetDataRequest{Path: "/", Data: []byte("y"), Version: -1}),
+		req(6, jute.OpGetACL, &jute.GetACLRequest{Path: "/"}),
+		req(7, jute.OpSetACL, &jute.SetACLRequest{Path: "/", ACL: open, Version: -1}),
+		req(8, jute.OpGetChildren2, &jute.GetChildrenRequest{Path: "/", Watch: true}),
+		req(9, jute.OpSync, &jute.SyncRequest{Path: "/"}),
+		req(10, jute.OpCheck, &jute.CheckVersionRequest{Path: "/", Version: 0}),
+		req(11, jute.OpCheckWatches, &jute.CheckWatchesRequest{Path: "/", Type: 1}),
+		req(12, jute.OpRemoveWatches, &jute.RemoveWatchesRequest{Path: "/", Type: 3}),
+		req(13, jute.OpAddWatch, &jute.AddWatchRequest{Path: "/", Mode: 1}),
+		req(14, jute.OpGetEphemerals, &jute.GetEphemeralsRequest{PrefixPath: "/"}),
+		req(15, jute.OpGetAllChildrenNumber, &jute.GetAllChildrenNumberRequest{Path: "/"}),
+		req(16, jute.OpWhoAmI, nil),
+		req(jute.XidPing, jute.OpPing, nil),
+		req(jute.XidAuth, jute.OpAuth, &jute.AuthPacket{Scheme: "digest", Auth: []byte("u:p")}),
+		req(jute.XidSetWatches, jute.OpSetWatches, &jute.SetWatches{RelativeZxid: 0, DataWatches: []string{"/a"}, ExistWatches: []string{"/b"}, ChildWatches: []string{"/"}}),
+		multi(jute.OpMulti, []jute.MultiOp{{Type: jute.OpCreate, Create: &jute.CreateTTLRequest{Path: "/m", ACL: open}}, {Type: jute.OpDelete, Delete: &jute.DeleteRequest{Path: "/m", Version: -1}}}),
+		multi(jute.OpMultiRead, []jute.MultiOp{{Type: jute.OpGetData, GetData: &jute.GetDataRequest{Path: "/"}}, {Type: jute.OpGetChildren, GetChildren: &jute.GetChildrenRequest{Path: "/"}}}),
+		req(17, jute.OpCloseSession, nil),
+	}
+}
