@@ -78,7 +78,7 @@ bench-keeper-memory: build
 FUZZTIME ?= 30s
 FUZZ_TARGETS = FuzzReader:./node/frame/ FuzzDecodeRequest:./node/jute/ FuzzDecodeMulti:./node/jute/ \
 	FuzzConnectRequest:./node/jute/ FuzzDecodeMessage:./node/raft/ FuzzRequest:./node/broker/ \
-	FuzzKeeperRequest:./sim/
+	FuzzKeeperRequest:./sim/ FuzzKeeperRequests:./sim/
 fuzz:
 	@set -e; for t in $(FUZZ_TARGETS); do \
 		echo "fuzz $${t%%:*} ($${t#*:}) for $(FUZZTIME)"; \

@@ -28,18 +28,44 @@ func FuzzKeeperRequest(f *testing.F) {
 		if len(body) > 1<<16 {
 			return
 		}
-		runKeeperFuzz(t, body)
+		runKeeperFuzz(t, [][]byte{body})
+	})
+}
+
+// FuzzKeeperRequests is FuzzKeeperRequest for a sequence of requests, so
+// that one can act on what an earlier one did (a multi on a node a create
+// made, watches then changes, auth then ACLs). The input is a series of
+// frames, each a length byte and that many bytes of request.
+func FuzzKeeperRequests(f *testing.F) {
+	seeds := keeperFuzzSeeds()
+	for i := range seeds {
+		var in []byte
+		for _, r := range [][]byte{seeds[i], seeds[(i+1)%len(seeds)], seeds[(i+7)%len(seeds)]} {
+			if len(r) < 256 {
+				in = append(append(in, byte(len(r))), r...)
+			}
+		}
+		f.Add(in)
+	}
+	f.Fuzz(func(t *testing.T, in []byte) {
+		var frames [][]byte
+		for len(in) > 0 && len(frames) < 16 {
+			n := min(int(in[0]), len(in)-1)
+			frames = append(frames, in[1:1+n])
+			in = in[1+n:]
+		}
+		runKeeperFuzz(t, frames)
 	})
 }
 
 // TestKeeperFuzzSeeds runs the seed corpus in every `go test`.
 func TestKeeperFuzzSeeds(t *testing.T) {
 	for _, r := range keeperFuzzSeeds() {
-		runKeeperFuzz(t, r)
+		runKeeperFuzz(t, [][]byte{r})
 	}
 }
 
-func runKeeperFuzz(t *testing.T, body []byte) {
+func runKeeperFuzz(t *testing.T, frames [][]byte) {
 	t.Helper()
 	w := NewWorld(1, DefaultParams(FaultProfile{}))
 	spec := keeper.ServerSpec{ID: 1, Host: "s1", QuorumPort: 2888, ElectionPort: 3888}
@@ -49,23 +75,23 @@ func runKeeperFuzz(t *testing.T, body []byte) {
 		ContainerCheck: time.Second, RaftTick: 50 * time.Millisecond, ElectionTicks: 10,
 	}
 	server := w.AddNode(NodeSpec{Name: "s1", Listen: []string{spec.PeerAddr(), "s1:2181"}, Factory: keeper.New(cfg)})
-	c := &fuzzClient{body: body}
+	c := &fuzzClient{frames: frames}
 	w.AddNode(NodeSpec{Name: "c1", Client: true, Factory: func(env node.Env) node.Machine {
 		c.env = env
 		return c
 	}})
 	w.runUntil(sched.Time(3 * time.Second))
 	if f := w.Failure(); f != nil {
-		t.Fatalf("request %x: %v", body, f)
+		t.Fatalf("requests %x: %v", frames, f)
 	}
 	if why := server.LastHalt(); why != "" {
-		t.Fatalf("request %x halted the server: %s", body, why)
+		t.Fatalf("requests %x halted the server: %s", frames, why)
 	}
 	if !c.handshake {
-		t.Fatalf("request %x: no session was established", body)
+		t.Fatalf("requests %x: no session was established", frames)
 	}
 	if !c.answered && !c.closed {
-		t.Fatalf("request %x: the getData sent after it was neither answered nor refused with a closed connection", body)
+		t.Fatalf("requests %x: the getData sent after them was neither answered nor refused with a closed connection", frames)
 	}
 }
 
@@ -73,7 +99,7 @@ func runKeeperFuzz(t *testing.T, body []byte) {
 // sends the fuzzed frame and a getData of "/".
 type fuzzClient struct {
 	env       node.Env
-	body      []byte
+	frames    [][]byte
 	conn      node.ConnID
 	in        []byte
 	handshake bool
@@ -127,7 +153,9 @@ func (c *fuzzClient) Step(ev node.Event) {
 					return
 				}
 				c.handshake = true
-				c.send(c.body)
+				for _, f := range c.frames {
+					c.send(f)
+				}
 				probe := &jute.Encoder{}
 				(&jute.RequestHeader{Xid: keeperFuzzProbeXid, Type: jute.OpGetData}).Encode(probe)
 				(&jute.GetDataRequest{Path: "/"}).Encode(probe)
