@@ -43,11 +43,14 @@ const (
 
 // Options configures Start.
 type Options struct {
-	Servers int               // number of servers: 1 or 3 (default 3)
-	HerdBin string            // path to the herd binary (Kind herd)
-	Dir     string            // where configs and data go (default: fresh temp dir, removed by Stop)
-	Extra   map[string]string // extra zoo.cfg keys, e.g. "extendedTypesEnabled": "true"
-	Log     io.Writer         // server stdout/stderr, lines prefixed with "[sN] " (nil: server-N/server.log)
+	Servers int    // number of servers: 1 or 3 (default 3)
+	HerdBin string // path to the herd binary (Kind herd)
+	// HerdFlags are added to `herd keeper --config <cfg>` (e.g. "-v" for
+	// the debug log).
+	HerdFlags []string
+	Dir       string            // where configs and data go (default: fresh temp dir, removed by Stop)
+	Extra     map[string]string // extra zoo.cfg keys, e.g. "extendedTypesEnabled": "true"
+	Log       io.Writer         // server stdout/stderr, lines prefixed with "[sN] " (nil: server-N/server.log)
 
 	// JVMFlags replaces ZooKeeperJVMFlags for Kind zookeeper (tests pass
 	// FastStartJVMFlags; benchmarks keep the default full JIT). The env
@@ -386,6 +389,7 @@ func (e *Ensemble) command(s *server) (*exec.Cmd, error) {
 			args = append(args, "--rejoin")
 		}
 		s.mu.Unlock()
+		args = append(args, e.opts.HerdFlags...)
 		return exec.Command(e.opts.HerdBin, args...), nil
 	default:
 		java, err := exec.LookPath("java")
