@@ -1,0 +1,140 @@
+package jepsen
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"herd/compat/kafka/broker"
+)
+
+// TestBrokerAckedRecordsSurviveKill9 produces to a `herd broker` with
+// flush.messages=1 (acknowledged means fsynced) from a kgo producer while
+// the broker is killed with SIGKILL and restarted three times, then reads
+// every partition back. Every acknowledged record must be at the offset its
+// acknowledgement named, with its value; offsets must be dense from 0; a
+// value may appear twice only as a retry of a produce whose answer was lost.
+func TestBrokerAckedRecordsSurviveKill9(t *testing.T) {
+	b, err := broker.Start(broker.Herd, broker.Options{Bin: herdBin, Partitions: 3, AutoCreate: true,
+		Extra: map[string]string{"flush.messages": "1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Stop()
+
+	const topic = "kill9"
+	cl, err := kgo.NewClient(kgo.SeedBrokers(b.Addr), kgo.DefaultProduceTopic(topic),
+		kgo.RequiredAcks(kgo.AllISRAcks()), kgo.DisableIdempotentWrite(),
+		kgo.ProducerBatchCompression(kgo.NoCompression()), kgo.RecordRetries(1000),
+		kgo.RetryTimeout(time.Minute), kgo.ProducerLinger(time.Millisecond), kgo.AllowAutoTopicCreation())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+
+	type acked struct {
+		partition int32
+		offset    int64
+	}
+	var mu sync.Mutex
+	acks := map[string]acked{} // value -> where its acknowledgement put it
+	var failed int
+	var firstErr error
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	var wg sync.WaitGroup
+	stop := make(chan struct{})
+	var produced int
+	producerDone := make(chan struct{})
+	go func() {
+		defer close(producerDone)
+		for ; ; produced++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			v := fmt.Sprintf("v%07d", produced)
+			wg.Add(1)
+			cl.Produce(ctx, &kgo.Record{Key: []byte(v), Value: []byte(v)}, func(r *kgo.Record, err error) {
+				defer wg.Done()
+				mu.Lock()
+				defer mu.Unlock()
+				if err != nil {
+					if failed++; firstErr == nil {
+						firstErr = err
+					}
+					return
+				}
+				acks[string(r.Value)] = acked{r.Partition, r.Offset}
+			})
+		}
+	}()
+	const kills = 3
+	for k := range kills {
+		time.Sleep(400 * time.Millisecond) // kill with produce requests in flight
+		if err := b.Restart(); err != nil {
+			t.Fatalf("restart %d: %v", k+1, err)
+		}
+	}
+	time.Sleep(400 * time.Millisecond)
+	close(stop)
+	<-producerDone
+	wg.Wait()
+	if len(acks) < produced/2 || len(acks) < 1000 {
+		t.Fatalf("only %d of %d records acknowledged (%d failed, the first with %v): too little to check", len(acks), produced, failed, firstErr)
+	}
+
+	// Read every partition from offset 0 to its end.
+	cl.Close()
+	ends := map[int32]int64{}
+	for _, a := range acks {
+		ends[a.partition] = max(ends[a.partition], a.offset+1)
+	}
+	got := map[int32][]string{}
+	for p, end := range ends {
+		c, err := kgo.NewClient(kgo.SeedBrokers(b.Addr),
+			kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{topic: {p: kgo.NewOffset().At(0)}}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for int64(len(got[p])) < end && ctx.Err() == nil {
+			fs := c.PollFetches(ctx)
+			if err := fs.Err0(); err != nil && ctx.Err() == nil {
+				t.Fatalf("fetch %s/%d: %v", topic, p, err)
+			}
+			fs.EachRecord(func(r *kgo.Record) {
+				if r.Offset != int64(len(got[p])) {
+					t.Fatalf("%s/%d: record at offset %d after %d records: offsets are not dense", topic, p, r.Offset, len(got[p]))
+				}
+				got[p] = append(got[p], string(r.Value))
+			})
+		}
+		c.Close()
+	}
+	seen := map[string]int{}
+	for _, vs := range got {
+		for _, v := range vs {
+			seen[v]++
+		}
+	}
+	dups := 0
+	for v, a := range acks {
+		vs := got[a.partition]
+		if a.offset >= int64(len(vs)) {
+			t.Fatalf("acknowledged %s at %s/%d offset %d, but the partition ends at %d", v, topic, a.partition, a.offset, len(vs))
+		}
+		if vs[a.offset] != v {
+			t.Fatalf("acknowledged %s at %s/%d offset %d, which holds %s", v, topic, a.partition, a.offset, vs[a.offset])
+		}
+		if seen[v] > 1 {
+			dups++
+		}
+	}
+	t.Logf("%d of %d records acknowledged (%d failed), all read back at their offsets; %d appear twice (retries of produces whose answer the kill lost)",
+		len(acks), produced, failed, dups)
+}
