@@ -60,6 +60,10 @@ func ValidatePath(path string, sequential bool) error {
 			return fmt.Errorf("%w: %q is relative", ErrInvalidPath, path)
 		}
 		for i, w := 0, 0; i < len(seg); i += w {
+			if c := seg[i]; c > 0x1f && c < 0x7f {
+				w = 1 // printable ASCII: allowed, and every path a server reads checks it
+				continue
+			}
 			var r rune
 			r, w = utf8.DecodeRuneInString(seg[i:])
 			if r == utf8.RuneError && w == 1 {
