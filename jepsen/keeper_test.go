@@ -135,6 +135,55 @@ func TestKeeperLinearizableUnderFaults(t *testing.T) {
 			}
 		}()
 	}
+	// Watchers: a data watch must fire before any reply that shows its
+	// node changed. go-zookeeper hands a watch event to its channel before
+	// it reads the next frame, so once a read returns a newer version than
+	// the one the watch was set at, the event must already be there.
+	var watchMu sync.Mutex
+	var watchErr error
+	var watchChecks int
+	for wi := 1; wi <= 2; wi++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c := connect()
+			defer c.Close()
+			rng := rand.New(rand.NewPCG(uint64(wi), 99))
+			for time.Now().Before(deadline) {
+				k := key(rng.IntN(nKeys))
+				_, st, ch, err := c.GetW(k)
+				if err != nil {
+					continue
+				}
+				for time.Now().Before(deadline) {
+					if _, err := c.Sync(k); err != nil {
+						break
+					}
+					_, st2, err := c.Get(k)
+					if err != nil {
+						break
+					}
+					if st2.Mzxid <= st.Mzxid {
+						continue
+					}
+					select {
+					case <-ch:
+						watchMu.Lock()
+						watchChecks++
+						watchMu.Unlock()
+					default:
+						watchMu.Lock()
+						if watchErr == nil {
+							watchErr = fmt.Errorf("%s: a read returned version %d (mzxid %#x) while the data watch set at version %d (mzxid %#x) had not fired",
+								k, st2.Version, st2.Mzxid, st.Version, st.Mzxid)
+						}
+						watchMu.Unlock()
+					}
+					break
+				}
+			}
+		}()
+	}
 
 	// Faults: stop a follower for 2.5 s, kill the leader and restart it.
 	rng := rand.New(rand.NewPCG(1, 2))
@@ -180,6 +229,13 @@ func TestKeeperLinearizableUnderFaults(t *testing.T) {
 	}
 	t.Logf("%d sets acknowledged, %d linearizable reads, %d writes with unknown outcome; %d snapshot installs logged",
 		sets, reads, unknown, installs.count())
+	t.Logf("%d data watches fired before a read showed their change", watchChecks)
+	if watchErr != nil {
+		t.Fatal(watchErr)
+	}
+	if watchChecks < 20 {
+		t.Fatalf("only %d watch checks: too few to mean anything", watchChecks)
+	}
 	if installs.count() == 0 {
 		t.Fatalf("no follower was caught up by a snapshot: the faults did not exercise what this test is for")
 	}
