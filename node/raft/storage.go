@@ -702,7 +702,20 @@ func (s *storage) replay(rc *recovery) {
 	var cutAt int64
 	for k, data := range rc.segData {
 		seg := rc.segs[k]
-		sc := scanSegment(data, seg.seq, k == len(rc.segData)-1)
+		newest := k == len(rc.segData)-1
+		sc := scanSegment(data, seg.seq, newest)
+		if newest && len(sc.records) == 0 && !sc.lossy {
+			// Zeros or its own fill from the first byte: its header batch
+			// never became durable (a crash tore the write that created
+			// it, or a halt cut it short), so nothing in it was ever
+			// acknowledged. Like a torn tail it is a clean end, not a
+			// loss; it is removed below. Judging it lossy made a server
+			// abstain for nothing (keeper seed 75001074: with another
+			// server abstaining after corruption, no leader could be
+			// elected again).
+			r.env.Logf("raft: %s holds nothing durable; removing it", seg.name)
+			break
+		}
 		ok := s.replaySegment(rc, seg, sc.records, &hs)
 		if !ok {
 			break
