@@ -395,7 +395,7 @@ type Status struct {
 	Term            Term
 	Vote            ID
 	Leader          ID
-	Abstain         bool
+	Abstain         bool // abstaining, or its end not yet durable
 	TermUnknown     bool // lost its term; answers no leader yet (see Raft.termUnknown)
 	Commit, Applied Index
 	FirstIndex      Index // first entry held in memory (after the snapshot)
@@ -425,7 +425,7 @@ type Progress struct {
 func (r *Raft) Status() Status {
 	return Status{
 		ID: r.cfg.ID, Ready: r.ready, Role: r.role, Term: r.term, Vote: r.vote, Leader: r.leader,
-		Abstain: r.abstain, TermUnknown: r.termUnknown, Commit: r.commit, Applied: r.applied,
+		Abstain: r.st.abstainDurable(), TermUnknown: r.termUnknown, Commit: r.commit, Applied: r.applied,
 		FirstIndex: r.log.snapIndex + 1, LastIndex: r.log.lastIndex(), LastTerm: r.log.lastTerm(),
 		LastZxid: r.log.lastZxid(), SnapIndex: r.log.snapIndex, Durable: r.st.durable,
 		Progress: r.progress(),

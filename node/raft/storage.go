@@ -68,6 +68,12 @@ type storage struct {
 	clearAbstainAt Index
 
 	batchesSynced, entriesSynced uint64 // statistics
+	// batchesSubmitted counts WAL batches written; abstainClearedIn is
+	// the one carrying the hard state that ended abstention: until it is
+	// durable a crash brings the abstention back, so Status still reports
+	// it (the simulator's corruption gate trusted the cleared flag too
+	// early: consensus seed 81000029).
+	batchesSubmitted, abstainClearedIn uint64
 
 	snap         segSnap // the newest durable snapshot file
 	snapshotting bool
@@ -278,6 +284,7 @@ func (s *storage) flush() {
 	s.size += int64(len(batch))
 	s.batches++
 	s.inflight = true
+	s.batchesSubmitted++
 	s.inflightLast = s.pendingLast
 	s.inflightEntries = s.pendingEntries
 	for _, d := range s.deferred {
@@ -337,6 +344,12 @@ func (s *storage) synced(ev node.Event) {
 	s.flush()
 }
 
+// abstainDurable reports whether abstention still holds on disk: set, or
+// cleared in a batch not yet synced.
+func (s *storage) abstainDurable() bool {
+	return s.r.abstain || s.batchesSynced < s.abstainClearedIn
+}
+
 // maybeClearAbstain ends abstention once the log a leader vouched for is
 // durable here.
 func (s *storage) maybeClearAbstain() {
@@ -346,6 +359,7 @@ func (s *storage) maybeClearAbstain() {
 		r.abstain = false
 		r.env.Logf("raft: %d caught up; it votes again", r.cfg.ID)
 		s.saveState()
+		s.abstainClearedIn = s.batchesSubmitted + 1 // pending goes out whole in the next batch
 	}
 }
 
