@@ -100,13 +100,19 @@ func TestKeeperLinearizableUnderFaults(t *testing.T) {
 	const workload = 20 * time.Second
 	deadline := time.Now().Add(workload)
 	var wg sync.WaitGroup
-	for ci := 1; ci <= 5; ci++ {
+	// spawn runs fn on a session of its own with its own random stream. It
+	// connects here, on the test goroutine, where t.Fatal may be called.
+	spawn := func(seed, stream uint64, fn func(c *zk.Conn, rng *rand.Rand)) {
+		c := connect()
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			c := connect()
 			defer c.Close()
-			rng := rand.New(rand.NewPCG(uint64(ci), 7))
+			fn(c, rand.New(rand.NewPCG(seed, stream)))
+		}()
+	}
+	for ci := 1; ci <= 5; ci++ {
+		spawn(uint64(ci), 7, func(c *zk.Conn, rng *rand.Rand) {
 			for n := 0; time.Now().Before(deadline); n++ {
 				k := key(rng.IntN(nKeys))
 				call := now()
@@ -133,7 +139,7 @@ func TestKeeperLinearizableUnderFaults(t *testing.T) {
 				record(checker.ZKOp{Client: ci, Key: k, Kind: checker.ZKRead, Version: -1, Call: call, Return: now(),
 					FailIndex: -1, Err: jute.ErrOK, OutData: string(data), OutVersion: st.Version})
 			}
-		}()
+		})
 	}
 	// Watchers: a data watch must fire before any reply that shows its
 	// node changed. go-zookeeper hands a watch event to its channel before
@@ -143,12 +149,7 @@ func TestKeeperLinearizableUnderFaults(t *testing.T) {
 	var watchErr error
 	var watchChecks int
 	for wi := 1; wi <= 2; wi++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			c := connect()
-			defer c.Close()
-			rng := rand.New(rand.NewPCG(uint64(wi), 99))
+		spawn(uint64(wi), 99, func(c *zk.Conn, rng *rand.Rand) {
 			for time.Now().Before(deadline) {
 				k := key(rng.IntN(nKeys))
 				_, st, ch, err := c.GetW(k)
@@ -182,7 +183,7 @@ func TestKeeperLinearizableUnderFaults(t *testing.T) {
 					break
 				}
 			}
-		}()
+		})
 	}
 
 	// Faults: stop a follower for 2.5 s, kill the leader and restart it.

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"herd/node"
+	"herd/node/frame"
 	"herd/node/jute"
 	"herd/node/keeper"
 	"herd/sim/sched"
@@ -87,6 +88,9 @@ func runKeeperFuzz(t *testing.T, frames [][]byte) {
 	if why := server.LastHalt(); why != "" {
 		t.Fatalf("requests %x halted the server: %s", frames, why)
 	}
+	if c.badReply != "" {
+		t.Fatalf("requests %x: the server answered with a bad frame: %s", frames, c.badReply)
+	}
 	if !c.handshake {
 		t.Fatalf("requests %x: no session was established", frames)
 	}
@@ -101,10 +105,11 @@ type fuzzClient struct {
 	env       node.Env
 	frames    [][]byte
 	conn      node.ConnID
-	in        []byte
+	in        *frame.Reader
 	handshake bool
 	answered  bool
 	closed    bool
+	badReply  string // the server sent a frame the client cannot read
 }
 
 func (c *fuzzClient) Step(ev node.Event) {
@@ -113,17 +118,14 @@ func (c *fuzzClient) Step(ev node.Event) {
 		c.env.SetTimer("fuzz/dial", 100*time.Millisecond)
 	case node.EvTimer:
 		if !c.handshake {
-			c.in = c.in[:0]
+			c.in = frame.NewReader(1 << 20)
 			c.conn = c.env.Dial("s1:2181")
 		}
 	case node.EvConnected:
 		if ev.Conn != c.conn {
 			return
 		}
-		e := &jute.Encoder{B: make([]byte, 4)}
-		(&jute.ConnectRequest{TimeOut: 10000, Passwd: make([]byte, 16)}).Encode(e)
-		binary.BigEndian.PutUint32(e.B, uint32(len(e.B)-4))
-		c.env.Send(c.conn, e.B)
+		c.send(jute.Marshal(&jute.ConnectRequest{TimeOut: 10000, Passwd: make([]byte, 16)}))
 	case node.EvClosed:
 		if ev.Conn != c.conn {
 			return
@@ -137,14 +139,17 @@ func (c *fuzzClient) Step(ev node.Event) {
 		if ev.Conn != c.conn {
 			return
 		}
-		c.in = append(c.in, ev.Data...)
-		for len(c.in) >= 4 {
-			n := int(binary.BigEndian.Uint32(c.in))
-			if len(c.in) < 4+n {
+		c.in.Feed(ev.Data)
+		for {
+			frame, ok, err := c.in.Next()
+			if err != nil {
+				c.badReply = err.Error()
+				c.env.Close(c.conn)
 				return
 			}
-			frame := c.in[4 : 4+n]
-			c.in = c.in[4+n:]
+			if !ok {
+				return
+			}
 			if !c.handshake {
 				var resp jute.ConnectResponse
 				if jute.Unmarshal(frame, &resp) != nil && len(frame) < 36 || resp.SessionID == 0 {
@@ -169,10 +174,7 @@ func (c *fuzzClient) Step(ev node.Event) {
 	}
 }
 
-func (c *fuzzClient) send(body []byte) {
-	b := binary.BigEndian.AppendUint32(make([]byte, 0, 4+len(body)), uint32(len(body)))
-	c.env.Send(c.conn, append(b, body...))
-}
+func (c *fuzzClient) send(body []byte) { c.env.Send(c.conn, frame.Append(nil, body)) }
 
 // keeperFuzzSeeds are valid request frames (header and body) of most
 // operations.
