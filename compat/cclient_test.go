@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/go-zookeeper/zk"
+
+	"herd/compat/ensemble"
 )
 
 // The C client: Debian's zookeeper-bin ships cli_mt (the shell of the
@@ -178,6 +180,7 @@ func TestCClient(t *testing.T) {
 	e := startEnsemble(t, nil)
 	t.Run("cli_mt", func(t *testing.T) { testCliMt(t, e.Hosts(), e.Addrs[1]) })
 	t.Run("load_gen", func(t *testing.T) { testLoadGen(t, e.Hosts(), e.Addrs) })
+	t.Run("load_gen_leader_killed", func(t *testing.T) { testLoadGenFailover(t, e) })
 }
 
 // testCliMt runs one interactive cli_mt session through every command kind
@@ -357,9 +360,137 @@ func testLoadGen(t *testing.T, hosts string, addrs []string) {
 	for _, r := range runs {
 		// the killed run may have left children (from a create cycle cut
 		// short); clean deletes the whole subtree and fails on any error
-		out, err := exec.Command(loadGenPath, hosts, r.path, "clean").CombinedOutput()
-		if err != nil || !strings.Contains(string(out), "Successfully deleted a subtree starting at "+r.path) {
-			t.Errorf("load_gen clean %s: %v\n%s", r.path, err, lastN(string(out), 20))
+		loadGenClean(t, hosts, r.path)
+	}
+}
+
+// loadGenClean runs load_gen's clean mode, which deletes path's subtree
+// with synchronous calls and fails on the first error.
+func loadGenClean(t *testing.T, hosts, path string) {
+	t.Helper()
+	for try := 1; ; try++ {
+		out, err := exec.Command(loadGenPath, hosts, path, "clean").CombinedOutput()
+		if err == nil && strings.Contains(string(out), "Successfully deleted a subtree starting at "+path) {
+			return
+		}
+		// Once in about twenty runs ZooKeeper (the oracle, on its
+		// fast-start JVM flags) went silent on the connection for longer
+		// than the C client's read timeout (two thirds of the 10 s session
+		// timeout) right after the load, and the delete failed with
+		// OperationTimeout (rc=-7). The oracle gets a second try; herd does
+		// not: a stall that long is a bug.
+		if target == ensemble.ZooKeeper && try == 1 && strings.Contains(string(out), "rc=-7") {
+			t.Logf("load_gen clean %s: ZooKeeper timed out an operation; trying once more:\n%s", path, lastN(string(out), 5))
+			continue
+		}
+		t.Errorf("load_gen clean %s: %v\n%s", path, err, lastN(string(out), 20))
+		return
+	}
+}
+
+// testLoadGenFailover runs load_gen on the leader, kills the leader with
+// SIGKILL mid-run and restarts it: the C client must move its session to
+// another server (same session id; requests in flight fail with
+// ConnectionLoss, as the C library reports them) and, from its second
+// cycle after the move, run without an error while a new leader takes
+// over and the old one rejoins.
+func testLoadGenFailover(t *testing.T, e *ensemble.Ensemble) {
+	leader := e.Leader()
+	if leader < 0 {
+		t.Fatal("no leader")
+	}
+	hosts := []string{e.Addrs[leader]}
+	for i, a := range e.Addrs {
+		if i != leader {
+			hosts = append(hosts, a)
 		}
 	}
+	path := uniquePath("loadgen-failover")
+	var out lockedBuffer
+	cmd := exec.Command(loadGenPath, strings.Join(hosts, ","), path, "500")
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	stopped := false
+	stop := func() {
+		if !stopped {
+			stopped = true
+			cmd.Process.Kill()
+			cmd.Wait()
+		}
+	}
+	defer stop()
+	fail := func(format string, a ...any) {
+		t.Helper()
+		stop()
+		t.Fatalf(format+"\nload_gen output (tail):\n%s", append(a, lastN(out.String(), 30))...)
+	}
+	established := regexp.MustCompile(`session establishment complete on server (\S+), sessionId=(0x[0-9a-f]+)`)
+	waitFor := func(what string, d time.Duration, ok func(string) bool) {
+		t.Helper()
+		deadline := time.Now().Add(d)
+		for !ok(out.String()) {
+			if time.Now().After(deadline) {
+				fail("load_gen: %s: not within %v", what, d)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	cyclesIn := func(s string) int { return strings.Count(s, "Starting the delete cycle") }
+	waitFor("two cycles on the leader", 60*time.Second, func(s string) bool { return cyclesIn(s) >= 2 })
+	first := established.FindStringSubmatch(out.String())
+	if first == nil || first[1] != hosts[0] {
+		fail("load_gen did not connect to the leader %s first (%q)", hosts[0], first)
+	}
+	if err := e.Kill(leader); err != nil {
+		fail("kill leader: %v", err)
+	}
+	var moved []string
+	waitFor("its session on another server", 30*time.Second, func(s string) bool {
+		m := established.FindAllStringSubmatch(s, -1)
+		if len(m) < 2 {
+			return false
+		}
+		moved = m[len(m)-1]
+		return true
+	})
+	if moved[1] == hosts[0] || moved[2] != first[2] {
+		fail("after the kill: session %s on %s, want session %s on another server than %s", moved[2], moved[1], first[2], hosts[0])
+	}
+	// From here on the log is examined after the move: errors are allowed
+	// until the second cycle after it begins (the cycle cut by the kill,
+	// and the one that cleans up after it), then none.
+	movedAt := strings.Index(out.String(), moved[0])
+	after := func() string { return out.String()[movedAt:] }
+	waitFor("two cycles after the move", 60*time.Second, func(string) bool { return strings.Count(after(), "Creating children") >= 2 })
+	cleanFrom := movedAt + nthIndex(after(), "Creating children", 2)
+	if err := e.Restart(leader); err != nil {
+		fail("restart the old leader: %v", err)
+	}
+	waitFor("three clean cycles", 90*time.Second, func(s string) bool { return cyclesIn(s[cleanFrom:]) >= 3 })
+	stop()
+	for _, l := range strings.Split(out.String()[cleanFrom:], "\n") {
+		if strings.Contains(l, "ZOO_ERROR") {
+			t.Errorf("load_gen after the failover: %s", l)
+		}
+	}
+	t.Logf("load_gen: session %s moved from %s to %s; %d cycles in all", first[2], hosts[0], moved[1], cyclesIn(out.String()))
+	loadGenClean(t, e.Hosts(), path)
+}
+
+// nthIndex is the index of the n-th (from 1) occurrence of sub in s.
+func nthIndex(s, sub string, n int) int {
+	at := 0
+	for ; n > 0; n-- {
+		i := strings.Index(s[at:], sub)
+		if i < 0 {
+			return -1
+		}
+		at += i
+		if n > 1 {
+			at += len(sub)
+		}
+	}
+	return at
 }
