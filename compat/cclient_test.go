@@ -253,6 +253,13 @@ func testCliMt(t *testing.T, hosts, server string) {
 	step("create +t=5000 "+B+"/t", "Creating ["+B+"/t] node (mode: 5)", "["+B+"/t]: rc = -6")
 	step("create +c "+C, "Creating ["+C+"] node (mode: 4)", "Watcher CHILD_EVENT state = CONNECTED_STATE for path "+B, "["+C+"]: rc = 0", "\tname = "+C)
 	step("create "+C+"/k", "Creating ["+C+"/k] node (mode: 0)", "["+C+"/k]: rc = 0", "\tname = "+C+"/k")
+	// an exists watch on a missing node fires on its creation, and one on
+	// an existing node on its deletion, each before the reply
+	W := C + "/w"
+	step("wexists "+W, "Error -101 for "+W)
+	step("create "+W, "Creating ["+W+"] node (mode: 0)", "Watcher CREATED_EVENT state = CONNECTED_STATE for path "+W, "["+W+"]: rc = 0", "\tname = "+W)
+	step("wexists " + W)
+	step("delete "+W, "Watcher DELETED_EVENT state = CONNECTED_STATE for path "+W, W+": rc = 0")
 	step("sync "+B, "["+B+"]: rc = 0", "\tname = "+B)
 	step("get /cclient-nope", "/cclient-nope: rc = -101", "", "Stat:", "null")
 	step("aget "+B, append([]string{B + ": rc = 0", " value_len = 5", "hello", "Stat:"}, statHole()...)...)
@@ -260,7 +267,14 @@ func testCliMt(t *testing.T, hosts, server string) {
 	step("ls2 "+C, append([]string{C + ": rc = 0", "\tk"}, statHole()...)...)
 	cLs2 := len(want) - 6
 	cStatNow := stat(C) // before its last child goes (herd may then remove the container at once)
-	step("delete "+C+"/k", "Watcher CHILD_EVENT state = CONNECTED_STATE for path "+C, C+"/k: rc = 0")
+	// one change firing two watches: ZooKeeper sends the node's event, then
+	// its parent's
+	W2 := C + "/w2"
+	step("wexists "+W2, "Error -101 for "+W2)
+	step("create "+W2, "Creating ["+W2+"] node (mode: 0)", "Watcher CREATED_EVENT state = CONNECTED_STATE for path "+W2,
+		"Watcher CHILD_EVENT state = CONNECTED_STATE for path "+C, "["+W2+"]: rc = 0", "\tname = "+W2)
+	step("delete "+W2, W2+": rc = 0")
+	step("delete "+C+"/k", C+"/k: rc = 0")
 	step("delete "+B+"/e", B+"/e: rc = 0")
 	step("addauth digest u:p")
 	want = append(want, "Quitting...")
