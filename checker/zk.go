@@ -230,7 +230,22 @@ func CheckZKLinearizable(ops []ZKOp, dir string, timeout time.Duration) error {
 	case porcupine.Ok:
 		return nil
 	case porcupine.Unknown:
-		return fmt.Errorf("linearizability check of %d operations timed out after %v", len(ops), timeout)
+		// Name the znodes still undecided, with their operations: where a
+		// violation would be, or what made the search too large.
+		msg := fmt.Sprintf("linearizability check of %d operations timed out after %v; undecided:", len(ops), timeout)
+		for _, k := range undecidedKeys {
+			unknown := 0
+			for _, op := range byKey[k] {
+				if op.Unknown {
+					unknown++
+				}
+			}
+			msg += fmt.Sprintf(" %s (%d operations, %d of unknown outcome)", k, len(byKey[k]), unknown)
+		}
+		if k := undecidedKeys[0]; len(byKey[k]) <= 200 {
+			msg += fmt.Sprintf("\n%s:\n%s", k, describeZKOps(byKey[k]))
+		}
+		return fmt.Errorf("%s", msg)
 	}
 	// Name the znode whose history fails, with its operations: that is
 	// where to look.

@@ -103,6 +103,13 @@ func TestZKLinearizableManyUnknown(t *testing.T) {
 	if err := CheckZKLinearizable(lost, "", time.Minute); err == nil || !strings.Contains(err.Error(), "not linearizable") {
 		t.Fatalf("lost acknowledged create beside unknown writes: %v", err)
 	}
+	// A search too large to finish names the znode and shows its history.
+	many := slices.Clone(open[:25])
+	many = append(many, ZKOp{Client: 3, Key: "/k", Kind: ZKRead, Call: 100, Return: 110, Err: jute.ErrNoNode, FailIndex: -1})
+	if err := CheckZKLinearizable(many, "", 2*time.Second); err == nil || !strings.Contains(err.Error(), "timed out") ||
+		!strings.Contains(err.Error(), "/k (26 operations, 24 of unknown outcome)") || !strings.Contains(err.Error(), "c3 sync+read") {
+		t.Fatalf("a search too large: %v", err)
+	}
 	// ... and a read of data nobody wrote, on a second znode.
 	phantom := append(slices.Clone(open), ZKOp{Client: 4, Key: "/j", Kind: ZKRead, Call: 5, Return: 6, OutData: "zz", FailIndex: -1})
 	if err := CheckZKLinearizable(phantom, "", time.Minute); err == nil || !strings.Contains(err.Error(), "/j") {
