@@ -33,13 +33,12 @@ const (
 // its output (cli_mt prints results on stderr, mixed with the library's
 // log lines) is collected without the log lines.
 type cliMt struct {
-	t      *testing.T
-	cmd    *exec.Cmd
-	stdin  io.WriteCloser
-	mu     sync.Mutex
-	lines  []string
-	done   chan struct{}
-	cancel context.CancelFunc
+	t     *testing.T
+	cmd   *exec.Cmd
+	stdin io.WriteCloser
+	mu    sync.Mutex
+	lines []string
+	done  chan struct{}
 }
 
 // cliMtLog matches the C library's log lines ("2026-12-02 15:41:27,569:...").
@@ -54,6 +53,7 @@ func startCliMt(t *testing.T, host string) *cliMt {
 	cmd.WaitDelay = 5 * time.Second
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
+		cancel()
 		t.Fatal(err)
 	}
 	pr, pw := io.Pipe()
@@ -62,7 +62,7 @@ func startCliMt(t *testing.T, host string) *cliMt {
 		cancel()
 		t.Fatalf("starting %s: %v", cliMtPath, err)
 	}
-	c := &cliMt{t: t, cmd: cmd, stdin: stdin, done: make(chan struct{}), cancel: cancel}
+	c := &cliMt{t: t, cmd: cmd, stdin: stdin, done: make(chan struct{})}
 	go func() {
 		defer close(c.done)
 		sc := bufio.NewScanner(pr)
