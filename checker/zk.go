@@ -34,6 +34,10 @@ type ZKOp struct {
 	FailIndex  int   // multi: the failing op (-1 if none)
 	OutVersion int32 // setData/read: the Stat version returned
 	OutData    string
+
+	// until, if set, is a bound on when an unknown operation took effect,
+	// for a reduced check only (see reducedZKHistories).
+	until int64
 }
 
 // ZKKind is an operation kind.
@@ -282,6 +286,9 @@ func zkHistory(ops []ZKOp) []porcupine.Operation {
 		ret := op.Return
 		if op.Unknown {
 			ret = math.MaxInt64
+			if op.until > 0 {
+				ret = op.until
+			}
 		}
 		history[i] = porcupine.Operation{ClientId: op.Client, Input: op, Call: op.Call, Return: ret}
 	}
@@ -289,11 +296,18 @@ func zkHistory(ops []ZKOp) []porcupine.Operation {
 }
 
 // reducedZKHistories returns one znode's history with fewer unknown
-// operations, smallest first; each Ok answer for one is an Ok answer for the
-// whole (see CheckZKLinearizable). Unknown reads constrain nothing and are
-// never kept. The first keeps the unknown writes whose data some completed
-// read returned (it cannot be explained without them); the second also keeps
-// the unknown ones that delete (a create that succeeded may need one).
+// operations, or with less time in which they may take effect, smallest
+// first; each Ok answer for one is an Ok answer for the whole (see
+// CheckZKLinearizable). Unknown reads constrain nothing and are never kept.
+// The first keeps the unknown writes whose data some completed read returned
+// (it cannot be explained without them); the second also keeps the unknown
+// ones that delete (a create that succeeded may need one). The third keeps
+// every unknown write but has it take effect, if at all, before its client's
+// next completed write returned: a linearization within narrower intervals
+// is one within the real ones. (It is also what happens: a session's writes
+// apply in order, and one from a newer connection fences the old one; keeper
+// seed 108003192 needed it, a delete with a version that only an unseen set
+// explains.)
 func reducedZKHistories(ops []ZKOp) [][]ZKOp {
 	observed := map[string]bool{}
 	for _, op := range ops {
@@ -316,11 +330,22 @@ func reducedZKHistories(ops []ZKOp) [][]ZKOp {
 		}
 		return data, deletes
 	}
-	var seen, withDeletes []ZKOp
+	// nextWrite[i]: the earliest return of a completed write by op i's
+	// client called after op i (0: none).
+	nextWrite := make([]int64, len(ops))
+	for i, op := range ops {
+		for _, w := range ops {
+			if w.Client == op.Client && !w.Unknown && w.Kind != ZKRead && w.Call > op.Call &&
+				(nextWrite[i] == 0 || w.Return < nextWrite[i]) {
+				nextWrite[i] = w.Return
+			}
+		}
+	}
+	var seen, withDeletes, bounded []ZKOp
 	unknown := 0
-	for _, op := range ops {
+	for i, op := range ops {
 		if !op.Unknown {
-			seen, withDeletes = append(seen, op), append(withDeletes, op)
+			seen, withDeletes, bounded = append(seen, op), append(withDeletes, op), append(bounded, op)
 			continue
 		}
 		if op.Kind == ZKRead {
@@ -333,11 +358,13 @@ func reducedZKHistories(ops []ZKOp) [][]ZKOp {
 		} else if deletes {
 			withDeletes = append(withDeletes, op)
 		}
+		op.until = nextWrite[i]
+		bounded = append(bounded, op)
 	}
 	if unknown == 0 {
 		return nil // nothing to leave out: the whole history is as small
 	}
-	return [][]ZKOp{seen, withDeletes}
+	return [][]ZKOp{seen, withDeletes, bounded}
 }
 
 func (k ZKKind) String() string {
