@@ -344,6 +344,17 @@ func (s *storage) synced(ev node.Event) {
 	s.flush()
 }
 
+// recoverySynced lets the writer write once what recovery cut and synced
+// is durable.
+func (s *storage) recoverySynced(ev node.Event) {
+	if ev.Err != nil {
+		s.r.env.Halt(fmt.Sprintf("raft: recovery %v failed: %v", ev.OpKind, ev.Err))
+		return
+	}
+	s.inflight = false
+	s.flush()
+}
+
 // abstainDurable reports whether abstention still holds on disk: set, or
 // cleared in a batch not yet synced.
 func (s *storage) abstainDurable() bool {
@@ -805,7 +816,14 @@ func (s *storage) replay(rc *recovery) {
 	if rc.snapName != "" {
 		s.do(node.SyncOp(s.path(rc.snapName)), nil)
 	}
-	s.do(node.SyncDirOp(s.dir), nil)
+	// The writer waits for all of the above: a new segment created while
+	// the truncation of a damaged tail was not yet durable could survive a
+	// crash that the truncation did not, leaving zeros in a segment that is
+	// no longer the newest, which the next recovery must judge a loss
+	// (consensus seed 115005510: with a wiped server abstaining, the
+	// second abstention left no leader).
+	s.barrier = s.do(node.SyncDirOp(s.dir), s.recoverySynced)
+	s.inflight = true
 	s.segs = append(s.segs[:0], rc.segs[:kept]...)
 
 	if rc.snapName != "" {

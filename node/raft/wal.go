@@ -367,6 +367,8 @@ func scanSegment(data []byte, seq uint64, last bool) segmentScan {
 				if zeros && !last {
 					sc.lossy = true
 					sc.why = fmt.Sprintf("zeros after batch %d at byte %d in a segment that is not the newest", sc.batches, pos)
+				} else if zeros {
+					sc.why = fmt.Sprintf("zeros after batch %d at byte %d: an unsynced tail", sc.batches, pos)
 				}
 				return sc
 			}
