@@ -35,9 +35,15 @@ func (g *raftGate) observe() {
 		}
 		g.seen[i] = n.BootCorruptions()
 		g.abstain[i] = st.Abstain
-		if g.inc[i] != n.Incarnation() {
-			g.inc[i] = n.Incarnation()
-			g.wiped[i] = false // this incarnation booted on the blank disk
+		if g.wiped[i] && g.inc[i] != n.Incarnation() && !st.Abstain {
+			// Repaired. Until then every restart gets Rejoin, as an
+			// operator keeps --rejoin until the server reports it caught
+			// up (ignored once its directory is not empty): a crash before
+			// the abstention it recorded at its first boot was durable
+			// left the disk empty, and a restart without Rejoin came back
+			// as a fresh server that voted, after which a second server
+			// could be wiped (keeper seed 119001591).
+			g.wiped[i] = false
 		}
 	}
 }

@@ -32,7 +32,7 @@ func runKeeper(args []string, stdout, stderr io.Writer) int {
 	rejoin := fs.Bool("rejoin", false, "this server's data directory was lost or replaced while the rest of the ensemble kept its "+
 		"data: starting empty, it neither votes nor acknowledges until the others have caught it up "+
 		"(without it, an empty server may help a stale leader overwrite committed data); ignored when "+
-		"the data directory is not empty")
+		"the data directory is not empty, so keep it on restarts until the server logs \"caught up\"")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
