@@ -14,7 +14,30 @@ func (s *Server) read(c *conn, r *request) {
 		s.drop(c, "malformed "+opName(r.op)+" request")
 		return
 	}
-	r.code, r.resp = code, body
+	r.code, r.resp, r.framed = code, body, body != nil
+}
+
+// replyHeaderLen is the length prefix and ReplyHeader (xid, zxid, err) of a
+// reply frame.
+const replyHeaderLen = 4 + 4 + 8 + 4
+
+// statLen is an encoded Stat's size.
+const statLen = 8*4 + 4*3 + 8 + 4*2 + 8
+
+// bodyEncoder starts a read's reply body after room for the reply header, so
+// that pump stamps the header in place and the frame is one allocation
+// (a get at sixteen outstanding requests spent a tenth of a server's CPU
+// growing, then copying, its body). size is a capacity hint for the body.
+func bodyEncoder(size int) *jute.Encoder {
+	return &jute.Encoder{B: make([]byte, replyHeaderLen, replyHeaderLen+max(size, 64))}
+}
+
+// framedBody encodes rec with bodyEncoder. Every non-nil body readOp returns
+// is built so (read marks the request framed).
+func framedBody(rec jute.Record, size int) []byte {
+	e := bodyEncoder(size)
+	rec.Encode(e)
+	return e.B
 }
 
 // callerOf describes a connection to the ACL checks.
@@ -43,7 +66,7 @@ func (s *Server) readOp(c *conn, op int32, body []byte) (int32, []byte) {
 			return jute.ErrNoNode, nil
 		}
 		st := n.stat()
-		return jute.ErrOK, jute.Marshal(&st)
+		return jute.ErrOK, framedBody(&st, statLen)
 	case jute.OpGetData:
 		var req jute.GetDataRequest
 		if req.Decode(d); d.Done() != nil {
@@ -53,7 +76,7 @@ func (s *Server) readOp(c *conn, op int32, body []byte) (int32, []byte) {
 		if code != jute.ErrOK {
 			return code, nil
 		}
-		return code, jute.Marshal(resp)
+		return code, framedBody(resp, 4+len(resp.Data)+statLen)
 	case jute.OpGetACL:
 		var req jute.GetACLRequest
 		if req.Decode(d); d.Done() != nil {
@@ -70,7 +93,7 @@ func (s *Server) readOp(c *conn, op int32, body []byte) (int32, []byte) {
 		if !permitted(t.acls.get(n.acl), cl, jute.PermRead|jute.PermAdmin) {
 			return jute.ErrNoAuth, nil
 		}
-		return jute.ErrOK, jute.Marshal(&jute.GetACLResponse{ACL: t.getACL(cl, n), Stat: n.stat()})
+		return jute.ErrOK, framedBody(&jute.GetACLResponse{ACL: t.getACL(cl, n), Stat: n.stat()}, 0)
 	case jute.OpGetChildren, jute.OpGetChildren2:
 		var req jute.GetChildrenRequest
 		if req.Decode(d); d.Done() != nil {
@@ -81,15 +104,15 @@ func (s *Server) readOp(c *conn, op int32, body []byte) (int32, []byte) {
 			return code, nil
 		}
 		if op == jute.OpGetChildren {
-			return code, jute.Marshal(&jute.GetChildrenResponse{Children: children})
+			return code, framedBody(&jute.GetChildrenResponse{Children: children}, 0)
 		}
-		return code, jute.Marshal(&jute.GetChildren2Response{Children: children, Stat: st})
+		return code, framedBody(&jute.GetChildren2Response{Children: children, Stat: st}, 0)
 	case jute.OpGetEphemerals:
 		var req jute.GetEphemeralsRequest
 		if req.Decode(d); d.Done() != nil {
 			return bad()
 		}
-		return jute.ErrOK, jute.Marshal(&jute.GetEphemeralsResponse{Ephemerals: orEmpty(t.ephemeralsOf(c.session, req.PrefixPath))})
+		return jute.ErrOK, framedBody(&jute.GetEphemeralsResponse{Ephemerals: orEmpty(t.ephemeralsOf(c.session, req.PrefixPath))}, 0)
 	case jute.OpGetAllChildrenNumber:
 		var req jute.GetAllChildrenNumberRequest
 		if req.Decode(d); d.Done() != nil {
@@ -105,7 +128,7 @@ func (s *Server) readOp(c *conn, op int32, body []byte) (int32, []byte) {
 		if !permitted(t.acls.get(n.acl), callerOf(c), jute.PermRead) {
 			return jute.ErrNoAuth, nil
 		}
-		return jute.ErrOK, jute.Marshal(&jute.GetAllChildrenNumberResponse{TotalNumber: descendants(n)})
+		return jute.ErrOK, framedBody(&jute.GetAllChildrenNumberResponse{TotalNumber: descendants(n)}, 0)
 	case jute.OpMultiRead:
 		ops, err := jute.DecodeMulti(d, true)
 		if err != nil || d.Done() != nil {
@@ -131,7 +154,7 @@ func (s *Server) readOp(c *conn, op int32, body []byte) (int32, []byte) {
 				results[i] = jute.MultiResult{Type: jute.OpGetChildren, Children: children}
 			}
 		}
-		e := &jute.Encoder{}
+		e := bodyEncoder(0)
 		jute.EncodeMultiResponse(e, results)
 		return jute.ErrOK, e.B
 	case jute.OpWhoAmI:
@@ -146,7 +169,7 @@ func (s *Server) readOp(c *conn, op int32, body []byte) (int32, []byte) {
 		if c.super {
 			infos = append(infos, jute.ClientInfo{AuthScheme: "super", User: "super"})
 		}
-		return jute.ErrOK, jute.Marshal(&jute.WhoAmIResponse{ClientInfo: infos})
+		return jute.ErrOK, framedBody(&jute.WhoAmIResponse{ClientInfo: infos}, 0)
 	case jute.OpCheckWatches, jute.OpRemoveWatches:
 		var req jute.RemoveWatchesRequest
 		if req.Decode(d); d.Done() != nil {
@@ -191,7 +214,7 @@ func (s *Server) readOp(c *conn, op int32, body []byte) (int32, []byte) {
 		default:
 			return jute.ErrBadArguments, nil
 		}
-		return jute.ErrOK, jute.Marshal(&jute.ErrorResponse{Err: 0})
+		return jute.ErrOK, framedBody(&jute.ErrorResponse{Err: 0}, 0)
 	case jute.OpSetWatches, jute.OpSetWatches2:
 		var req jute.SetWatches2
 		if op == jute.OpSetWatches {

@@ -89,6 +89,7 @@ type request struct {
 	// reply), so a connection never sees zxids go back.
 	code     int32
 	resp     []byte
+	framed   bool  // resp starts with room for the header (bodyEncoder)
 	zxid     int64 // used instead of the applied zxid when fixedZxid
 	fixed    bool
 	write    bool
@@ -467,6 +468,19 @@ func replyFrame(xid int32, zxid int64, code int32, body []byte) []byte {
 	return e.B
 }
 
+// stampReply writes the length prefix and a success ReplyHeader into the
+// room bodyEncoder left in front of a body, making it the frame.
+func stampReply(b []byte, xid int32, zxid int64) []byte {
+	if len(b) < replyHeaderLen {
+		panic(fmt.Sprintf("keeper: framed reply body of %d bytes has no header room", len(b)))
+	}
+	binary.BigEndian.PutUint32(b, uint32(len(b)-4))
+	binary.BigEndian.PutUint32(b[4:], uint32(xid))
+	binary.BigEndian.PutUint64(b[8:], uint64(zxid))
+	binary.BigEndian.PutUint32(b[16:], uint32(jute.ErrOK))
+	return b
+}
+
 func (s *Server) request(c *conn, body []byte) {
 	if len(body) < 8 {
 		s.drop(c, "short request")
@@ -642,7 +656,11 @@ func (s *Server) pump(c *conn) {
 		if r.fixed {
 			zxid = r.zxid
 		}
-		s.env.Send(c.id, replyFrame(r.xid, zxid, r.code, r.resp))
+		if r.framed && r.code == jute.ErrOK {
+			s.env.Send(c.id, stampReply(r.resp, r.xid, zxid))
+		} else {
+			s.env.Send(c.id, replyFrame(r.xid, zxid, r.code, r.resp))
+		}
 		c.sent++
 		s.stats.sent++
 		lat := s.env.Now().Sub(r.start)
