@@ -97,6 +97,7 @@ type Network struct {
 	nextID    node.ConnID
 	links     [][]link // [from][to]
 	stalled   []*flow  // flows waiting for a partition to heal, in stall order
+	clogged   []*flow  // flows waiting for a clog to end, in clog order (Heal ends it early)
 	stats     Stats
 
 	// planted bug for checker tests: deliver a flow's chunks out of order.
@@ -169,6 +170,7 @@ type flow struct {
 	armed     bool   // an event for the head is scheduled
 	gen       uint64 // invalidates a scheduled event after drop or re-arm
 	isStalled bool   // the link is blocked; waiting in Network.stalled
+	isClogged bool   // armed for its link's clog to end; in Network.clogged
 	stallGen  uint64 // bumps when a stall ends, invalidating its timeout
 	ready     bool   // the sender may transmit: the connection is established
 }
@@ -380,6 +382,17 @@ func (n *Network) Heal() {
 			}
 		}
 	}
+	// A flow held by a clog is armed for the clog's old end: re-arm it for
+	// now, or the heal would not reach it until then (keeper seed 130024859:
+	// a 39 s clog outlived the heal and the liveness phase with it).
+	for _, f := range n.clogged {
+		if f.isClogged && f.armed && f.pending() > 0 {
+			f.arm(max(f.q[f.head].at, now))
+		}
+		f.isClogged = false
+	}
+	clear(n.clogged)
+	n.clogged = n.clogged[:0]
 	n.resumeStalled()
 }
 
@@ -610,8 +623,13 @@ func (f *flow) Fire(gen uint64) {
 	}
 	if l.clogUntil > now {
 		f.arm(l.clogUntil)
+		if !f.isClogged {
+			f.isClogged = true
+			n.clogged = append(n.clogged, f)
+		}
 		return
 	}
+	f.isClogged = false
 	if n.bugReorder && f.pending() > 1 && f.q[f.head+1].kind == ckData && n.rng.Chance(0.5) {
 		f.q[f.head], f.q[f.head+1] = f.q[f.head+1], f.q[f.head]
 	}
