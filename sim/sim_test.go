@@ -167,6 +167,26 @@ func TestPausedTimerCancelAndRearm(t *testing.T) {
 	}
 }
 
+// An event arriving at the instant of a resume, before the backlog drains,
+// waits behind the backlog (demo seed 1043: a connection's data overtook its
+// accept).
+func TestResumeKeepsArrivalOrder(t *testing.T) {
+	w, n, cur := probeWorld(t, func(p *probe, ev node.Event) {
+		if ev.Kind == node.EvStart {
+			p.env.SetTimer("a", 10*time.Millisecond)
+		}
+	})
+	w.runUntil(1)
+	n.Pause()
+	w.runUntil(100 * 1e6)
+	n.Resume()
+	n.Deliver(node.Event{Kind: node.EvReceived, Conn: 99, Data: []byte("x")})
+	w.runUntil(200 * 1e6)
+	if got := kinds((*cur).log); got != "start timer:a received" {
+		t.Fatalf("after resume: %q, want start timer:a received", got)
+	}
+}
+
 // Events of a crashed incarnation never reach the next one; a restart begins
 // with EvStart; completed writes survive a kill but unsynced ones may not
 // survive a crash, while synced ones always do.
