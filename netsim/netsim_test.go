@@ -369,14 +369,20 @@ func TestConnectionLifecycle(t *testing.T) {
 // TestPartitionStallsThenTimesOut: data into a partition waits; a heal within
 // the retransmission timeout delivers it, a longer partition kills the
 // sender's end with ErrTimeout and, after the heal, the receiver's with an RST.
+// connect dials addr from host and lets the connection establish.
+func (w *world) connect(host, addr string) node.ConnID {
+	a := w.n.Dial(host, addr)
+	w.eps[a] = &epState{host: host, id: a}
+	w.order = append(w.order, a)
+	w.q.RunUntil(w.q.Now().Add(100*time.Millisecond), nil)
+	return a
+}
+
 func TestPartitionStallsThenTimesOut(t *testing.T) {
 	for _, outage := range []time.Duration{100 * time.Millisecond, time.Second} {
 		w := newWorld(2, false)
 		n := w.n
-		a := n.Dial("h0", "h1:1")
-		w.eps[a] = &epState{host: "h0", id: a}
-		w.order = append(w.order, a)
-		w.q.RunUntil(w.q.Now().Add(100*time.Millisecond), nil)
+		a := w.connect("h0", "h1:1")
 		n.Partition([]string{"h0"}, []string{"h1"})
 		n.Send("h0", a, []byte("hello"))
 		w.eps[a].sent = []byte("hello")
@@ -405,10 +411,7 @@ func TestPartitionStallsThenTimesOut(t *testing.T) {
 func TestHealEndsClog(t *testing.T) {
 	w := newWorld(3, false)
 	n := w.n
-	a := n.Dial("h0", "h1:1")
-	w.eps[a] = &epState{host: "h0", id: a}
-	w.order = append(w.order, a)
-	w.q.RunUntil(w.q.Now().Add(100*time.Millisecond), nil)
+	a := w.connect("h0", "h1:1")
 	n.Clog("h0", "h1", w.q.Now().Add(time.Minute))
 	n.Send("h0", a, []byte("held"))
 	w.q.RunUntil(w.q.Now().Add(100*time.Millisecond), nil)
