@@ -475,9 +475,11 @@ func stampReply(b []byte, xid int32, zxid int64) []byte {
 		panic(fmt.Sprintf("keeper: framed reply body of %d bytes has no header room", len(b)))
 	}
 	binary.BigEndian.PutUint32(b, uint32(len(b)-4))
-	binary.BigEndian.PutUint32(b[4:], uint32(xid))
-	binary.BigEndian.PutUint64(b[8:], uint64(zxid))
-	binary.BigEndian.PutUint32(b[16:], uint32(jute.ErrOK))
+	// Encoded into the room itself: appending within b's capacity from
+	// offset 4 overwrites exactly the 16 header bytes.
+	e := jute.Encoder{B: b[4:4]}
+	h := jute.ReplyHeader{Xid: xid, Zxid: zxid, Err: jute.ErrOK}
+	h.Encode(&e)
 	return b
 }
 
