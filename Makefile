@@ -83,10 +83,7 @@ FUZZ_TARGETS = FuzzReader:./node/frame/ FuzzDecodeRequest:./node/jute/ FuzzDecod
 	FuzzConnectRequest:./node/jute/ FuzzDecodeMessage:./node/raft/ FuzzRequest:./node/broker/ \
 	FuzzKeeperRequest:./sim/ FuzzKeeperRequests:./sim/
 fuzz:
-	@set -e; for t in $(FUZZ_TARGETS); do \
-		echo "fuzz $${t%%:*} ($${t#*:}) for $(FUZZTIME)"; \
-		$(GO) test -run '^$$' -fuzz "^$${t%%:*}$$" -fuzztime $(FUZZTIME) "$${t#*:}"; \
-	done
+	GO=$(GO) FUZZTIME=$(FUZZTIME) ./.ci/fuzz $(FUZZ_TARGETS)
 
 clean:
 	rm -rf bin
