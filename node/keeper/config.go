@@ -51,6 +51,8 @@ type Config struct {
 	// simulator draws small ones so that both happen often.
 	WALFill           int64
 	SnapshotSyncBytes int
+	// SnapshotLoopShare is raft's (0: its default).
+	SnapshotLoopShare float64
 	// NoAppendCoalescing is raft's; the simulator sweeps both ways.
 	NoAppendCoalescing bool
 	// Rejoin: this server's disk was replaced while the ensemble kept its

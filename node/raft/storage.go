@@ -7,6 +7,7 @@ import (
 	"hash/crc32"
 	"slices"
 	"strings"
+	"time"
 
 	"herd/node"
 )
@@ -438,7 +439,9 @@ func (s *storage) encodeStep() {
 	if s.encoder == nil {
 		return
 	}
+	began := r.env.Now()
 	done := s.encoder.Next(r.cfg.SnapshotStep)
+	spent := r.env.Now().Sub(began)
 	if piece := s.encoder.Take(); len(piece) > 0 {
 		seq := s.encSeq
 		s.encWriting++
@@ -468,7 +471,7 @@ func (s *storage) encodeStep() {
 	}
 	if !done {
 		if s.encWriting < maxSnapshotPiecesInFlight {
-			r.env.SetTimer(timerSnap, 0)
+			r.env.SetTimer(timerSnap, s.snapshotStepGap(spent))
 		}
 		return
 	}
@@ -476,6 +479,16 @@ func (s *storage) encodeStep() {
 	s.do(node.WriteOp(s.encTmp, 0, snapshotHeader(s.encMeta, s.encLen, s.encCRC)), nil)
 	meta := s.encMeta
 	s.commitSnapshot(meta, int64(snapHeader+s.encLen), func() { s.compacted(meta) })
+}
+
+// snapshotStepGap is how long the next encoding step waits after one that
+// took spent (Config.SnapshotLoopShare).
+func (s *storage) snapshotStepGap(spent time.Duration) time.Duration {
+	share := s.r.cfg.SnapshotLoopShare
+	if share >= 1 || spent <= 0 {
+		return 0
+	}
+	return time.Duration(float64(spent) * (1/share - 1))
 }
 
 // maxSnapshotPiecesInFlight bounds an incremental snapshot's pieces
