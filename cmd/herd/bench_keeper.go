@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"encoding/binary"
 	"encoding/json"
@@ -75,6 +76,7 @@ type keeperConfig struct {
 	clean          bool
 	connectTimeout time.Duration
 	sessionTimeout time.Duration
+	readBuffer     int
 	verbose        bool
 }
 
@@ -114,6 +116,7 @@ func parseKeeperFlags(args []string, stderr io.Writer) (*keeperConfig, error) {
 	connectTimeout := fs.Duration("connect-timeout", 10*time.Second, "give up if a session cannot be established within this time")
 	sessionTimeout := fs.Duration("session-timeout", 30*time.Second, "ZooKeeper session timeout asked for (the client drops a connection silent for 2/3 of it)")
 	verbose := fs.Bool("v", false, "log the go-zookeeper client's messages to stderr")
+	readBuffer := fs.Int("read-buffer", 64<<10, "bytes of replies each session reads from its socket at once (0: as go-zookeeper does, a read for each reply's length and another for its body)")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -130,7 +133,7 @@ func parseKeeperFlags(args []string, stderr io.Writer) (*keeperConfig, error) {
 		clients: *clients, outstanding: *outstanding, duration: *duration, warmup: *warmup,
 		size: *size, keys: *keys, root: *root, populate: *populate, json: *jsonOut,
 		keep: *keep, clean: *clean, connectTimeout: *connectTimeout, sessionTimeout: *sessionTimeout,
-		verbose: *verbose,
+		verbose: *verbose, readBuffer: *readBuffer,
 	}
 	var err error
 	if c.servers, err = parseKeeperServers(*servers); err != nil {
@@ -157,6 +160,8 @@ func parseKeeperFlags(args []string, stderr io.Writer) (*keeperConfig, error) {
 		return nil, errors.New("--populate replaces the phases; drop --ops")
 	case c.populate > 0 && c.keys > 0:
 		return nil, errors.New("--populate sets the number of znodes; drop --keys")
+	case c.readBuffer < 0 || c.readBuffer > 64<<20:
+		return nil, fmt.Errorf("--read-buffer %d: want 0..%d", c.readBuffer, 64<<20)
 	case c.connectTimeout <= 0:
 		return nil, fmt.Errorf("--connect-timeout %v: want more than 0", c.connectTimeout)
 	case c.sessionTimeout < time.Second:
@@ -352,11 +357,25 @@ func (l *zkLogger) lastLine() string {
 // ourselves is what bounds the time spent on a server that accepts but never
 // answers.
 type trackingDialer struct {
-	mu      sync.Mutex
-	conn    net.Conn
-	lastErr error
-	closed  bool
+	readBuffer int // --read-buffer
+	mu         sync.Mutex
+	conn       net.Conn
+	lastErr    error
+	closed     bool
 }
+
+// bufferedConn reads through a buffer. go-zookeeper reads each reply's
+// 4-byte length and then its body straight from the socket: two syscalls
+// per reply, which with many replies in flight made the load generator,
+// sharing the machine's cores with the servers, a large part of what was
+// measured, for ZooKeeper and herd alike. Through a buffer one read takes
+// every reply that has arrived.
+type bufferedConn struct {
+	net.Conn
+	r *bufio.Reader
+}
+
+func (c *bufferedConn) Read(p []byte) (int, error) { return c.r.Read(p) }
 
 func (d *trackingDialer) dial(network, addr string, timeout time.Duration) (net.Conn, error) {
 	c, err := net.DialTimeout(network, addr, timeout)
@@ -371,6 +390,9 @@ func (d *trackingDialer) dial(network, addr string, timeout time.Duration) (net.
 		return nil, net.ErrClosed
 	}
 	d.conn = c
+	if d.readBuffer > 0 {
+		return &bufferedConn{Conn: c, r: bufio.NewReaderSize(c, d.readBuffer)}, nil
+	}
 	return c, nil
 }
 
@@ -403,7 +425,7 @@ func (b *keeperBench) connect(ctx context.Context) error {
 			idx:    i,
 			server: cfg.servers[i%len(cfg.servers)],
 			dir:    fmt.Sprintf("%s/s%04d", cfg.root, i),
-			dialer: &trackingDialer{},
+			dialer: &trackingDialer{readBuffer: cfg.readBuffer},
 			log:    &zkLogger{prefix: fmt.Sprintf("zk s%04d", i)},
 		}
 		if cfg.verbose {

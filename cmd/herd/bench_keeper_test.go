@@ -189,6 +189,7 @@ func TestKeeperFlags(t *testing.T) {
 		{s, "--root", "/zookeeper/x"},
 		{s, "--connect-timeout", "0s"},
 		{s, "--session-timeout", "10ms"},
+		{s, "--read-buffer", "-1"},
 		{s, "--nope"},
 		{s, "extra"},
 	}
