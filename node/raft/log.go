@@ -75,6 +75,14 @@ func (l *raftLog) append(e Entry) {
 	if e.Zxid <= l.lastZxid() {
 		panic(fmt.Sprintf("raft: zxid %v of entry %d does not follow %v", e.Zxid, e.Index, l.lastZxid()))
 	}
+	if len(l.entries) == cap(l.entries) {
+		// Double: append grows a big slice by only a quarter, and a log
+		// growing to a snapshot interval's entries was copied about five
+		// times its final size on the way.
+		grown := make([]Entry, len(l.entries), max(2*cap(l.entries), 1024))
+		copy(grown, l.entries)
+		l.entries = grown
+	}
 	l.entries = append(l.entries, e)
 }
 
@@ -123,7 +131,10 @@ func (l *raftLog) compact(i Index) {
 	e := l.at(i)
 	l.prevTerm, l.prevZxid = e.Term, e.Zxid
 	n := int(i - l.first + 1)
-	rest := make([]Entry, len(l.entries)-n, max(len(l.entries)-n, 16))
+	// Room for as many entries as were held: the log grows by about as much
+	// before the next compaction, and growing it from small again copied
+	// it over and over.
+	rest := make([]Entry, len(l.entries)-n, max(len(l.entries), 16))
 	copy(rest, l.entries[n:])
 	l.entries = rest
 	l.first = i + 1
