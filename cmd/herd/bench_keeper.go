@@ -78,6 +78,7 @@ type keeperConfig struct {
 	sessionTimeout time.Duration
 	readBuffer     int
 	verbose        bool
+	cpuProfile     string // --cpuprofile: the load generator's own CPU profile
 }
 
 func (c *keeperConfig) has(op string) bool {
@@ -116,6 +117,7 @@ func parseKeeperFlags(args []string, stderr io.Writer) (*keeperConfig, error) {
 	connectTimeout := fs.Duration("connect-timeout", 10*time.Second, "give up if a session cannot be established within this time")
 	sessionTimeout := fs.Duration("session-timeout", 30*time.Second, "ZooKeeper session timeout asked for (the client drops a connection silent for 2/3 of it)")
 	verbose := fs.Bool("v", false, "log the go-zookeeper client's messages to stderr")
+	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of this load generator (not the servers) to this file")
 	readBuffer := fs.Int("read-buffer", 64<<10, "bytes of replies each session reads from its socket at once (0: as go-zookeeper does, a read for each reply's length and another for its body)")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
@@ -133,7 +135,7 @@ func parseKeeperFlags(args []string, stderr io.Writer) (*keeperConfig, error) {
 		clients: *clients, outstanding: *outstanding, duration: *duration, warmup: *warmup,
 		size: *size, keys: *keys, root: *root, populate: *populate, json: *jsonOut,
 		keep: *keep, clean: *clean, connectTimeout: *connectTimeout, sessionTimeout: *sessionTimeout,
-		verbose: *verbose, readBuffer: *readBuffer,
+		verbose: *verbose, readBuffer: *readBuffer, cpuProfile: *cpuProfile,
 	}
 	var err error
 	if c.servers, err = parseKeeperServers(*servers); err != nil {
@@ -264,6 +266,14 @@ func benchKeeper(args []string, stdout, stderr io.Writer) int {
 	defer stop()
 	context.AfterFunc(ctx, stop)
 
+	if cfg.cpuProfile != "" {
+		stopProfile, err := startCPUProfile(cfg.cpuProfile)
+		if err != nil {
+			fmt.Fprintln(stderr, "herd bench keeper: --cpuprofile:", err)
+			return 1
+		}
+		defer stopProfile()
+	}
 	b := &keeperBench{cfg: cfg, stdout: stdout, stderr: &lockedWriter{w: stderr}, acl: zk.WorldACL(zk.PermAll)}
 	err = b.connect(ctx)
 	defer b.closeSessions()

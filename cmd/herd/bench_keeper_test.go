@@ -11,6 +11,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"os"
+	"path/filepath"
 	"slices"
 	"sort"
 	"strings"
@@ -675,5 +676,23 @@ func TestKeeperPreload(t *testing.T) {
 		if code != 0 || len(lines) != 2 || lines[0].Phase != "get" || lines[0].Ops == 0 || lines[1].Phase != "delete" || lines[1].Ops != c.want {
 			t.Errorf("--keys %s: exit %d, want get then %d deletes: %v\n%s", c.keys, code, c.want, lines, stderr)
 		}
+	}
+}
+
+// --cpuprofile profiles the load generator; a path that cannot be created
+// fails the run before it connects.
+func TestKeeperCPUProfile(t *testing.T) {
+	f := startFakeKeeper(t, nil)
+	prof := filepath.Join(t.TempDir(), "bench.prof")
+	args := []string{"--servers", f.addr(), "--clients", "2", "--keys", "4", "--ops", "create", "--warmup", "0s", "--root", "/p"}
+	if _, stderr, code := runKeeperJSON(t, append(args, "--cpuprofile", prof)...); code != 0 {
+		t.Fatalf("exit %d\n%s", code, stderr)
+	}
+	if st, err := os.Stat(prof); err != nil || st.Size() == 0 {
+		t.Errorf("profile: %v (%v)", st, err)
+	}
+	bad := filepath.Join(t.TempDir(), "missing", "bench.prof")
+	if _, stderr, code := runKeeperJSON(t, append(args, "--cpuprofile", bad)...); code != 1 || !strings.Contains(stderr, "--cpuprofile") {
+		t.Errorf("unwritable profile: exit %d\n%s", code, stderr)
 	}
 }

@@ -268,13 +268,23 @@ func startEnvCPUProfile(id int) (stop func()) {
 	if strings.Contains(p, "%d") {
 		p = fmt.Sprintf(p, id)
 	}
-	f, err := os.Create(p)
+	stop, err := startCPUProfile(p)
 	if err != nil {
 		return func() {}
 	}
-	if pprof.StartCPUProfile(f) != nil {
-		f.Close()
-		return func() {}
+	return stop
+}
+
+// startCPUProfile profiles the whole process into the file at path until
+// the returned stop.
+func startCPUProfile(path string) (stop func(), err error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, err
 	}
-	return func() { pprof.StopCPUProfile(); f.Close() }
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return func() { pprof.StopCPUProfile(); f.Close() }, nil
 }
