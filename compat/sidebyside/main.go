@@ -280,6 +280,10 @@ func memoryOne(o options, e *ensemble.Ensemble, kind ensemble.Kind, stdout, stde
 	rssLine("populated:")
 	time.Sleep(10 * time.Second)
 	rssLine("10 s later:")
+	// herd returns free heap memory to the OS after a minute without a
+	// collection (heapTrimQuiet in cmd/herd).
+	time.Sleep(65 * time.Second)
+	rssLine("75 s later:")
 
 	// Restart a follower and time until it has caught up: it answers a
 	// local read of the last znode the populate phase created, and reports
@@ -312,6 +316,8 @@ func memoryOne(o options, e *ensemble.Ensemble, kind ensemble.Kind, stdout, stde
 	rssLine("after restart:")
 	time.Sleep(10 * time.Second)
 	rssLine("10 s after restart:")
+	time.Sleep(65 * time.Second)
+	rssLine("75 s after restart:")
 	// Sanity: the restarted server serves the data.
 	c, _, err := zk.Connect([]string{e.Addrs[victim]}, 10*time.Second, zk.WithLogInfo(false))
 	if err != nil {
