@@ -1,6 +1,9 @@
 package raft
 
-import "fmt"
+import (
+	"fmt"
+	"slices"
+)
 
 // raftLog is the in-memory log: entries after the latest snapshot (minus
 // those compacted away), in index order without gaps.
@@ -79,9 +82,7 @@ func (l *raftLog) append(e Entry) {
 		// Double: append grows a big slice by only a quarter, and a log
 		// growing to a snapshot interval's entries was copied about five
 		// times its final size on the way.
-		grown := make([]Entry, len(l.entries), max(2*cap(l.entries), 1024))
-		copy(grown, l.entries)
-		l.entries = grown
+		l.entries = slices.Grow(l.entries, max(len(l.entries), 1024))
 	}
 	l.entries = append(l.entries, e)
 }

@@ -14,7 +14,7 @@ func BenchmarkLogAppend(b *testing.B) {
 	b.ReportAllocs()
 	for i := range b.N {
 		idx := Index(i + 1)
-		l.append(Entry{Index: idx, Term: 1, Zxid: Zxid(uint64(1)<<32 | uint64(idx)), Data: data})
+		l.append(Entry{Index: idx, Term: 1, Zxid: MakeZxid(1, uint32(idx)), Data: data})
 		if idx%every == 0 && idx > keep {
 			l.snapIndex = idx
 			l.compact(idx - keep)
