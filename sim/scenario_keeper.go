@@ -29,6 +29,8 @@ var keeperBugs = map[string]string{
 	keeper.BugServeBehind:    "a server behind a client serves it anyway: the client sees zxids go back",
 	keeper.BugDoubleWatch:    "one-shot watches are not removed when they fire: events arrive twice",
 	keeper.BugFuzzySnapshot:  "setData keeps no image for a snapshot being encoded: the snapshot holds later data",
+	keeper.BugQuotaForgotten: "a tree restored from a snapshot forgets which paths are under quota",
+	keeper.BugQuotaMulti:     "changes made inside a multi are not counted in quota stats",
 }
 
 func init() {
@@ -42,6 +44,23 @@ func init() {
 }
 
 var keeperKeys = []string{"/k/0", "/k/1", "/k/2", "/k/3"}
+
+// keeperSetup is created, in order, before the workload starts: the keys'
+// and ephemerals' parents, and a quota on each as zkCli's setquota makes one
+// (soft limits, so no write fails for it), whose stats every server must
+// keep equal to a count of the subtree through every fault.
+var keeperSetup = []zkclient.Op{
+	{Kind: zkclient.Create, Path: "/k", Version: -1},
+	{Kind: zkclient.Create, Path: "/e", Version: -1},
+	{Kind: zkclient.Create, Path: "/zookeeper/quota/k", Version: -1},
+	{Kind: zkclient.Create, Path: "/zookeeper/quota/k/zookeeper_limits", Data: []byte("count=3,bytes=-1"), Version: -1},
+	{Kind: zkclient.Create, Path: "/zookeeper/quota/k/zookeeper_stats", Data: []byte("count=0,bytes=0"), Version: -1},
+	{Kind: zkclient.Create, Path: "/zookeeper/quota/e", Version: -1},
+	{Kind: zkclient.Create, Path: "/zookeeper/quota/e/zookeeper_limits", Data: []byte("count=-1,bytes=10"), Version: -1},
+	{Kind: zkclient.Create, Path: "/zookeeper/quota/e/zookeeper_stats", Data: []byte("count=0,bytes=0"), Version: -1},
+}
+
+var keeperQuotas = []string{"/k", "/e"}
 
 type keeperChecks struct {
 	w       *World
@@ -128,21 +147,20 @@ type keeperWorkload struct {
 	ops, done  int
 	seq        int
 	ephemerals []string // this session's, for deletes
-	// The parents of every key and ephemeral must exist before the
-	// workload starts (the model knows no parents); their creates are
-	// repeated until an answer says they exist.
+	// keeperSetup must exist before the workload starts (the model knows
+	// no parents); each create is repeated until an answer says it exists.
 	parents map[string]bool
 	asked   bool // a parent create is in flight
 }
 
 func (wl *keeperWorkload) next(r *node.Rand) (zkclient.Op, bool) {
-	for _, p := range []string{"/k", "/e"} {
-		if !wl.parents[p] {
+	for _, op := range keeperSetup {
+		if !wl.parents[op.Path] {
 			if wl.asked {
 				return zkclient.Op{Kind: zkclient.GetChildren, Path: "/"}, true // filler while we wait
 			}
 			wl.asked = true
-			return zkclient.Op{Kind: zkclient.Create, Path: p, Version: -1}, true
+			return op, true
 		}
 	}
 	wl.done++
@@ -243,7 +261,7 @@ func (kc *keeperChecks) invoke(client, id int, op zkclient.Op) {
 }
 
 func (kc *keeperChecks) returned(client, id int, op zkclient.Op, res zkclient.Result, wl *keeperWorkload) {
-	if op.Kind == zkclient.Create && (op.Path == "/k" || op.Path == "/e") {
+	if op.Kind == zkclient.Create && slices.ContainsFunc(keeperSetup, func(s zkclient.Op) bool { return s.Path == op.Path }) {
 		wl.asked = false
 		if !res.Unknown && (res.Err == jute.ErrOK || res.Err == jute.ErrNodeExists) {
 			wl.parents[op.Path] = true
@@ -395,6 +413,13 @@ func (kc *keeperChecks) Final() error {
 				if t.HasSession(s) && !t.Exists(p) {
 					return fmt.Errorf("%s: ephemeral %s of live session 0x%x is missing", n.Name, p, s)
 				}
+			}
+		}
+	}
+	for i, n := range kc.servers {
+		for _, p := range keeperQuotas {
+			if err := kc.server(i).Tree().QuotaStatsAgree(p); err != nil {
+				return fmt.Errorf("%s: %v", n.Name, err)
 			}
 		}
 	}

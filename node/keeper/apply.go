@@ -126,7 +126,7 @@ func (t *Tree) applyRequest(x *txn, e *raft.Entry, cfg *treeConfig, want bool, o
 	case jute.OpSetData:
 		var req jute.SetDataRequest
 		req.Decode(d)
-		n, code := t.setData(c, req.Path, req.Data, req.Version, &out.events, nil)
+		n, code := t.setData(c, cfg, req.Path, req.Data, req.Version, &out.events, nil)
 		out.err = code
 		if code == jute.ErrOK {
 			st := n.stat()
@@ -190,7 +190,7 @@ func (t *Tree) multi(c *caller, cfg *treeConfig, ops []jute.MultiOp, ev *[]event
 			results[i] = jute.MultiResult{Type: jute.OpDelete}
 		case jute.OpSetData:
 			var n *znode
-			n, code = t.setData(c, op.SetData.Path, op.SetData.Data, op.SetData.Version, &evs, &undo)
+			n, code = t.setData(c, cfg, op.SetData.Path, op.SetData.Data, op.SetData.Version, &evs, &undo)
 			if code == jute.ErrOK {
 				st := n.stat()
 				results[i] = jute.MultiResult{Type: jute.OpSetData, Stat: &st}

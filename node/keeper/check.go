@@ -96,6 +96,16 @@ func (t *Tree) CheckInvariants() error {
 	if indexed != ephemerals {
 		return fmt.Errorf("%d ephemerals in the tree, %d in session indexes", ephemerals, indexed)
 	}
+	rebuilt := &Tree{root: t.root, seed: t.seed}
+	rebuilt.restoreQuotas()
+	if len(rebuilt.quotas) != len(t.quotas) {
+		return fmt.Errorf("%d paths under quota, %d limits nodes", len(t.quotas), len(rebuilt.quotas))
+	}
+	for p := range t.quotas { // order-independent: membership
+		if _, ok := rebuilt.quotas[p]; !ok {
+			return fmt.Errorf("%s is under quota without a limits node", p)
+		}
+	}
 	return nil
 }
 

@@ -30,6 +30,9 @@ type Config struct {
 	MaxSessionTimeout time.Duration
 	// TTLEnabled: ZooKeeper's extendedTypesEnabled (TTL nodes).
 	TTLEnabled bool
+	// EnforceQuota: ZooKeeper's enforceQuota: a write past a quota's hard
+	// limit fails with QuotaExceeded.
+	EnforceQuota bool
 	// SuperDigest: "super:<base64 sha1>" (DigestAuthenticationProvider.superDigest).
 	SuperDigest string
 	// MaxBuffer is jute.maxbuffer: the largest request or znode accepted.
@@ -74,6 +77,8 @@ const (
 	BugServeBehind    = "serve-behind"    // serve a client whose lastZxidSeen is ahead of this server
 	BugDoubleWatch    = "double-watch"    // one-shot watches are not removed when they fire
 	BugFuzzySnapshot  = "fuzzy-snapshot"  // setData keeps no image for a snapshot being encoded
+	BugQuotaForgotten = "quota-forgotten" // a tree restored from a snapshot forgets which paths are under quota
+	BugQuotaMulti     = "quota-multi"     // changes made inside a multi are not counted in quota stats
 )
 
 // ServerSpec is one server.N line.
@@ -222,6 +227,11 @@ func ParseZooCfg(text string) (Config, error) {
 			}
 		case key == "extendedTypesEnabled" || key == "zookeeper.extendedTypesEnabled":
 			c.TTLEnabled, err = parseBool(val)
+			if err != nil {
+				err = bad("want true or false")
+			}
+		case key == "enforceQuota" || key == "zookeeper.enforceQuota":
+			c.EnforceQuota, err = parseBool(val)
 			if err != nil {
 				err = bad("want true or false")
 			}

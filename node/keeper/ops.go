@@ -28,6 +28,7 @@ type event struct {
 // of the ensemble's configuration and identical on every server.
 type treeConfig struct {
 	ttlEnabled     bool // zoo.cfg extendedTypesEnabled
+	enforceQuota   bool // zoo.cfg enforceQuota: hard quota limits fail writes
 	keepEphemerals bool // BugKeepEphemerals
 }
 
@@ -192,6 +193,9 @@ func (t *Tree) create(c *caller, cfg *treeConfig, r *createOp, ev *[]event, undo
 	if parent.kind == kindEphemeral {
 		return "", nil, jute.ErrNoChildrenForEphemerals
 	}
+	if !t.quotaAllows(cfg, path, 1, int64(len(r.data))) {
+		return "", nil, jute.ErrQuotaExceeded
+	}
 	n := &znode{
 		czxid: c.zxid, mzxid: c.zxid, pzxid: c.zxid,
 		ctime: c.time, mtime: c.time,
@@ -228,6 +232,8 @@ func (t *Tree) create(c *caller, cfg *treeConfig, r *createOp, ev *[]event, undo
 			parent.pzxid = prevPzxid
 		})
 	}
+	t.quotaNodeCreated(parentPath, name, n, undo)
+	t.quotaUsage(path, 1, int64(n.dataLen()), undo)
 	*ev = append(*ev, event{jute.EventNodeCreated, path}, event{jute.EventNodeChildrenChanged, parentPath})
 	return path, n, jute.ErrOK
 }
@@ -307,11 +313,15 @@ func (t *Tree) removeNode(n *znode, zxid int64, ev *[]event, undo *[]func()) {
 			parent.pzxid = prevPzxid
 		})
 	}
-	pp, _, _ := parentOf(path)
+	pp, name, _ := parentOf(path)
+	t.quotaNodeDeleted(pp, name, undo)
+	t.quotaUsage(path, -1, -int64(n.dataLen()), undo)
 	*ev = append(*ev, event{jute.EventNodeDeleted, path}, event{jute.EventNodeChildrenChanged, pp})
 }
 
-func (t *Tree) setData(c *caller, path string, data []byte, version int32, ev *[]event, undo *[]func()) (*znode, int32) {
+// setData checks in ZooKeeper's order: path, node, WRITE permission, quota,
+// version.
+func (t *Tree) setData(c *caller, cfg *treeConfig, path string, data []byte, version int32, ev *[]event, undo *[]func()) (*znode, int32) {
 	if jute.ValidatePath(path, false) != nil {
 		return nil, jute.ErrBadArguments
 	}
@@ -321,6 +331,10 @@ func (t *Tree) setData(c *caller, path string, data []byte, version int32, ev *[
 	}
 	if !permitted(t.acls.get(n.acl), c, jute.PermWrite) {
 		return nil, jute.ErrNoAuth
+	}
+	dBytes := int64(len(data) - n.dataLen())
+	if !t.quotaAllows(cfg, path, 0, dBytes) {
+		return nil, jute.ErrQuotaExceeded
 	}
 	if version != -1 && version != n.version {
 		return nil, jute.ErrBadVersion
@@ -339,6 +353,7 @@ func (t *Tree) setData(c *caller, path string, data []byte, version int32, ev *[
 			n.buf, n.nullData, n.version, n.mzxid, n.mtime = prev.buf, prev.nullData, prev.version, prev.mzxid, prev.mtime
 		})
 	}
+	t.quotaUsage(path, 0, dBytes, undo)
 	*ev = append(*ev, event{jute.EventNodeDataChanged, path})
 	return n, jute.ErrOK
 }

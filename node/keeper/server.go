@@ -163,7 +163,7 @@ func New(cfg Config) node.Factory {
 		s := &Server{
 			env:       env,
 			cfg:       cfg,
-			tcfg:      treeConfig{ttlEnabled: cfg.TTLEnabled, keepEphemerals: cfg.Bug == BugKeepEphemerals},
+			tcfg:      treeConfig{ttlEnabled: cfg.TTLEnabled, enforceQuota: cfg.EnforceQuota, keepEphemerals: cfg.Bug == BugKeepEphemerals},
 			tree:      NewTree(0), // reseeded at start
 			conns:     make(map[node.ConnID]*conn),
 			bySession: make(map[int64][]*conn),
@@ -224,6 +224,7 @@ func (s *Server) Step(ev node.Event) {
 		s.nonce = s.env.Rand().Uint64()
 		s.tree.reseed(s.treeSeed())
 		s.tree.bugFuzzySnapshot = s.cfg.Bug == BugFuzzySnapshot
+		s.tree.bugQuotaMulti = s.cfg.Bug == BugQuotaMulti
 		s.started = s.env.Now()
 		s.raft.Start()
 	case node.EvAccepted:
@@ -764,6 +765,10 @@ func (sm *stateMachine) Restore(data []byte, index raft.Index, zxid raft.Zxid) e
 		return err
 	}
 	t.bugFuzzySnapshot = sm.cfg.Bug == BugFuzzySnapshot
+	t.bugQuotaMulti = sm.cfg.Bug == BugQuotaMulti
+	if sm.cfg.Bug == BugQuotaForgotten {
+		t.quotas = nil
+	}
 	if t.zxid != int64(zxid) {
 		return fmt.Errorf("keeper: snapshot holds zxid 0x%x, raft says 0x%x", t.zxid, zxid)
 	}

@@ -389,6 +389,7 @@ func RestoreTree(b []byte, seed uint64) (*Tree, error) {
 		return nil, fmt.Errorf("%w: %v", errBadTreeSnapshot, err)
 	}
 	t.root = root
+	t.restoreQuotas()
 	return t, nil
 }
 

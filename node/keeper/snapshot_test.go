@@ -109,7 +109,7 @@ func TestSnapshotWhileApplying(t *testing.T) {
 					}
 				}
 			case k < 8:
-				tr.setData(c, p, []byte(fmt.Sprint("d", c.zxid)), -1, &ev, nil)
+				tr.setData(c, &treeConfig{}, p, []byte(fmt.Sprint("d", c.zxid)), -1, &ev, nil)
 			case k < 9:
 				tr.setACL(c, p, [][]jute.ACL{open, other}[rnd.IntN(2)], -1)
 			default:

@@ -186,11 +186,15 @@ type Tree struct {
 	// (nil if none), gen its generation (znode.gen).
 	enc *treeEncoder
 	gen uint16
-	// bugFuzzySnapshot plants BugFuzzySnapshot.
+	// bugFuzzySnapshot and bugQuotaMulti plant BugFuzzySnapshot and
+	// BugQuotaMulti.
 	bugFuzzySnapshot bool
-	count            int // znodes, the root included
-	bytes            int // data and name bytes of all znodes
-	zxid             int64
+	bugQuotaMulti    bool
+	// quotas holds the paths under quota (quota.go); nil while none are.
+	quotas map[string]struct{}
+	count  int // znodes, the root included
+	bytes  int // data and name bytes of all znodes
+	zxid   int64
 }
 
 // NewTree returns the tree ZooKeeper starts with: / with /zookeeper,
