@@ -668,9 +668,11 @@ func checkSrvrByHand(t *testing.T, e *ensemble.Ensemble) {
 	}
 }
 
-// TestGoZKExtendedTypes runs with extendedTypesEnabled=true: TTL nodes.
+// TestGoZKExtendedTypes runs with extendedTypesEnabled=true: TTL nodes; and
+// enforceQuota=true: hard quota limits.
 func TestGoZKExtendedTypes(t *testing.T) {
-	e := startEnsemble(t, map[string]string{"extendedTypesEnabled": "true"})
+	e := startEnsemble(t, map[string]string{"extendedTypesEnabled": "true", "enforceQuota": "true"})
+	t.Run("quota", func(t *testing.T) { testEnforcedQuota(t, e.Hosts()) })
 	c, _ := connect(t, e.Hosts())
 	base := mustCreate(t, c, uniquePath("gozk-ttl"), nil, 0)
 	p, err := c.CreateTTL(base+"/ttl", []byte("t"), zk.FlagTTL, acl, time.Hour)
@@ -1061,5 +1063,68 @@ func expectEventWithin(t *testing.T, ch <-chan zk.Event, typ zk.EventType, path 
 		}
 	case <-time.After(d):
 		t.Fatalf("no %v on %q within %v", typ, path, d)
+	}
+}
+
+// testEnforcedQuota sets hard limits as zkCli's setquota -N / -B writes them
+// and checks which writes fail with QuotaExceeded (-125, which go-zookeeper
+// does not name).
+func testEnforcedQuota(t *testing.T, hosts string) {
+	c, _ := connect(t, hosts)
+	isQuota := func(err error) bool { return err != nil && strings.Contains(err.Error(), "-125") }
+	setquota := func(path, limits string) {
+		t.Helper()
+		dir := "/zookeeper/quota" + path
+		if _, err := c.Create(dir, nil, 0, acl); err != nil {
+			t.Fatalf("create %s: %v", dir, err)
+		}
+		mustCreate(t, c, dir+"/zookeeper_limits", []byte(limits), 0)
+		mustCreate(t, c, dir+"/zookeeper_stats", []byte("count=0,bytes=0"), 0)
+	}
+	stats := func(path string) string {
+		t.Helper()
+		c.Sync(path)
+		d, _, err := c.Get("/zookeeper/quota" + path + "/zookeeper_stats")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(d)
+	}
+	h := mustCreate(t, c, uniquePath("gozk-quota"), nil, 0)
+	setquota(h, "count=-1,bytes=-1=;byteHardLimit=-1;countHardLimit=2")
+	mustCreate(t, c, h+"/a", nil, 0)
+	if _, err := c.Create(h+"/b", nil, 0, acl); !isQuota(err) {
+		t.Fatalf("create past countHardLimit 2: %v, want error -125", err)
+	}
+	if _, err := c.Create(h+"/a", nil, 0, acl); !isErr(err, zk.ErrNodeExists) {
+		t.Fatalf("create of an existing node under a full quota: %v, want NodeExists (checked first)", err)
+	}
+	if got := stats(h); got != "count=2,bytes=0" {
+		t.Fatalf("stats %q, want count=2,bytes=0", got)
+	}
+	if err := c.Delete(h+"/a", -1); err != nil {
+		t.Fatalf("delete under a full quota: %v", err)
+	}
+
+	b := mustCreate(t, c, uniquePath("gozk-quota"), []byte("12345"), 0)
+	setquota(b, "count=-1,bytes=-1=;byteHardLimit=10;countHardLimit=-1")
+	mustCreate(t, c, b+"/a", []byte("12345"), 0) // exactly the limit
+	if _, err := c.Create(b+"/b", []byte("1"), 0, acl); !isQuota(err) {
+		t.Fatalf("create past byteHardLimit: %v", err)
+	}
+	mustCreate(t, c, b+"/c", nil, 0) // no bytes: not checked
+	if _, err := c.Set(b+"/a", []byte("123456"), 99); !isQuota(err) {
+		t.Fatalf("set past byteHardLimit with a wrong version: %v, want -125 (quota before version)", err)
+	}
+	if _, err := c.Set(b+"/a", []byte("1234"), -1); err != nil {
+		t.Fatal(err)
+	}
+	// A multi fails whole at its first op over the limit.
+	res, err := c.Multi(&zk.CreateRequest{Path: b + "/m1", Data: []byte("1"), Acl: acl}, &zk.CreateRequest{Path: b + "/m2", Data: []byte("12"), Acl: acl})
+	if err == nil || len(res) != 2 || !isQuota(res[1].Error) || res[0].Error != nil {
+		t.Fatalf("multi past byteHardLimit: %+v %v", res, err)
+	}
+	if got := stats(b); got != "count=3,bytes=9" {
+		t.Fatalf("stats %q, want count=3,bytes=9", got)
 	}
 }

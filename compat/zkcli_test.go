@@ -338,6 +338,50 @@ func TestZkCli(t *testing.T) {
 		absent(b + "/seq")
 	})
 
+	t.Run("quota", func(t *testing.T) {
+		// setquota, listquota and delquota, and the stats the server keeps
+		// in /zookeeper/quota/<path>/zookeeper_stats as znodes come and go.
+		q := base + "/q"
+		if _, err := c.Create(base, nil, 0, zk.WorldACL(zk.PermAll)); err != nil && !isErr(err, zk.ErrNodeExists) {
+			t.Fatal(err) // made by one_shot, unless -run picked this subtest alone
+		}
+		mustCreate(t, c, q, []byte("abc"), 0)
+		mustCreate(t, c, q+"/a", []byte("12345"), 0)
+		mustCreate(t, c, q+"/b", nil, 0)
+		mustCreate(t, c, q+"/a/c", []byte("xy"), 0)
+		limits, stats := "/zookeeper/quota"+q+"/zookeeper_limits", "/zookeeper/quota"+q+"/zookeeper_stats"
+		list := func(quota, stat string) string {
+			return "absolute path is " + limits + "\nOutput quota for " + q + " " + quota + "\nOutput stat for " + q + " " + stat
+		}
+		zkCliSteps(t, hosts,
+			step{"sync " + q, "Sync is OK"},
+			step{"setquota -n 3 " + q, "[Warning]: the count quota you create is less than the existing count:4"},
+			step{"listquota " + q, list("count=3,bytes=-1=;byteHardLimit=-1;countHardLimit=-1", "count=4,bytes=10")},
+			step{"create " + q + "/d 1234", "Created " + q + "/d"},
+			step{"set " + q + "/d 12", ""},
+			step{"delete " + q + "/b", ""},
+			step{"create -e " + q + "/e 1", "Created " + q + "/e"},
+			step{"setquota -n 2 " + q + "/a", q + "/a has a parent " + q + " which has a quota"},
+			step{"listquota " + q, list("count=3,bytes=-1=;byteHardLimit=-1;countHardLimit=-1", "count=5,bytes=13")},
+		)
+		// The ephemeral went with zkCli's session; the stats node changed
+		// in place, without a new version or mzxid.
+		sync(stats)
+		d, st, err := c.Get(stats)
+		if err != nil || string(d) != "count=4,bytes=12" || st.Version != 0 || st.Mzxid != st.Czxid || st.DataLength != int32(len(d)) {
+			t.Fatalf("stats after the session closed: %q %+v %v, want count=4,bytes=12 at version 0", d, st, err)
+		}
+		zkCliSteps(t, hosts,
+			step{"sync " + q, "Sync is OK"},
+			step{"delquota -n " + q, ""},
+			step{"listquota " + q, list("count=-1,bytes=-1=;byteHardLimit=-1;countHardLimit=-1", "count=4,bytes=12")},
+			step{"delquota " + q, ""},
+			step{"listquota " + q, "absolute path is " + limits + "\nquota for " + q + " does not exist."},
+		)
+		absent(limits)
+		absent("/zookeeper/quota" + base)
+	})
+
 	t.Run("acl", func(t *testing.T) {
 		sec := base + "/secret"
 		mustCreate(t, c, sec, []byte("s"), 0)

@@ -193,8 +193,8 @@ func (t *Tree) create(c *caller, cfg *treeConfig, r *createOp, ev *[]event, undo
 	if parent.kind == kindEphemeral {
 		return "", nil, jute.ErrNoChildrenForEphemerals
 	}
-	if !t.quotaAllows(cfg, path, 1, int64(len(r.data))) {
-		return "", nil, jute.ErrQuotaExceeded
+	if code := t.quotaCheck(cfg, path, 1, int64(len(r.data))); code != jute.ErrOK {
+		return "", nil, code
 	}
 	n := &znode{
 		czxid: c.zxid, mzxid: c.zxid, pzxid: c.zxid,
@@ -333,8 +333,8 @@ func (t *Tree) setData(c *caller, cfg *treeConfig, path string, data []byte, ver
 		return nil, jute.ErrNoAuth
 	}
 	dBytes := int64(len(data) - n.dataLen())
-	if !t.quotaAllows(cfg, path, 0, dBytes) {
-		return nil, jute.ErrQuotaExceeded
+	if code := t.quotaCheck(cfg, path, 0, dBytes); code != jute.ErrOK {
+		return nil, code
 	}
 	if version != -1 && version != n.version {
 		return nil, jute.ErrBadVersion

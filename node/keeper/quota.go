@@ -5,6 +5,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+
+	"herd/node/jute"
 )
 
 // Quotas, as ZooKeeper keeps them (DataTree, StatsTrack, zkCli's setquota):
@@ -35,33 +37,35 @@ const (
 // or ';'; a missing key reads as -1.
 type statsTrack map[string]int64
 
-// parseStatsTrack parses a stats or limits node's data. ok is false for
-// data ZooKeeper's parser throws on (a pair without '=', a value that is
-// not a number); ZooKeeper then fails the request it was handling, and
-// herd leaves the quota alone instead.
+// parseStatsTrack parses a stats or limits node's data as StatsTrack's
+// constructor does. ok is false where that throws: a pair without a value
+// ("abc", "count="), a value that is not a number, a leading separator.
 func parseStatsTrack(b []byte) (st statsTrack, ok bool) {
 	st = statsTrack{}
-	for _, pair := range strings.FieldsFunc(string(b), func(r rune) bool { return r == ',' || r == ';' }) {
-		// Java's split("=") drops trailing empty strings: "bytes=-1="
-		// is bytes -1, "count=" is count -1 (an empty value), "=5" has
-		// the key "".
+	s := string(b)
+	if s == "" {
+		return st, true
+	}
+	if s[0] == ',' || s[0] == ';' {
+		return nil, false // Java's split keeps a leading empty piece
+	}
+	for _, pair := range strings.FieldsFunc(s, func(r rune) bool { return r == ',' || r == ';' }) {
+		// Java's split("=") drops trailing empty strings: "bytes=-1=" is
+		// bytes -1 and "count=" has no value; an empty value in the
+		// middle ("count==5") reads as -1.
 		parts := strings.Split(pair, "=")
 		for len(parts) > 0 && parts[len(parts)-1] == "" {
 			parts = parts[:len(parts)-1]
 		}
-		if len(parts) == 0 {
-			return nil, false // "=" alone: Java's kv[0] fails
+		if len(parts) < 2 {
+			return nil, false
 		}
-		if len(parts) == 1 {
-			if !strings.Contains(pair, "=") {
+		v := int64(-1)
+		if parts[1] != "" {
+			var err error
+			if v, err = strconv.ParseInt(parts[1], 10, 64); err != nil {
 				return nil, false
 			}
-			st[parts[0]] = -1
-			continue
-		}
-		v, err := strconv.ParseInt(parts[1], 10, 64)
-		if err != nil {
-			return nil, false
 		}
 		st[parts[0]] = v
 	}
@@ -122,25 +126,32 @@ func (t *Tree) quotaOwner(path string) string {
 	return ""
 }
 
-// quotaPathOf returns the quota path a limits or stats node speaks for, if
-// path's parent lies below /zookeeper/quota ("" otherwise).
-func quotaPathOf(parentPath string) string {
-	if !strings.HasPrefix(parentPath, quotaDir+"/") {
-		return ""
+// quotaPathOf returns the quota path a limits or stats node whose parent is
+// parentPath speaks for: "" for /zookeeper/quota itself, ok false outside
+// it. (ZooKeeper tests the parent with a bare string prefix, so
+// /zookeeper/quotaX/zookeeper_limits puts /X under quota there; not here.)
+func quotaPathOf(parentPath string) (p string, ok bool) {
+	if parentPath != quotaDir && !strings.HasPrefix(parentPath, quotaDir+"/") {
+		return "", false
 	}
-	return parentPath[len(quotaDir):]
+	return parentPath[len(quotaDir):], true
 }
 
 // quotaNodeCreated tracks the quota nodes themselves: a limits node puts
 // its path under quota; a stats node is filled with a fresh count of the
 // path's subtree (ZooKeeper's updateQuotaForPath).
 func (t *Tree) quotaNodeCreated(parentPath, name string, n *znode, undo *[]func()) {
-	p := quotaPathOf(parentPath)
-	if p == "" {
+	p, ok := quotaPathOf(parentPath)
+	if !ok {
 		return
 	}
 	switch name {
 	case quotaLimitNode:
+		if p == "" {
+			// A quota on the root: ZooKeeper 3.8's server dies on it
+			// (PathTrie: "Invalid path"); here it means nothing.
+			return
+		}
 		if t.quotas == nil {
 			t.quotas = make(map[string]struct{})
 		}
@@ -152,8 +163,14 @@ func (t *Tree) quotaNodeCreated(parentPath, name string, n *znode, undo *[]func(
 			*undo = append(*undo, func() { delete(t.quotas, p) })
 		}
 	case quotaStatNode:
+		// For /zookeeper/quota/zookeeper_stats ZooKeeper counts the
+		// whole tree.
+		target := t.root
+		if p != "" {
+			target = t.lookup(p)
+		}
 		count, bytes := int64(0), int64(0)
-		if target := t.lookup(p); target != nil {
+		if target != nil {
 			count, bytes = subtreeUsage(target)
 		}
 		// n was created by this very request: an undo unlinks it, data
@@ -164,7 +181,7 @@ func (t *Tree) quotaNodeCreated(parentPath, name string, n *znode, undo *[]func(
 
 // quotaNodeDeleted ends a quota when its limits node goes.
 func (t *Tree) quotaNodeDeleted(parentPath, name string, undo *[]func()) {
-	p := quotaPathOf(parentPath)
+	p, _ := quotaPathOf(parentPath)
 	if p == "" || name != quotaLimitNode {
 		return
 	}
@@ -227,45 +244,50 @@ func (t *Tree) setQuotaData(n *znode, data []byte, undo *[]func()) {
 	}
 }
 
-// quotaAllows is ZooKeeperServer.checkQuota, made when enforceQuota is on:
+// quotaCheck is ZooKeeperServer.checkQuota, made when enforceQuota is on:
 // a change of dCount znodes and dBytes bytes at path must not take the
-// owning quota path past a hard limit (countHardLimit, byteHardLimit).
-// Soft limits (count, bytes) are only ever reported, never enforced.
-func (t *Tree) quotaAllows(cfg *treeConfig, path string, dCount, dBytes int64) bool {
+// owning quota path past a hard limit (countHardLimit, byteHardLimit):
+// QuotaExceeded if it would. A soft limit (count, bytes) only counts where
+// no hard limit of its kind is set, and then is never enforced (ZooKeeper
+// logs it). Reaching a limit exactly is allowed. Limits or stats that do
+// not parse fail the write with MarshallingError, as ZooKeeper's parser
+// exception does; a missing limits or stats node lets it through.
+func (t *Tree) quotaCheck(cfg *treeConfig, path string, dCount, dBytes int64) int32 {
 	if !cfg.enforceQuota {
-		return true
+		return jute.ErrOK
 	}
 	p := t.quotaOwner(path)
 	if p == "" {
-		return true
+		return jute.ErrOK
 	}
 	limitsNode := t.lookup(quotaDir + p + "/" + quotaLimitNode)
 	if limitsNode == nil {
-		return true
+		return jute.ErrOK
 	}
 	limits, ok := parseStatsTrack(limitsNode.data())
 	if !ok {
-		return true
+		return jute.ErrMarshallingError
 	}
-	countLimit, byteLimit := limits.get("countHardLimit"), limits.get("byteHardLimit")
-	if (dCount == 0 || countLimit < 0) && (dBytes == 0 || byteLimit < 0) {
-		return true
+	checkCount := dCount != 0 && (limits.get("count") > -1 || limits.get("countHardLimit") > -1)
+	checkBytes := dBytes != 0 && (limits.get("bytes") > -1 || limits.get("byteHardLimit") > -1)
+	if !checkCount && !checkBytes {
+		return jute.ErrOK
 	}
 	statsNode := t.lookup(quotaDir + p + "/" + quotaStatNode)
 	if statsNode == nil {
-		return true
+		return jute.ErrOK
 	}
 	stats, ok := parseStatsTrack(statsNode.data())
 	if !ok {
-		return true
+		return jute.ErrMarshallingError
 	}
-	if dCount != 0 && countLimit >= 0 && stats.get("count")+dCount > countLimit {
-		return false
+	if checkCount && limits.get("countHardLimit") > -1 && stats.get("count")+dCount > limits.get("countHardLimit") {
+		return jute.ErrQuotaExceeded
 	}
-	if dBytes != 0 && byteLimit >= 0 && stats.get("bytes")+dBytes > byteLimit {
-		return false
+	if checkBytes && limits.get("byteHardLimit") > -1 && stats.get("bytes")+dBytes > limits.get("byteHardLimit") {
+		return jute.ErrQuotaExceeded
 	}
-	return true
+	return jute.ErrOK
 }
 
 // restoreQuotas rebuilds the set of quota paths from the limits nodes a

@@ -20,8 +20,13 @@ func TestStatsTrackParseFormat(t *testing.T) {
 		{"count=0,bytes=0", "count=0,bytes=0", true},
 		{"", "count=-1,bytes=-1", true},
 		{"bytes=7;count=2", "count=2,bytes=7", true},
-		{"count=,bytes=4", "count=-1,bytes=4", true},
-		{"count=1,,;bytes=2", "count=1,bytes=2", true},
+		{"count==5,bytes=4", "count=-1,bytes=4", true},
+		{"count=1,,;bytes=2;", "count=1,bytes=2", true},
+		{"count=100,bytes=5=;zzz=1", "count=100,bytes=5=;zzz=1", true},
+		// What ZooKeeper 3.8's StatsTrack throws on.
+		{"count=,bytes=4", "", false},
+		{",count=1", "", false},
+		{"count", "", false},
 		{"countHardLimit=5", "count=-1,bytes=-1=;countHardLimit=5", true},
 		{"count=1,count=2", "count=2,bytes=-1", true},
 		{"abc", "", false},
@@ -191,6 +196,20 @@ func TestQuotaDeepestPath(t *testing.T) {
 	q.wantStats("/later", "count=0,bytes=0")
 	q.must(q.create("/later", "", 0), "")
 	q.wantStats("/later", "count=1,bytes=0")
+	// A stats node right under /zookeeper/quota counts the whole tree (as
+	// ZooKeeper's does); a limits node there puts nothing under quota
+	// (ZooKeeper's server dies on it).
+	q.must(q.create(quotaDir+"/"+quotaStatNode, "", 0), "")
+	c, b := subtreeUsage(q.tr.root)
+	got := string(q.tr.lookup(quotaDir + "/" + quotaStatNode).data())
+	// counted while the new stats node held the client's empty data
+	if want := fmt.Sprintf("count=%d,bytes=%d", c, b-int64(len(got))); got != want {
+		t.Fatalf("root stats %q, want %q", got, want)
+	}
+	q.must(q.create(quotaDir+"/"+quotaLimitNode, "count=1,bytes=1", 0), "")
+	if len(q.tr.quotas) != 3 {
+		t.Fatalf("quota paths %v", q.tr.quotas)
+	}
 }
 
 // TestQuotaEnforced: with enforceQuota, hard limits fail creates and
@@ -215,6 +234,11 @@ func TestQuotaEnforced(t *testing.T) {
 			if code := q.create("/h/a", "", 0); code != jute.ErrNodeExists {
 				t.Fatalf("create of an existing node: %d, want NodeExists first", code)
 			}
+			q.c.zxid++
+			var ev0 []event
+			if _, code := q.tr.setData(q.c, q.cfg, "/h/a", []byte("123456789012"), 99, &ev0, nil); code != wantQuota && !(code == jute.ErrBadVersion && !enforce) {
+				t.Fatalf("setData past the byte limit with a bad version: %d, want the quota checked first", code)
+			}
 			if !enforce {
 				return
 			}
@@ -237,6 +261,19 @@ func TestQuotaEnforced(t *testing.T) {
 				t.Fatalf("multi results %+v", res)
 			}
 			q.wantStats("/h", "count=3,bytes=10")
+
+			// Soft limits are never enforced; limits that do not parse
+			// fail writes under them with MarshallingError.
+			q.must(q.create("/s", "", 0), "")
+			q.setquota("/s", "count=1,bytes=1")
+			q.must(q.create("/s/a", "12345", 0), "create past soft limits")
+			q.must(q.set(quotaDir+"/s/"+quotaLimitNode, "count=abc"), "")
+			if code := q.create("/s/b", "", 0); code != jute.ErrMarshallingError {
+				t.Fatalf("create under unreadable limits: %d", code)
+			}
+			if code := q.del("/s/a"); code != jute.ErrOK {
+				t.Fatalf("delete under unreadable limits: %d (deletes are never checked)", code)
+			}
 		})
 	}
 }
