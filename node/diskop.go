@@ -65,7 +65,9 @@ type DiskOp struct {
 	Off   int64  // OpRead, OpWrite
 	Len   int    // OpRead
 	Size  int64  // OpTruncate
-	Data  []byte // OpWrite; owned by the shell once submitted
+	// Data is OpWrite's bytes: the shell's from submission until the op
+	// completes (its event is delivered); the core may then reuse them.
+	Data []byte
 }
 
 // DirEntry is one name in a directory listing.

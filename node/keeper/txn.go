@@ -50,7 +50,13 @@ type txn struct {
 }
 
 func (x *txn) encode() []byte {
-	e := &jute.Encoder{B: make([]byte, 0, 64+len(x.body))}
+	// Sized for a request, ids included, so that the buffer never grows:
+	// it is made for every write.
+	size := 1 + 7*8 + 4 + 1 + 4 + len(x.body) + len(x.path) + 4
+	for _, id := range x.ids {
+		size += 8 + len(id.Scheme) + len(id.ID)
+	}
+	e := &jute.Encoder{B: make([]byte, 0, max(size, 64))}
 	e.B = append(e.B, x.kind)
 	switch x.kind {
 	case txnRequest:

@@ -132,11 +132,22 @@ func (l *raftLog) compact(i Index) {
 	e := l.at(i)
 	l.prevTerm, l.prevZxid = e.Term, e.Zxid
 	n := int(i - l.first + 1)
-	// Room for as many entries as were held: the log grows by about as much
-	// before the next compaction, and growing it from small again copied
-	// it over and over.
-	rest := make([]Entry, len(l.entries)-n, max(len(l.entries), 16))
-	copy(rest, l.entries[n:])
-	l.entries = rest
+	kept := len(l.entries) - n
+	if cap(l.entries) <= 4*max(len(l.entries), 1024) {
+		// Keep the array, with room for as many entries as were held: the
+		// log grows by about as much before the next compaction. Growing
+		// it from small again copied it over and over, and a fresh array
+		// (megabytes for a keeper) is a page fault per 4 KiB touched, which
+		// on a virtual machine costs more than the copy.
+		copy(l.entries, l.entries[n:])
+		clear(l.entries[kept:]) // the moved-out entries' data can go
+		l.entries = l.entries[:kept]
+	} else {
+		// The array is far bigger than the log (it held a long backlog
+		// once): give it back.
+		rest := make([]Entry, kept, max(len(l.entries), 16))
+		copy(rest, l.entries[n:])
+		l.entries = rest
+	}
 	l.first = i + 1
 }

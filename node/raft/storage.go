@@ -24,6 +24,11 @@ type storage struct {
 
 	// segments on disk, oldest first; the last is the one being written.
 	segs []segFile
+	// wbuf held the last batch written. Ops complete in order, so once
+	// that batch's sync completed (no batch in flight) the next batch is
+	// laid out in it: a fresh buffer per batch, a megabyte of fill per
+	// megabyte of log, was a page fault per 4 KiB.
+	wbuf []byte
 	size int64 // bytes written to the last segment (sector aligned)
 	// filled is how far the last segment was written, fill included: a
 	// batch that ends past it carries fill up to the next multiple of
@@ -260,12 +265,16 @@ func (s *storage) flush() {
 		}
 		s.startSegment(first)
 	}
-	batch := encodeBatch(s.batches, s.pending)
+	batch := encodeBatch(s.wbuf, s.batches, s.pending)
 	seg := s.segs[len(s.segs)-1]
 	write := batch
 	if end := s.size + int64(len(batch)); r.cfg.WALFill > 0 && end > s.filled {
 		s.filled = (end/r.cfg.WALFill + 1) * r.cfg.WALFill
 		write = appendFill(batch, seg.seq, end, s.filled)
+	}
+	s.wbuf = write[:0]
+	if cap(s.wbuf) > maxKeptWriteBuffer {
+		s.wbuf = nil // a rare huge batch: do not hold on to it
 	}
 	s.do(node.WriteOp(s.path(seg.name), s.size, write), nil)
 	cb := s.synced

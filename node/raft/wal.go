@@ -181,7 +181,12 @@ func physicalLen(n int) int {
 
 // encodeBatch lays records out as sectors, ready to be written at a sector
 // boundary.
-func encodeBatch(seq uint64, records []byte) []byte {
+// maxKeptWriteBuffer bounds the buffer storage keeps for the next batch.
+const maxKeptWriteBuffer = 8 << 20
+
+// encodeBatch lays a batch out in dst's memory (growing it if needed; its
+// contents are overwritten) and returns it.
+func encodeBatch(dst []byte, seq uint64, records []byte) []byte {
 	var hdr [batchHeader]byte
 	binary.BigEndian.PutUint32(hdr[0:], batchMagic)
 	binary.BigEndian.PutUint32(hdr[4:], uint32(len(records)))
@@ -192,7 +197,9 @@ func encodeBatch(seq uint64, records []byte) []byte {
 	copy(hdr[16:], seqb[:])
 	binary.BigEndian.PutUint32(hdr[12:], headerCRC(hdr[:]))
 
-	out := make([]byte, physicalLen(len(records)))
+	n := physicalLen(len(records))
+	out := slices.Grow(dst[:0], n)[:n]
+	clear(out) // padding after the records is zeros
 	src := [2][]byte{hdr[:], records}
 	part, off := 0, 0
 	for s := 0; s < len(out); s += sectorSize {

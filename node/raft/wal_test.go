@@ -37,7 +37,7 @@ func genSegment(t *rapid.T) (data []byte, starts []int, perBatch [][]record) {
 			want = append(want, record{entry: &e})
 		}
 		starts = append(starts, len(data))
-		data = append(data, encodeBatch(uint64(b), recs)...)
+		data = append(data, encodeBatch(nil, uint64(b), recs)...)
 		perBatch = append(perBatch, want)
 	}
 	return data, starts, perBatch
@@ -153,10 +153,10 @@ func TestWALMisplacedBatch(t *testing.T) {
 	recs := appendStateRec(nil, hardState{Term: 9})
 	var seg []byte
 	for i := range 4 {
-		seg = append(seg, encodeBatch(uint64(i), recs)...)
+		seg = append(seg, encodeBatch(nil, uint64(i), recs)...)
 	}
 	b1 := physicalLen(len(recs))
-	copy(seg[b1:], encodeBatch(3, recs)) // batch 3's bytes over batch 1
+	copy(seg[b1:], encodeBatch(nil, 3, recs)) // batch 3's bytes over batch 1
 	sc := scanSegment(seg, 1, true)
 	if !sc.damaged || !sc.lossy || sc.validEnd != int64(b1) {
 		t.Fatalf("misplaced batch: damaged=%v lossy=%v end=%d (%s)", sc.damaged, sc.lossy, sc.validEnd, sc.why)
@@ -196,7 +196,7 @@ func TestZxid(t *testing.T) {
 // an older one (all of whose batches were synced before the next began).
 func TestZeroTailOnlyCleanInNewestSegment(t *testing.T) {
 	recs := appendSegmentRec(nil, segmentInfo{Seq: 1, FirstIndex: 1})
-	data := append(encodeBatch(0, recs), make([]byte, 4*sectorSize)...)
+	data := append(encodeBatch(nil, 0, recs), make([]byte, 4*sectorSize)...)
 	if sc := scanSegment(data, 1, true); !sc.damaged || sc.lossy {
 		t.Fatalf("newest segment with a zero tail: damaged=%v lossy=%v (%s)", sc.damaged, sc.lossy, sc.why)
 	}
@@ -284,4 +284,19 @@ func TestWALFill(t *testing.T) {
 			}
 		}
 	})
+}
+
+// TestEncodeBatchIntoUsedBuffer: a batch laid out in the previous batch's
+// buffer (storage reuses it) is byte for byte the batch laid out fresh,
+// padding included.
+func TestEncodeBatchIntoUsedBuffer(t *testing.T) {
+	recs := []byte("some records that end inside a sector")
+	dirty := bytes.Repeat([]byte{0xAB}, 4*sectorSize)
+	got := encodeBatch(dirty, 7, recs)
+	if want := encodeBatch(nil, 7, recs); !bytes.Equal(got, want) {
+		t.Fatal("a batch laid out in a used buffer differs from a fresh one")
+	}
+	if &got[0] != &dirty[0] {
+		t.Fatal("the buffer was not reused")
+	}
 }
