@@ -73,7 +73,7 @@ func runKeeperFuzz(t *testing.T, frames [][]byte) {
 	cfg := keeper.Config{
 		ID: 1, ClientAddr: "s1:2181", Servers: []keeper.ServerSpec{spec}, DataDir: "/data",
 		TickTime: 200 * time.Millisecond, SyncLimit: 5, FourLetter: []string{"*"}, TTLEnabled: true,
-		ContainerCheck: time.Second, RaftTick: 50 * time.Millisecond, ElectionTicks: 10,
+		ContainerCheck: time.Second, RaftTick: 50 * time.Millisecond, ElectionTicks: 10, EnforceQuota: true,
 	}
 	server := w.AddNode(NodeSpec{Name: "s1", Listen: []string{spec.PeerAddr(), "s1:2181"}, Factory: keeper.New(cfg)})
 	c := &fuzzClient{frames: frames}
@@ -221,6 +221,12 @@ func keeperFuzzSeeds() [][]byte {
 		req(jute.XidSetWatches, jute.OpSetWatches, &jute.SetWatches{RelativeZxid: 0, DataWatches: []string{"/a"}, ExistWatches: []string{"/b"}, ChildWatches: []string{"/"}}),
 		multi(jute.OpMulti, []jute.MultiOp{{Type: jute.OpCreate, Create: &jute.CreateTTLRequest{Path: "/m", ACL: open}}, {Type: jute.OpDelete, Delete: &jute.DeleteRequest{Path: "/m", Version: -1}}}),
 		multi(jute.OpMultiRead, []jute.MultiOp{{Type: jute.OpGetData, GetData: &jute.GetDataRequest{Path: "/"}}, {Type: jute.OpGetChildren, GetChildren: &jute.GetChildrenRequest{Path: "/"}}}),
+		// A quota on /a as zkCli sets one, with hard limits, then writes
+		// under it (in FuzzKeeperRequests' sequences: seed i, i+1, i+7).
+		req(18, jute.OpCreate, &jute.CreateRequest{Path: "/zookeeper/quota/a", ACL: open}),
+		req(19, jute.OpCreate, &jute.CreateRequest{Path: "/zookeeper/quota/a/zookeeper_limits", Data: []byte("count=-1,bytes=-1=;byteHardLimit=4;countHardLimit=2"), ACL: open}),
+		req(20, jute.OpCreate, &jute.CreateRequest{Path: "/zookeeper/quota/a/zookeeper_stats", Data: []byte("count=0,bytes=0"), ACL: open}),
+		req(21, jute.OpSetData, &jute.SetDataRequest{Path: "/a", Data: []byte("12345"), Version: -1}),
 		req(17, jute.OpCloseSession, nil),
 	}
 }
