@@ -86,7 +86,7 @@ func (s *Server) srvr(version bool) string {
 	}
 	fmt.Fprintf(&b, "Latency min/avg/max: %d/%.4f/%d\n", st.latMin.Milliseconds(), avg, st.latMax.Milliseconds())
 	fmt.Fprintf(&b, "Received: %d\nSent: %d\nConnections: %d\nOutstanding: %d\nZxid: 0x%x\nMode: %s\nNode count: %d\n",
-		st.received, st.sent, len(s.conns), len(s.pending), s.tree.Zxid(), mode, s.tree.Count())
+		st.received, st.sent, len(s.conns), len(s.pending), s.tree.Zxid(), mode, zkNodeCount(s.tree))
 	return b.String()
 }
 
@@ -188,7 +188,7 @@ func (s *Server) mntr() string {
 		{"zk_packets_sent", fmt.Sprint(st.sent)},
 		{"zk_num_alive_connections", fmt.Sprint(len(s.conns))},
 		{"zk_outstanding_requests", fmt.Sprint(len(s.pending))},
-		{"zk_znode_count", fmt.Sprint(s.tree.Count())},
+		{"zk_znode_count", fmt.Sprint(zkNodeCount(s.tree))},
 		{"zk_watch_count", fmt.Sprint(s.watches.total)},
 		{"zk_ephemerals_count", fmt.Sprint(ephemerals)},
 		{"zk_approximate_data_size", fmt.Sprint(s.tree.dataSize())},
@@ -272,3 +272,8 @@ func consOpName(op int32) string {
 	}
 	return "NA"
 }
+
+// zkNodeCount is the node count ZooKeeper reports: its DataTree holds the
+// root under both "" and "/", so a fresh tree (/, /zookeeper,
+// /zookeeper/config, /zookeeper/quota) counts 5.
+func zkNodeCount(t *Tree) int { return t.Count() + 1 }
