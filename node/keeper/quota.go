@@ -260,12 +260,11 @@ func (t *Tree) quotaCheck(cfg *treeConfig, path string, dCount, dBytes int64) in
 	if p == "" {
 		return jute.ErrOK
 	}
-	limitsNode := t.lookup(quotaDir + p + "/" + quotaLimitNode)
-	if limitsNode == nil {
+	limits, found, ok := t.readQuotaNode(p, quotaLimitNode)
+	switch {
+	case !found:
 		return jute.ErrOK
-	}
-	limits, ok := parseStatsTrack(limitsNode.data())
-	if !ok {
+	case !ok:
 		return jute.ErrMarshallingError
 	}
 	checkCount := dCount != 0 && (limits.get("count") > -1 || limits.get("countHardLimit") > -1)
@@ -273,12 +272,11 @@ func (t *Tree) quotaCheck(cfg *treeConfig, path string, dCount, dBytes int64) in
 	if !checkCount && !checkBytes {
 		return jute.ErrOK
 	}
-	statsNode := t.lookup(quotaDir + p + "/" + quotaStatNode)
-	if statsNode == nil {
+	stats, found, ok := t.readQuotaNode(p, quotaStatNode)
+	switch {
+	case !found:
 		return jute.ErrOK
-	}
-	stats, ok := parseStatsTrack(statsNode.data())
-	if !ok {
+	case !ok:
 		return jute.ErrMarshallingError
 	}
 	if checkCount && limits.get("countHardLimit") > -1 && stats.get("count")+dCount > limits.get("countHardLimit") {
@@ -288,6 +286,17 @@ func (t *Tree) quotaCheck(cfg *treeConfig, path string, dCount, dBytes int64) in
 		return jute.ErrQuotaExceeded
 	}
 	return jute.ErrOK
+}
+
+// readQuotaNode parses quota path p's limits or stats node (name); found is
+// false if the node is missing, ok false if its text does not parse.
+func (t *Tree) readQuotaNode(p, name string) (st statsTrack, found, ok bool) {
+	n := t.lookup(quotaDir + p + "/" + name)
+	if n == nil {
+		return nil, false, false
+	}
+	st, ok = parseStatsTrack(n.data())
+	return st, true, ok
 }
 
 // restoreQuotas rebuilds the set of quota paths from the limits nodes a
