@@ -1,6 +1,7 @@
 package raft
 
 import (
+	"fmt"
 	"reflect"
 	"testing"
 
@@ -117,4 +118,26 @@ func FuzzDecodeMessage(f *testing.F) {
 	f.Fuzz(func(t *testing.T, body []byte) {
 		_, _ = decodeMessage(body)
 	})
+}
+
+// TestDecodeAppendAllocations: decoding an append copies its entries' data
+// in one allocation (it was one per entry), and no entry's data can grow
+// into its neighbour's.
+func TestDecodeAppendAllocations(t *testing.T) {
+	m := message{typ: mApp, from: 1, term: 2}
+	for i := range 20 {
+		m.entries = append(m.entries, Entry{Index: Index(i + 1), Term: 2, Zxid: MakeZxid(2, uint32(i+1)), Type: EntryNormal, Data: []byte(fmt.Sprintf("entry %d", i))})
+	}
+	frame := m.encode(nil)
+	if n := testing.AllocsPerRun(100, func() { decodeMessage(frame[4:]) }); n != 2 {
+		t.Fatalf("%v allocations to decode an append of 20 entries, want 2 (entries, data)", n)
+	}
+	got, err := decodeMessage(frame[4:])
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = append(got.entries[0].Data, 'X')
+	if string(got.entries[1].Data) != "entry 1" {
+		t.Fatalf("appending to one entry's data changed the next: %q", got.entries[1].Data)
+	}
 }
