@@ -145,8 +145,10 @@ func decodeTxn(b []byte) (txn, error) {
 	return x, d.Done()
 }
 
-// stampTime rewrites the time of an encoded entry, so the leader's clock
-// (not the origin's) dates every change, as in ZooKeeper.
+// stampTime rewrites the time of an encoded entry in place, so the
+// leader's clock (not the origin's) dates every change, as in ZooKeeper.
+// Entries are the proposer's own (raft.Propose takes them over: the keeper
+// encodes each once, and forwarded ones are decoded into fresh memory).
 func stampTime(b []byte, now int64) []byte {
 	var off int
 	switch {
@@ -162,10 +164,9 @@ func stampTime(b []byte, now int64) []byte {
 	if len(b) < off+8 {
 		return b
 	}
-	out := append([]byte(nil), b...)
-	e := &jute.Encoder{B: out[:off]}
+	e := &jute.Encoder{B: b[:off]}
 	e.Long(now)
-	return out
+	return b
 }
 
 var opNames = map[int32]string{

@@ -183,7 +183,8 @@ type Hooks struct {
 	// to index (checkers use it to know in which term an entry committed).
 	Committed func(term Term, index Index)
 	// Prepare lets the leader's host rewrite a proposal's data just before
-	// it is appended (the keeper stamps the leader's time into it).
+	// it is appended (the keeper stamps the leader's time into it, in
+	// place: Propose and Forward take over the data they are given).
 	Prepare func(data []byte) []byte
 	// HostMessage delivers data a peer's host sent with SendHost.
 	HostMessage func(from ID, data []byte)
@@ -477,6 +478,7 @@ func (r *Raft) Leader() (ID, string) {
 // Propose appends data to the log if this server leads, returning the
 // entry's index and zxid. The entry may still be lost (the leader may fail
 // before it commits); the host learns it committed when it is applied.
+// data becomes raft's (Hooks.Prepare may rewrite it in place).
 func (r *Raft) Propose(data []byte) (Index, Zxid, error) {
 	switch {
 	case !r.ready:
