@@ -74,14 +74,17 @@ func (r *Raft) sendAppend(p *peer, heartbeat bool) bool {
 	m := &message{typ: mApp, prevIndex: prev, prevTerm: prevTerm, commit: r.commit, readSeq: r.reads.seq}
 	m.commitTerm, _ = r.log.term(r.commit)
 	if !heartbeat {
-		size := 0
-		for _, e := range r.log.slice(p.next, r.log.lastIndex()) {
-			if len(m.entries) > 0 && size+len(e.Data) > r.cfg.MaxAppendBytes {
+		es := r.log.slice(p.next, r.log.lastIndex())
+		size, k := 0, 0
+		for ; k < len(es); k++ {
+			if k > 0 && size+len(es[k].Data) > r.cfg.MaxAppendBytes {
 				break
 			}
-			m.entries = append(m.entries, e)
-			size += len(e.Data) + 32
+			size += len(es[k].Data) + 32
 		}
+		// sendNow encodes the message at once, so it may borrow the log's
+		// entries instead of copying them.
+		m.entries = es[:k:k]
 	}
 	r.sendNow(p.id, m)
 	p.commitSent = m.commit
