@@ -103,6 +103,7 @@ func loadKeeperConfig(path string, stderr io.Writer) (keeper.Config, error) {
 
 // startKeeper builds the shell for one keeper server; the caller runs it.
 func startKeeper(cfg keeper.Config, logw io.Writer) (*shell.Shell, func(), error) {
+	cfg.FileDescriptors = fileDescriptors
 	keeperGC()
 	stopTrim := startHeapTrim()
 	logDir := cfg.DataLogDir
@@ -298,4 +299,19 @@ func startCPUProfile(path string) (stop func(), err error) {
 		return nil, err
 	}
 	return func() { pprof.StopCPUProfile(); f.Close() }, nil
+}
+
+// fileDescriptors counts the process's open file descriptors (/proc/self/fd,
+// the directory's own descriptor not included) and reports their soft limit,
+// as ZooKeeper's mntr does on Unix; ok is false where /proc is missing.
+func fileDescriptors() (open, max int64, ok bool) {
+	fds, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		return 0, 0, false
+	}
+	var lim syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
+		return 0, 0, false
+	}
+	return int64(len(fds) - 1), int64(lim.Cur), true
 }

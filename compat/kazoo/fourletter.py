@@ -54,6 +54,11 @@ def main():
         st = re.search(r"(?m)^zk_server_state\t(\w+)$", mntr)
         check(st, "mntr from %s lacks zk_server_state: %r" % (h, mntr[:300]))
         eq(st.group(1), m.group(1), "mntr zk_server_state vs srvr Mode on %s" % h)
+        # monitoring graphs file descriptors against their limit
+        fds = re.search(r"(?m)^zk_open_file_descriptor_count\t(\d+)$", mntr)
+        lim = re.search(r"(?m)^zk_max_file_descriptor_count\t(\d+)$", mntr)
+        check(fds and lim and 0 < int(fds.group(1)) <= int(lim.group(1)),
+              "mntr from %s: file descriptor counts %r %r" % (h, fds and fds.group(0), lim and lim.group(0)))
         eq(ci.command(b"ruok"), "imok", "ruok on %s" % h)
         # writes through this server are visible everywhere after sync
         ci.create("%s/via-%d" % (base, i), b"%d" % i)

@@ -13,6 +13,12 @@ import (
 // Config is a keeper server's configuration: what zoo.cfg says, in
 // ZooKeeper's terms, plus myid.
 type Config struct {
+	// FileDescriptors, if set, reports the process's open file
+	// descriptors and their limit for mntr (zk_open_file_descriptor_count,
+	// zk_max_file_descriptor_count); the production shell reads them from
+	// the OS, which the core may not touch.
+	FileDescriptors func() (open, max int64, ok bool)
+
 	ID         raft.ID
 	TickTime   time.Duration
 	InitLimit  int

@@ -194,6 +194,12 @@ func (s *Server) mntr() string {
 		{"zk_approximate_data_size", fmt.Sprint(s.tree.dataSize())},
 		{"zk_uptime", fmt.Sprint(s.env.Now().Sub(s.started).Milliseconds())},
 	}
+	if s.cfg.FileDescriptors != nil {
+		if open, limit, ok := s.cfg.FileDescriptors(); ok {
+			lines = append(lines, [2]string{"zk_open_file_descriptor_count", fmt.Sprint(open)},
+				[2]string{"zk_max_file_descriptor_count", fmt.Sprint(limit)})
+		}
+	}
 	if state == "leader" {
 		lines = append(lines, [2]string{"zk_followers", fmt.Sprint(len(s.cfg.Servers) - 1)},
 			[2]string{"zk_synced_followers", fmt.Sprint(s.syncedFollowers())})
