@@ -25,6 +25,12 @@ type Checks interface {
 	Final() error
 }
 
+// Counters is implemented by checks that count things tests look at (how
+// often a mechanism was used); Result.Counters holds them at the end.
+type Counters interface {
+	Counters() map[string]uint64
+}
+
 // Scenario is a named simulation: a cluster, a workload and its checks.
 type Scenario struct {
 	Name string
@@ -97,6 +103,7 @@ type Result struct {
 	Faults   string // the fault kinds and mean intervals in force
 	Replay   string // the command that replays this run
 	Net      netsim.Stats
+	Counters map[string]uint64 // from the scenario's checks, if they count (Counters)
 }
 
 // OK reports whether the run passed.
@@ -159,6 +166,9 @@ func Run(o Options) (res Result) {
 		res.SimTime = time.Duration(w.Q.Now())
 		res.Wall = time.Since(start)
 		res.Failure = w.failure
+		if c, ok := w.checks.(Counters); ok {
+			res.Counters = c.Counters()
+		}
 	}()
 	checks := sc.Build(w)
 	w.checks = checks

@@ -21,6 +21,7 @@ var consensusBugs = map[string]string{
 	raft.BugCommitOnMinority: "the leader commits an entry once any one server has it: a committed entry can be lost",
 	raft.BugAckBeforeDurable: "followers acknowledge appends and grant votes before their WAL batch is on disk",
 	raft.BugNoTruncate:       "a follower keeps the entries it holds at the leader's indexes without comparing terms, and acknowledges them",
+	raft.BugPeerAckLeader:    "a follower committing from its fellow followers' acknowledgements counts the leader as holding durably what it sent",
 	bugWipedVotes:            "a server whose disk was replaced is restarted without Rejoin and votes with an empty log",
 }
 
@@ -97,7 +98,7 @@ func buildConsensus(w *World) Checks {
 			Raft: raft.Config{
 				ID: id, Peers: peers, Tick: 50 * time.Millisecond, ElectionTicks: 10,
 				SnapshotEvery: 150, SnapshotKeep: 40, SegmentBytes: 32 << 10, MaxAppendBytes: 16 << 10, SnapshotChunk: 16 << 10,
-				WALFill: walFill, NoAppendCoalescing: drawNoCoalescing(w.Seed), Bug: w.Bug,
+				WALFill: walFill, NoAppendCoalescing: drawNoCoalescing(w.Seed), NoPeerAcks: drawNoPeerAcks(w.Seed), Bug: w.Bug,
 			},
 			ClientAddr: clientAddrs[i],
 			OnApply:    func(e *raft.Entry, hash uint64) { cc.applied(i, e, hash) },
@@ -355,6 +356,19 @@ func (cc *consensusChecks) Final() error {
 	return nil
 }
 
+// Counters: "peer-commits", the commit advances followers learned from
+// their fellow followers (raft.Status.PeerCommits) in the servers' current
+// incarnations.
+func (cc *consensusChecks) Counters() map[string]uint64 {
+	var n uint64
+	for i := range cc.servers {
+		if s := cc.server(i); s != nil {
+			n += s.Raft().Status().PeerCommits
+		}
+	}
+	return map[string]uint64{"peer-commits": n}
+}
+
 // drawWALFill picks how far ahead WAL segments are written with fill: not at
 // all, or by a few sectors to a few segments' worth, so that batches land
 // on both sides of fill boundaries and crashes tear fill as well as data.
@@ -368,4 +382,11 @@ func drawWALFill(seed uint64) int64 {
 // in flight in one run out of four, so both ways of replicating are swept.
 func drawNoCoalescing(seed uint64) bool {
 	return stream(seed, "coalesce", 0).IntN(4) == 0
+}
+
+// drawNoPeerAcks turns off followers' acknowledgements to each other (and
+// so their commits from them) in one run out of four: both ways of learning
+// commits are swept.
+func drawNoPeerAcks(seed uint64) bool {
+	return stream(seed, "peer-acks", 0).IntN(4) == 0
 }

@@ -64,6 +64,8 @@ type Config struct {
 	SnapshotLoopShare float64
 	// NoAppendCoalescing is raft's; the simulator sweeps both ways.
 	NoAppendCoalescing bool
+	// NoPeerAcks is raft's; the simulator sweeps both ways.
+	NoPeerAcks bool
 	// Rejoin: this server's disk was replaced while the ensemble kept its
 	// data; it must not vote until a leader has caught it up (raft.Config).
 	Rejoin bool

@@ -187,7 +187,7 @@ func New(cfg Config) node.Factory {
 		}
 		s.raft = raft.New(env, raft.Config{
 			ID: cfg.ID, Peers: peers, Dir: "raft", Tick: cfg.RaftTick, ElectionTicks: cfg.ElectionTicks,
-			SnapshotEvery: cfg.SnapshotEvery, SnapshotStep: cfg.SnapshotStep, WALFill: cfg.WALFill, SnapshotSyncBytes: cfg.SnapshotSyncBytes, SnapshotLoopShare: cfg.SnapshotLoopShare, NoAppendCoalescing: cfg.NoAppendCoalescing, MaxPending: 200_000, Rejoin: cfg.Rejoin, Bug: raftBug(cfg.Bug),
+			SnapshotEvery: cfg.SnapshotEvery, SnapshotStep: cfg.SnapshotStep, WALFill: cfg.WALFill, SnapshotSyncBytes: cfg.SnapshotSyncBytes, SnapshotLoopShare: cfg.SnapshotLoopShare, NoAppendCoalescing: cfg.NoAppendCoalescing, NoPeerAcks: cfg.NoPeerAcks, MaxPending: 200_000, Rejoin: cfg.Rejoin, Bug: raftBug(cfg.Bug),
 		}, (*stateMachine)(s), raft.Hooks{
 			Ready:       s.raftReady,
 			ReadReady:   s.readReady,
@@ -202,7 +202,7 @@ func New(cfg Config) node.Factory {
 // raftBug passes through planted bugs that belong to the consensus layer.
 func raftBug(b string) string {
 	switch b {
-	case raft.BugAckBeforeDurable, raft.BugCommitOnMinority, raft.BugNoTruncate:
+	case raft.BugAckBeforeDurable, raft.BugCommitOnMinority, raft.BugNoTruncate, raft.BugPeerAckLeader:
 		return b
 	}
 	return ""

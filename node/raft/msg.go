@@ -25,10 +25,11 @@ const (
 	mHost                             // a message between hosts (not replicated)
 	mTermQuery                        // a server that lost its term asks for the receiver's
 	mTermResp                         // the receiver's current term
+	mPeerAck                          // a follower tells its fellow followers what it holds durably
 )
 
 func (t msgType) String() string {
-	names := [...]string{"?", "vote", "vote-resp", "app", "app-resp", "snap", "snap-resp", "prop", "read-index", "read-index-resp", "host", "term-query", "term-resp"}
+	names := [...]string{"?", "vote", "vote-resp", "app", "app-resp", "snap", "snap-resp", "prop", "read-index", "read-index-resp", "host", "term-query", "term-resp", "peer-ack"}
 	if int(t) < len(names) {
 		return names[t]
 	}
@@ -60,7 +61,7 @@ type message struct {
 	readSeq    uint64 // mApp, mAppResp: ReadIndex round
 	entries    []Entry
 
-	// mAppResp, mSnapResp
+	// mAppResp, mSnapResp, mPeerAck
 	success bool
 	match   Index
 
@@ -144,6 +145,8 @@ func (m *message) encode(dst []byte) []byte {
 		dst = appendU64(dst, uint64(m.lastIndex))
 		dst = appendU64(dst, uint64(m.lastTerm))
 		dst = appendU64(dst, m.readSeq)
+	case mPeerAck:
+		dst = appendU64(dst, uint64(m.match))
 	case mSnap:
 		dst = appendU64(dst, uint64(m.snapIndex))
 		dst = appendU64(dst, uint64(m.snapTerm))
@@ -297,6 +300,8 @@ func decodeMessage(body []byte) (message, error) {
 		m.lastIndex = Index(r.u64())
 		m.lastTerm = Term(r.u64())
 		m.readSeq = r.u64()
+	case mPeerAck:
+		m.match = Index(r.u64())
 	case mSnap:
 		m.snapIndex = Index(r.u64())
 		m.snapTerm = Term(r.u64())

@@ -24,6 +24,7 @@ var fieldsOf = map[msgType][]string{
 	mHost:          {"data"},
 	mTermQuery:     {},
 	mTermResp:      {},
+	mPeerAck:       {"match"},
 }
 
 // setters draw a value for each named field.
@@ -58,7 +59,7 @@ var setters = map[string]func(m *message, t *rapid.T){
 }
 
 func genMessage(t *rapid.T) message {
-	typ := msgType(rapid.IntRange(int(mVote), int(mTermResp)).Draw(t, "type"))
+	typ := msgType(rapid.IntRange(int(mVote), int(mPeerAck)).Draw(t, "type"))
 	m := message{typ: typ, from: ID(rapid.Uint64().Draw(t, "from")), term: Term(rapid.Uint64().Draw(t, "term"))}
 	for _, name := range fieldsOf[typ] {
 		setters[name](&m, t)

@@ -64,6 +64,9 @@ type Config struct {
 	// NoAppendCoalescing sends every flush's new entries at once instead
 	// of holding a partly filled append while another is in flight.
 	NoAppendCoalescing bool
+	// NoPeerAcks: followers do not tell each other what they hold durably,
+	// and learn commits only from the leader (see Raft.peerAcked).
+	NoPeerAcks bool
 	// MaxPending bounds proposals waiting for the disk; beyond it Propose
 	// returns ErrBusy.
 	MaxPending int
@@ -82,6 +85,7 @@ const (
 	BugAckBeforeDurable = "ack-before-durable" // acknowledge appends and grant votes before the WAL batch is on disk
 	BugCommitOnMinority = "commit-on-minority" // commit once any one server has an entry
 	BugNoTruncate       = "no-truncate"        // followers keep entries at indexes they hold without comparing terms, and acknowledge them
+	BugPeerAckLeader    = "peer-ack-leader"    // a follower committing from peer acknowledgements counts the leader as holding durably what it sent
 )
 
 func (c *Config) setDefaults() {
@@ -179,8 +183,10 @@ type Hooks struct {
 	ReadReady func(ctx uint64, ok bool)
 	// RoleChanged reports a new role, term or leader.
 	RoleChanged func(role Role, term Term, leader ID)
-	// Committed: as leader of term, this server advanced the commit index
-	// to index (checkers use it to know in which term an entry committed).
+	// Committed: this server advanced the commit index to index in term,
+	// as its leader or as a follower from its fellow followers'
+	// acknowledgements (checkers use it to know in which term an entry
+	// committed).
 	Committed func(term Term, index Index)
 	// Prepare lets the leader's host rewrite a proposal's data just before
 	// it is appended (the keeper stamps the leader's time into it, in
@@ -243,6 +249,16 @@ type Raft struct {
 	commit  Index
 	applied Index
 
+	// Follower commits from fellow followers' acknowledgements (peerAcked):
+	// our log equals the leader's up to leaderMatch (in term
+	// leaderMatchTerm), and we told the other followers so up to
+	// peerAckSent (in term peerAckSentTerm).
+	leaderMatch     Index
+	leaderMatchTerm Term
+	peerAckSent     Index
+	peerAckSentTerm Term
+	peerCommits     uint64 // commit advances learned that way
+
 	// elections
 	electionElapsed  int
 	electionTimeout  int // randomised
@@ -278,6 +294,13 @@ type peer struct {
 	active     bool   // heard from since the last check-quorum
 	readSeq    uint64 // highest ReadIndex round it acknowledged
 	snap       *snapSend
+	// ackMatch: while we follow, the peer (a fellow follower) holds the
+	// leader's log durably up to ackMatch in term ackTerm.
+	ackMatch Index
+	ackTerm  Term
+	// sentMax: while we lead, the last entry of ours it has been sent, in
+	// any append of this term (reads.go: readFloor).
+	sentMax Index
 }
 
 // New creates a server. Call Start on the node's EvStart.
@@ -421,6 +444,10 @@ type Status struct {
 	// Batches counts WAL batches made durable (one fsync each) and
 	// BatchedEntries the entries they carried: group commit at work.
 	Batches, BatchedEntries uint64
+	// PeerCommits counts the times this server, following, advanced its
+	// commit index from its fellow followers' acknowledgements before the
+	// leader told it.
+	PeerCommits uint64
 	// Progress is the leader's view of each follower.
 	Progress []Progress
 }
@@ -443,7 +470,7 @@ func (r *Raft) Status() Status {
 		FirstIndex: r.log.snapIndex + 1, LastIndex: r.log.lastIndex(), LastTerm: r.log.lastTerm(),
 		LastZxid: r.log.lastZxid(), SnapIndex: r.log.snapIndex, Durable: r.st.durable,
 		Progress: r.progress(),
-		Batches:  r.st.batchesSynced, BatchedEntries: r.st.entriesSynced,
+		Batches:  r.st.batchesSynced, BatchedEntries: r.st.entriesSynced, PeerCommits: r.peerCommits,
 	}
 }
 
@@ -637,7 +664,7 @@ func (r *Raft) step(m *message) {
 		}
 		return
 	}
-	if r.termUnknown && (m.typ == mApp || m.typ == mSnap) {
+	if r.termUnknown && (m.typ == mApp || m.typ == mSnap || m.typ == mPeerAck) {
 		return // no acknowledgement may count before the term is known
 	}
 	switch r.role {
@@ -883,6 +910,7 @@ func (r *Raft) becomeLeader() {
 		p.readSeq = 0
 		p.snap = nil
 		p.commitSent = 0
+		p.sentMax = 0
 	}
 	r.env.Logf("raft: %d leads term %d (last index %d)", r.cfg.ID, r.term, r.log.lastIndex())
 	r.appendLeaderEntry(EntryNoop, nil)

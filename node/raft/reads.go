@@ -1,5 +1,7 @@
 package raft
 
+import "slices"
+
 // ReadIndex (Raft thesis §6.4) gives linearizable reads without writing to
 // the log: the leader notes its commit index when the read arrives, confirms
 // it is still the leader by a round of heartbeats a majority answers, and
@@ -62,7 +64,7 @@ func (rd *reads) leaderRequest(ctx uint64, from ID) {
 		rd.reply(pendingRead{ctx: ctx, from: from}, false)
 		return
 	}
-	rd.next = append(rd.next, pendingRead{ctx: ctx, from: from, index: r.commit})
+	rd.next = append(rd.next, pendingRead{ctx: ctx, from: from, index: r.readFloor()})
 	rd.startRound()
 }
 
@@ -81,7 +83,7 @@ func (rd *reads) startRound() {
 	for i := range rd.next {
 		rd.next[i].seq = rd.seq
 		// A read that waited for the leader's first commit reads at it.
-		rd.next[i].index = max(rd.next[i].index, r.commit)
+		rd.next[i].index = max(rd.next[i].index, r.readFloor())
 	}
 	rd.waiting, rd.next = rd.next, rd.waiting[:0]
 	if r.quorum == 1 {
@@ -129,6 +131,26 @@ func (rd *reads) reply(pr pendingRead, ok bool) {
 		return
 	}
 	rd.r.sendNow(pr.from, &message{typ: mReadIndexResp, ctx: pr.ctx, index: pr.index, ok: ok})
+}
+
+// readFloor is the index a read arriving now must see: everything any
+// server may have committed, and so acknowledged to a client, before it.
+// That is the leader's commit index, and past it what the followers may
+// have committed among themselves from each other's acknowledgements
+// (Raft.peerAcked), for which the leader counts as not holding the entries:
+// entries a quorum of followers has been sent. The read waits until the
+// entries below the floor commit here too.
+func (r *Raft) readFloor() Index {
+	var buf [8]Index
+	sent := buf[:0]
+	for _, p := range r.peers {
+		sent = append(sent, p.sentMax)
+	}
+	if len(sent) < r.quorum {
+		return r.commit // too few followers to commit without the leader
+	}
+	slices.Sort(sent)
+	return max(r.commit, sent[len(sent)-r.quorum])
 }
 
 // commitAdvanced lets deferred reads start once the leader commits in its

@@ -94,6 +94,9 @@ func (r *Raft) sendAppend(p *peer, heartbeat bool) bool {
 	if len(m.entries) > 0 && !p.probing {
 		p.next = m.entries[len(m.entries)-1].Index + 1
 	}
+	if len(m.entries) > 0 {
+		p.sentMax = max(p.sentMax, m.entries[len(m.entries)-1].Index)
+	}
 	return true
 }
 
@@ -269,6 +272,80 @@ func (r *Raft) stepFollower(m *message) {
 			r.setRole(Follower, m.from)
 		}
 		r.handleSnapshot(m)
+	case mPeerAck:
+		if p := r.peerByID(m.from); p != nil && m.term == r.term && (p.ackTerm != m.term || m.match > p.ackMatch) {
+			p.ackMatch, p.ackTerm = m.match, m.term
+			r.peerAcked()
+		}
+	}
+}
+
+// peerAcked advances a follower's commit index from what it and its fellow
+// followers hold durably of the current leader's log, without waiting for
+// the leader to count the acknowledgements and pass the result on: a
+// follower's clients then hear of their writes one hop sooner (forwarded
+// to the leader and answered by the follower, their writes took six
+// hops). Each follower, once a batch of the leader's entries is durable,
+// acknowledges it to the other followers as well as to the leader.
+//
+// It is raft's commit rule applied with less knowledge: every
+// acknowledgement counted is of term r.term, hence of its one leader's
+// log (a follower's log equals the leader's up to the end of an append it
+// accepted in that term, and the leader never changes its log below its
+// last index); the leader's own copy counts as not durable, as we cannot
+// know; an index commits when a majority holds it durably and its entry
+// is of the current term, and everything before it with it.
+func (r *Raft) peerAcked() {
+	if r.role != Follower || r.leaderMatchTerm != r.term || r.cfg.NoPeerAcks {
+		return
+	}
+	var buf [8]Index
+	ms := append(buf[:0], min(r.st.durable, r.leaderMatch, r.log.lastIndex()))
+	for _, p := range r.peers {
+		if p.id != r.leader && p.ackTerm == r.term {
+			ms = append(ms, p.ackMatch)
+		} else if p.id == r.leader && r.cfg.Bug == BugPeerAckLeader {
+			ms = append(ms, r.leaderMatch)
+		} else {
+			ms = append(ms, 0) // the leader, or no word from it this term
+		}
+	}
+	slices.Sort(ms)
+	// Others may hold a majority past what we hold of the leader's log;
+	// we can only vouch for the term of entries we hold.
+	n := min(ms[len(ms)-r.quorum], r.leaderMatch, r.log.lastIndex())
+	if n <= r.commit {
+		return
+	}
+	t, ok := r.log.term(n)
+	if !ok {
+		panic(fmt.Sprintf("raft: %d: no term for entry %d above commit %d (log %d..%d)", r.cfg.ID, n, r.commit, r.log.first, r.log.lastIndex()))
+	}
+	if t != r.term {
+		return
+	}
+	r.commit = n
+	r.peerCommits++
+	if r.hooks.Committed != nil {
+		r.hooks.Committed(r.term, n)
+	}
+	r.applyCommitted()
+}
+
+// ackPeers tells the other followers, once it is durable, that we hold the
+// leader's log up to match.
+func (r *Raft) ackPeers(match Index) {
+	if r.cfg.NoPeerAcks || len(r.peers) < 2 {
+		return
+	}
+	if r.peerAckSentTerm == r.term && match <= r.peerAckSent {
+		return
+	}
+	r.peerAckSent, r.peerAckSentTerm = match, r.term
+	for _, p := range r.peers {
+		if p.id != r.leader {
+			r.send(p.id, &message{typ: mPeerAck, match: match})
+		}
 	}
 }
 
@@ -322,6 +399,11 @@ func (r *Raft) handleAppend(m *message) {
 		r.st.maybeClearAbstain()
 	}
 	r.send(m.from, &message{typ: mAppResp, success: true, match: lastNew, readSeq: m.readSeq})
+	if r.leaderMatchTerm != r.term || lastNew > r.leaderMatch {
+		r.leaderMatch, r.leaderMatchTerm = lastNew, r.term
+	}
+	r.ackPeers(lastNew)
+	r.peerAcked()
 }
 
 // snapRecv is an install-snapshot being received.

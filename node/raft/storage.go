@@ -350,6 +350,8 @@ func (s *storage) synced(ev node.Event) {
 	s.maybeClearAbstain()
 	if r.role == Leader {
 		r.maybeCommit()
+	} else {
+		r.peerAcked()
 	}
 	s.flush()
 }
