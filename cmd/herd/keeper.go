@@ -104,6 +104,14 @@ func loadKeeperConfig(path string, stderr io.Writer) (keeper.Config, error) {
 // startKeeper builds the shell for one keeper server; the caller runs it.
 func startKeeper(cfg keeper.Config, logw io.Writer) (*shell.Shell, func(), error) {
 	cfg.FileDescriptors = fileDescriptors
+	// A measuring knob: the same binary with and without followers'
+	// acknowledgements to each other (raft.Config.NoPeerAcks), so that a
+	// side-by-side run compares only that. Any mix of servers with and
+	// without it is correct (a leader's read floor does not depend on it).
+	cfg.NoPeerAcks = os.Getenv("HERD_NO_PEER_ACKS") == "1"
+	if v, err := strconv.ParseInt(os.Getenv("HERD_WAL_FILL"), 10, 64); err == nil && (v < 0 || v%512 == 0) {
+		cfg.WALFill = v // measuring knob too: how far ahead WAL segments are filled (raft.Config.WALFill)
+	}
 	keeperGC()
 	stopTrim := startHeapTrim()
 	logDir := cfg.DataLogDir
