@@ -59,6 +59,17 @@ def main():
         lim = re.search(r"(?m)^zk_max_file_descriptor_count\t(\d+)$", mntr)
         check(fds and lim and 0 < int(fds.group(1)) <= int(lim.group(1)),
               "mntr from %s: file descriptor counts %r %r" % (h, fds and fds.group(0), lim and lim.group(0)))
+        # the leader-only keys monitoring integrations read (ZooKeeper 3.8
+        # names the followers zk_learners; zk_followers is older releases' name)
+        leader_keys = ("zk_learners", "zk_synced_followers", "zk_synced_non_voting_followers",
+                       "zk_synced_observers", "zk_pending_syncs")
+        if m.group(1) == "leader":
+            for key in leader_keys:
+                check(re.search(r"(?m)^%s\t\d+$" % key, mntr), "mntr from leader %s lacks %s" % (h, key))
+            eq(re.search(r"(?m)^zk_learners\t(\d+)$", mntr).group(1), str(len(hosts) - 1), "zk_learners on %s" % h)
+        else:
+            for key in leader_keys:
+                check(not re.search(r"(?m)^%s\t" % key, mntr), "mntr from %s %s has the leader-only %s" % (m.group(1), h, key))
         eq(ci.command(b"ruok"), "imok", "ruok on %s" % h)
         # writes through this server are visible everywhere after sync
         ci.create("%s/via-%d" % (base, i), b"%d" % i)

@@ -201,8 +201,14 @@ func (s *Server) mntr() string {
 		}
 	}
 	if state == "leader" {
-		lines = append(lines, [2]string{"zk_followers", fmt.Sprint(len(s.cfg.Servers) - 1)},
-			[2]string{"zk_synced_followers", fmt.Sprint(s.syncedFollowers())})
+		// The leader-only keys of ZooKeeper 3.8 (zk_followers is older releases'
+		// name for zk_learners). zk_pending_syncs: the followers' syncs
+		// the leader has not answered yet; here, their read-index requests.
+		lines = append(lines, [2]string{"zk_learners", fmt.Sprint(len(s.cfg.Servers) - 1)},
+			[2]string{"zk_synced_followers", fmt.Sprint(s.syncedFollowers())},
+			[2]string{"zk_synced_non_voting_followers", "0"},
+			[2]string{"zk_synced_observers", "0"},
+			[2]string{"zk_pending_syncs", fmt.Sprint(s.raft.Status().RemoteReads)})
 	}
 	for _, l := range lines {
 		fmt.Fprintf(&b, "%s\t%s\n", l[0], l[1])

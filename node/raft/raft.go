@@ -448,6 +448,9 @@ type Status struct {
 	// commit index from its fellow followers' acknowledgements before the
 	// leader told it.
 	PeerCommits uint64
+	// RemoteReads counts the followers' read-index requests (their clients'
+	// syncs) this server holds as leader, not yet answered.
+	RemoteReads int
 	// Progress is the leader's view of each follower.
 	Progress []Progress
 }
@@ -471,6 +474,7 @@ func (r *Raft) Status() Status {
 		LastZxid: r.log.lastZxid(), SnapIndex: r.log.snapIndex, Durable: r.st.durable,
 		Progress: r.progress(),
 		Batches:  r.st.batchesSynced, BatchedEntries: r.st.entriesSynced, PeerCommits: r.peerCommits,
+		RemoteReads: r.reads.remoteHeld(),
 	}
 }
 

@@ -153,6 +153,19 @@ func (r *Raft) readFloor() Index {
 	return max(r.commit, sent[len(sent)-r.quorum])
 }
 
+// remoteHeld counts the followers' requests a leader holds unanswered.
+func (rd *reads) remoteHeld() int {
+	n := 0
+	for _, q := range [][]pendingRead{rd.next, rd.waiting} {
+		for _, pr := range q {
+			if pr.from != 0 {
+				n++
+			}
+		}
+	}
+	return n
+}
+
 // commitAdvanced lets deferred reads start once the leader commits in its
 // own term.
 func (rd *reads) commitAdvanced() { rd.startRound() }
