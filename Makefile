@@ -38,6 +38,7 @@ unit:
 # The production shell and the real disk adapter are the only concurrent code.
 race:
 	$(GO) test -count=1 -race ./node/shell/ ./disk/
+	HERD_SHELL_NO_COMBINING=1 $(GO) test -count=1 -race ./node/shell/
 
 sim-sweep: build
 	$(BIN) sim --scenario demo --seed $(TEST_SEED) --seeds 500

@@ -118,7 +118,7 @@ func startBroker(cfg broker.Config, logw io.Writer) (*runningBroker, error) {
 	// straight into a buffer of its own, which the core keeps and hands to
 	// the log without copying.
 	sh, err := shell.New(shell.Config{Name: fmt.Sprintf("broker%d", cfg.BrokerID), FS: f, Listen: listen, Log: logw,
-		FrameHint: cfg.SocketRequestMaxBytes}, factory)
+		FrameHint: cfg.SocketRequestMaxBytes, NoCombining: noCombining()}, factory)
 	if err != nil {
 		f.Close()
 		return nil, err

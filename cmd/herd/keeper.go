@@ -101,6 +101,11 @@ func loadKeeperConfig(path string, stderr io.Writer) (keeper.Config, error) {
 	return cfg, fmt.Errorf("myid %d has no server.%d line in %s", id, id, path)
 }
 
+// noCombining is a measuring knob of herd keeper and herd broker: with
+// HERD_SHELL_NO_COMBINING=1 every event goes through the shell's loop
+// goroutine (shell.Config.NoCombining), as before combining.
+func noCombining() bool { return os.Getenv("HERD_SHELL_NO_COMBINING") == "1" }
+
 // startKeeper builds the shell for one keeper server; the caller runs it.
 func startKeeper(cfg keeper.Config, logw io.Writer) (*shell.Shell, func(), error) {
 	cfg.FileDescriptors = fileDescriptors
@@ -129,7 +134,8 @@ func startKeeper(cfg keeper.Config, logw io.Writer) (*shell.Shell, func(), error
 			listen = append(listen, s.PeerAddr())
 		}
 	}
-	sh, err := shell.New(shell.Config{Name: fmt.Sprintf("keeper%d", cfg.ID), FS: f, Listen: listen, Log: logw}, keeper.New(cfg))
+	sh, err := shell.New(shell.Config{Name: fmt.Sprintf("keeper%d", cfg.ID), FS: f, Listen: listen, Log: logw,
+		NoCombining: noCombining()}, keeper.New(cfg))
 	if err != nil {
 		f.Close()
 		stopTrim()

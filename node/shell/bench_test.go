@@ -31,9 +31,16 @@ func cpuTime() time.Duration {
 // request outstanding, against one shell whose core echoes: the shell's
 // per-request cost (reader, loop, writer, syscalls and wake-ups), the
 // shape of a keeper read. cpu-us/op counts the whole process, clients too.
+// The loop sub-benchmark hands every event to the loop goroutine
+// (Config.NoCombining); combining lets the reader step the core.
 func BenchmarkEchoRoundTrip(b *testing.B) {
+	b.Run("combining", func(b *testing.B) { benchEcho(b, false) })
+	b.Run("loop", func(b *testing.B) { benchEcho(b, true) })
+}
+
+func benchEcho(b *testing.B, noCombining bool) {
 	const clients = 32
-	sh, err := New(Config{FS: newMemFS(), Listen: []string{"127.0.0.1:0"}}, func(env node.Env) node.Machine { return &echoCore{env: env} })
+	sh, err := New(Config{FS: newMemFS(), Listen: []string{"127.0.0.1:0"}, NoCombining: noCombining}, func(env node.Env) node.Machine { return &echoCore{env: env} })
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -82,8 +82,8 @@ func abortNetConn(nc net.Conn) {
 	nc.Close()
 }
 
-// startConn registers c for shutdown and starts its reader and writer. Loop
-// goroutine only.
+// startConn registers c for shutdown and starts its reader and writer. Loop's
+// holder only.
 func (s *Shell) startConn(c *conn) {
 	if sc, ok := c.nc.(syscall.Conn); ok {
 		c.raw, _ = sc.SyscallConn()
@@ -287,7 +287,7 @@ func (c *conn) lingerClose() {
 	c.nc.Close()
 }
 
-// transport is the node.Transport the SendGate releases into. Loop goroutine
+// transport is the node.Transport the SendGate releases into. Loop's holder
 // only (the gate is only called from Env methods and the loop).
 type transport struct{ s *Shell }
 
@@ -315,8 +315,8 @@ func (t transport) Send(id node.ConnID, data []byte) {
 	}
 }
 
-// flushDirty writes what Send queued since the last call, on the loop
-// goroutine as it is about to wait: one writev per connection for all that
+// flushDirty writes what Send queued since the last call, by the loop's
+// holder as it is about to let go: one writev per connection for all that
 // the batch of events produced, without waking the connection's writer.
 // What the socket does not take at once, and connections whose writer is
 // busy, are left to the writer, which may block.

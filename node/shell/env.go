@@ -8,8 +8,8 @@ import (
 	"herd/node"
 )
 
-// env is the node.Env handed to the core. Its methods run on the loop
-// goroutine, inside Step (or inside a Do callback). After Halt they do
+// env is the node.Env handed to the core. Its methods run on the loop's
+// holder (Shell.core), inside Step (or inside a Do callback). After Halt they do
 // nothing: the node is exiting, and its last Step must not start work that
 // would outlive it.
 type env struct{ s *Shell }
@@ -160,7 +160,7 @@ func (s *Shell) diskWorker() {
 			}
 			ev := disk.Exec(s.cfg.FS, jobs[i].id, jobs[i].op)
 			jobs[i] = diskJob{} // do not pin the core's write buffers
-			if !s.post(item{kind: itDisk, ev: &ev}) {
+			if !s.postFrom(item{kind: itDisk, ev: &ev}, false) {
 				return
 			}
 		}

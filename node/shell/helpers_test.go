@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"runtime"
 	"strings"
 	"sync"
@@ -44,11 +45,18 @@ type probe struct {
 	env   node.Env
 	evs   chan rec
 	on    func(p *probe, ev node.Event)
-	steps int    // touched only on the loop goroutine: the race detector checks Do
+	steps int    // touched only by the loop's holder: the race detector checks Do
 	gid   uint64 // goroutine of the last Step
+	// stepping counts Steps in progress: never more than one, and none
+	// while Do runs.
+	stepping atomic.Int32
 }
 
 func (p *probe) Step(ev node.Event) {
+	if p.stepping.Add(1) != 1 {
+		panic("probe: two Steps at once")
+	}
+	defer p.stepping.Add(-1)
 	p.steps++
 	p.gid = goid()
 	select {
@@ -83,6 +91,13 @@ type running struct {
 // defaults: a fresh memFS, one loopback listener, the test's log.
 func start(t *testing.T, cfg Config, on func(p *probe, ev node.Event)) *running {
 	t.Helper()
+	return startWith(t, cfg, on, nil)
+}
+
+// startWith is start; before, if not nil, runs between New and Run with the
+// listeners' addresses.
+func startWith(t *testing.T, cfg Config, on func(p *probe, ev node.Event), before func(addrs []string)) *running {
+	t.Helper()
 	if cfg.FS == nil {
 		cfg.FS = newMemFS()
 	}
@@ -95,10 +110,16 @@ func start(t *testing.T, cfg Config, on func(p *probe, ev node.Event)) *running 
 	if cfg.Log == nil {
 		cfg.Log = tlog{t}
 	}
+	if os.Getenv("HERD_SHELL_NO_COMBINING") != "" {
+		cfg.NoCombining = true // make race runs the suite both ways
+	}
 	p := &probe{evs: make(chan rec, 1<<16), on: on}
 	sh, err := New(cfg, func(env node.Env) node.Machine { p.env = env; return p })
 	if err != nil {
 		t.Fatal(err)
+	}
+	if before != nil {
+		before(sh.Addrs())
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &running{sh: sh, p: p, cancel: cancel, errc: make(chan error, 1)}

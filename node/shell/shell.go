@@ -39,6 +39,27 @@
 // short-lived timer callbacks. All of them are tracked by one WaitGroup, post
 // into the loop with a select on a done channel (so they never block once the
 // loop stops), and are waited for before Run returns.
+//
+// Combining. "The loop" is a lock (Shell.core), not a goroutine: whoever
+// holds it steps the core, and only its holder touches the core or the
+// loop's state. A goroutine with an event to post (a reader with a frame, a
+// timer, the accept loop) takes the lock if it is free and steps the core
+// itself, then handles whatever others queued meanwhile and writes the
+// replies; only when the lock is busy does it queue the event for the
+// holder. A keeper read thus costs the reader's wakeup and nothing more,
+// where handing each event to a loop goroutine cost a second thread wakeup
+// (and, with an idle P, a third: Go wakes a spinning thread to steal the
+// work) on a machine where a context switch is the dearest thing a request
+// does. Order is kept per source: events are queued in a channel that only
+// the lock's holder receives from, and a holder drains what is queued
+// before stepping its own event, so an event never overtakes one its
+// source queued earlier. A poster that queued because the lock was busy
+// tries it again afterwards, and every holder looks at the queue again
+// after unlocking, so nothing queued is left behind. The loop goroutine
+// remains for Do, for the end of Run, and to take over from a holder that
+// has handled combineBudget events (a reader must get back to its socket);
+// the disk worker always hands its completions over that way, so that it
+// starts the next operation instead of stepping the core.
 package shell
 
 import (
@@ -96,6 +117,11 @@ type Config struct {
 	// come. Use it only for protocols where a peer never stops mid-frame
 	// to wait for an answer.
 	FrameHint int
+	// NoCombining makes every event go through the loop goroutine, as the
+	// shell did before the goroutine that observes an event was let step
+	// the core itself when nobody else is ("Combining" in the package
+	// comment). A measuring knob: a core cannot tell the two apart.
+	NoCombining bool
 }
 
 const (
@@ -113,6 +139,9 @@ const (
 	// maxBatch bounds the events the loop handles between two rounds of
 	// socket writes, and so how long a reply waits in its queue.
 	maxBatch = 64
+	// combineBudget bounds the events one holder of the core lock handles
+	// after its own before it passes the rest to the loop goroutine.
+	combineBudget = 4 * maxBatch
 	// acceptBackoff paces Accept after errors such as EMFILE, which would
 	// otherwise spin.
 	acceptBackoff = 50 * time.Millisecond
@@ -170,9 +199,22 @@ type Shell struct {
 	doCh   chan doReq
 	wg     sync.WaitGroup
 
+	// core is the loop: its holder steps the core and owns everything
+	// below marked "the loop's". Only holders receive from events.
+	core sync.Mutex
+	// kick (cap 1) asks the loop goroutine to take the lock and handle
+	// what is queued.
+	kick chan struct{}
+	// stopCh is closed when a holder stops the loop (halt, panic); the
+	// loop goroutine then ends Run with stopErr. ctx is Run's.
+	stopCh  chan struct{}
+	ctx     context.Context
+	stopped bool  // the loop's: no more Steps
+	stopErr error // the loop's
+
 	logMu sync.Mutex
 
-	// Owned by the loop goroutine.
+	// The loop's (owned by whoever holds core).
 	m          node.Machine
 	gate       *node.SendGate
 	rand       *node.Rand
@@ -237,6 +279,8 @@ func New(cfg Config, f node.Factory) (*Shell, error) {
 		done:    make(chan struct{}),
 		events:  make(chan item, eventQueueLen),
 		doCh:    make(chan doReq),
+		kick:    make(chan struct{}, 1),
+		stopCh:  make(chan struct{}),
 		conns:   make(map[node.ConnID]*conn),
 		timers:  make(map[node.TimerName]*timer),
 		dwake:   make(chan struct{}, 1),
@@ -305,7 +349,11 @@ func (s *Shell) Run(ctx context.Context) error {
 	s.mu.Unlock()
 
 	s.start = time.Now()
+	s.ctx = ctx
 	s.dialCtx, s.dialCancel = context.WithCancel(context.Background())
+	// Held until the core exists and has had EvStart: an early connection
+	// must not find the loop free and no core in it.
+	s.core.Lock()
 	for i, ln := range s.lns {
 		s.spawn(func() { s.acceptLoop(ln, s.addrs[i]) })
 	}
@@ -320,6 +368,7 @@ func (s *Shell) Run(ctx context.Context) error {
 		s.logf("core panicked: %v", e.Value)
 	}
 	s.shutdown()
+	s.core.Unlock() // taken by loop; stopped stays true
 
 	s.mu.Lock()
 	s.state = stDone
@@ -372,18 +421,162 @@ type item struct {
 	ev    *node.Event // itDisk
 }
 
-// post hands it to the loop, or gives up once the loop has stopped.
-func (s *Shell) post(it item) bool {
+// post hands it to the loop, or gives up once the loop has stopped: it
+// steps the core itself if the lock is free (combining), else queues it.
+func (s *Shell) post(it item) bool { return s.postFrom(it, true) }
+
+// postFrom is post; combine false always queues and kicks the loop
+// goroutine (the disk worker's way: it should start its next operation, not
+// step the core).
+func (s *Shell) postFrom(it item, combine bool) bool {
+	combine = combine && !s.cfg.NoCombining
+	if combine && s.core.TryLock() {
+		ok := s.runBatch(&it)
+		s.release()
+		return ok
+	}
 	select {
 	case s.events <- it:
-		return true
 	case <-s.done:
 		return false
 	}
+	switch {
+	case s.cfg.NoCombining:
+		// The loop goroutine receives from events itself.
+	case !combine:
+		s.kickLoop()
+	case s.core.TryLock():
+		// The holder we lost to may have looked at the queue for the
+		// last time before our event arrived: handle it ourselves.
+		s.runBatch(nil)
+		s.release()
+	}
+	// Otherwise the lock's holder, which took it after our event was
+	// queued, will look at the queue after it unlocks (release).
+	return true
 }
 
-// spawn starts a tracked goroutine. Only the loop goroutine (and Run before
-// it) calls it, always before shutdown begins waiting.
+func (s *Shell) kickLoop() {
+	select {
+	case s.kick <- struct{}{}:
+	default:
+	}
+}
+
+// release unlocks the core and, if events were queued while it was held,
+// takes it again to handle them, so that no queued event waits for an
+// event that may never come.
+func (s *Shell) release() {
+	for {
+		stopped := s.stopped
+		s.core.Unlock()
+		// With the loop goroutine kicked, it will take the lock and handle
+		// the queue: a holder that used up its budget must not go on.
+		if stopped || s.cfg.NoCombining || len(s.events) == 0 || len(s.kick) > 0 || !s.core.TryLock() {
+			return
+		}
+		s.runBatch(nil)
+	}
+}
+
+// runBatch steps the core: first the events queued before it (they may
+// include earlier events of it's source), then it (if not nil), then what
+// else is queued, up to combineBudget, writing sockets every maxBatch events
+// and at the end. It reports false if the loop has stopped. The caller holds
+// core.
+func (s *Shell) runBatch(it *item) (ok bool) {
+	if s.stopped {
+		return false
+	}
+	if s.ctx.Err() != nil {
+		s.stop(nil)
+		return false
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			s.stop(&PanicError{Value: r, Stack: debug.Stack()})
+			ok = false
+		}
+	}()
+	n := 0
+	step := func(it item) bool {
+		s.handle(it)
+		if !s.runLocal() {
+			return false
+		}
+		if n++; n%maxBatch == 0 {
+			s.flushDirty()
+		}
+		return true
+	}
+	if it != nil && !s.cfg.NoCombining {
+		for k := len(s.events); k > 0; k-- {
+			if !step(<-s.events) {
+				return false
+			}
+		}
+	}
+	if it != nil && !step(*it) {
+		return false
+	}
+	for left := combineBudget; ; left-- {
+		if left == 0 {
+			if len(s.events) > 0 {
+				s.kickLoop()
+			}
+			break
+		}
+		next, ok := s.tryRecv()
+		if !ok {
+			break
+		}
+		if !step(next) {
+			return false
+		}
+	}
+	s.flushDirty()
+	return true
+}
+
+func (s *Shell) tryRecv() (item, bool) {
+	select {
+	case it := <-s.events:
+		return it, true
+	default:
+		return item{}, false
+	}
+}
+
+// runLocal delivers the events Step generated (resets) and checks for a
+// halt; false once the loop has stopped.
+func (s *Shell) runLocal() bool {
+	for len(s.local) > 0 && !s.halted {
+		ev := s.local[0]
+		s.local[0] = node.Event{}
+		s.local = s.local[1:]
+		if ev.Kind == node.EvClosed {
+			s.gate.Forget(ev.Conn)
+		}
+		s.m.Step(ev)
+	}
+	if s.halted {
+		s.stop(&HaltError{Reason: s.haltReason})
+		return false
+	}
+	return true
+}
+
+// stop ends the loop with err (nil: Run's context ended). Holder only.
+func (s *Shell) stop(err error) {
+	if !s.stopped {
+		s.stopped = true
+		s.stopErr = err
+		close(s.stopCh)
+	}
+}
+
+// spawn starts a tracked goroutine. Only the loop's holder (and Run before
+// it) calls it, always before shutdown begins waiting: shutdown holds core.
 func (s *Shell) spawn(fn func()) {
 	s.wg.Add(1)
 	go func() {
@@ -392,61 +585,60 @@ func (s *Shell) spawn(fn func()) {
 	}()
 }
 
-func (s *Shell) loop(ctx context.Context) (err error) {
-	defer func() {
-		if r := recover(); r != nil {
-			err = &PanicError{Value: r, Stack: debug.Stack()}
-		}
-	}()
+// loop runs on Run's goroutine: it delivers EvStart, then serves Do, takes
+// over from holders that ran out of budget or were kicked by the disk
+// worker, and (with NoCombining) receives every event. It is called holding
+// core and returns holding it, so that no Step runs during shutdown.
+func (s *Shell) loop(ctx context.Context) error {
 	if ctx.Err() != nil {
+		s.stop(nil)
 		return nil
 	}
-	s.m = s.factory(env{s})
-	s.m.Step(node.Event{Kind: node.EvStart})
-	// batch counts the events since the loop last wrote its sockets: it
-	// takes what is ready without waiting and writes before it would wait,
-	// or once maxBatch events went by.
-	batch := 1
-	for !s.halted {
-		if len(s.local) > 0 {
-			if ctx.Err() != nil {
-				return nil
+	func() {
+		defer func() {
+			if r := recover(); r != nil {
+				s.stop(&PanicError{Value: r, Stack: debug.Stack()})
 			}
-			ev := s.local[0]
-			s.local[0] = node.Event{}
-			s.local = s.local[1:]
-			if ev.Kind == node.EvClosed {
-				s.gate.Forget(ev.Conn)
-			}
-			s.m.Step(ev)
-			batch++
-			continue
-		}
-		if batch > 0 {
-			if batch < maxBatch {
-				select {
-				case it := <-s.events:
-					s.handle(it)
-					batch++
-					continue
-				default:
-				}
-			}
-			batch = 0
+		}()
+		s.m = s.factory(env{s})
+		s.m.Step(node.Event{Kind: node.EvStart})
+		if s.runLocal() {
 			s.flushDirty()
-			continue
 		}
+	}()
+	var events chan item
+	if s.cfg.NoCombining {
+		events = s.events
+	}
+	for {
+		if s.stopped {
+			return s.stopErr
+		}
+		s.release()
 		select {
 		case <-ctx.Done():
-			return nil
-		case it := <-s.events:
-			s.handle(it)
+			s.core.Lock()
+			s.stop(nil)
+		case <-s.stopCh:
+			s.core.Lock()
+		case it := <-events:
+			s.core.Lock()
+			s.runBatch(&it)
+		case <-s.kick:
+			s.core.Lock()
+			s.runBatch(nil)
 		case req := <-s.doCh:
+			s.core.Lock()
+			if s.stopped {
+				req.done <- ErrNotRunning
+				continue
+			}
 			req.done <- s.runDo(req.fn)
+			if s.runLocal() {
+				s.runBatch(nil) // and write what fn sent
+			}
 		}
-		batch++
 	}
-	return &HaltError{Reason: s.haltReason}
 }
 
 func (s *Shell) runDo(fn func(node.Machine)) (err error) {
@@ -519,7 +711,8 @@ func (s *Shell) handle(it item) {
 	}
 }
 
-// shutdown runs on the loop goroutine after the loop has stopped.
+// shutdown runs on the loop goroutine after the loop has stopped, holding
+// core, so no Step runs any more.
 func (s *Shell) shutdown() {
 	close(s.done)
 	s.dialCancel()
