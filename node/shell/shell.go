@@ -480,7 +480,7 @@ func (s *Shell) release() {
 }
 
 // runBatch steps the core: first the events queued before it (they may
-// include earlier events of it's source), then it (if not nil), then what
+// include earlier events of its source), then it (if not nil), then what
 // else is queued, up to combineBudget, writing sockets every maxBatch events
 // and at the end. It reports false if the loop has stopped. The caller holds
 // core.
