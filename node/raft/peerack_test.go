@@ -61,54 +61,52 @@ func TestPeerAckCommit(t *testing.T) {
 		t.Fatalf("%d peer commits counted, want 2", r.peerCommits)
 	}
 
-	// Only what we know matches the leader's log counts, however durable.
-	r, _ = follower(t, 3, 3, 3, 3, 3, 3)
-	r.st.durable, r.leaderMatch = 5, 2
-	peerAck(r, 3, 3, 5)
-	if r.commit != 2 {
-		t.Fatalf("leader's log known to index 2: commit %d, want 2", r.commit)
+	// The other rules, each a fresh follower of leader 1 in term 3 and a
+	// run of peer acknowledgements, with the commit expected after each.
+	type ack struct {
+		from       ID
+		term       Term
+		match      Index
+		wantCommit Index
 	}
-
-	// An entry of an earlier term commits only with one of ours after it.
-	r, _ = follower(t, 3, 2, 2, 2, 3)
-	r.st.durable = 4
-	peerAck(r, 3, 3, 3)
-	if r.commit != 0 {
-		t.Fatalf("majority holds only term-2 entries: commit %d, want 0", r.commit)
-	}
-	peerAck(r, 3, 3, 4)
-	if r.commit != 4 {
-		t.Fatalf("majority holds the term-3 entry 4: commit %d, want 4", r.commit)
-	}
-
-	// Acknowledgements of an earlier term, or from the leader, do not count.
-	r, _ = follower(t, 3, 3, 3, 3)
-	r.st.durable = 3
-	peerAck(r, 3, 2, 3)
-	peerAck(r, 1, 3, 3)
-	if r.commit != 0 {
-		t.Fatalf("stale or leader's acknowledgement counted: commit %d", r.commit)
-	}
-
-	// Five servers: three followers must hold an entry.
-	r, _ = follower(t, 5, 3, 3, 3, 3)
-	r.st.durable = 4
-	peerAck(r, 3, 3, 4)
-	if r.commit != 0 {
-		t.Fatalf("two of five hold it: commit %d, want 0", r.commit)
-	}
-	peerAck(r, 4, 3, 2)
-	if r.commit != 2 {
-		t.Fatalf("three of five hold 2: commit %d, want 2", r.commit)
-	}
-
-	// Switched off, nothing commits this way.
-	r, _ = follower(t, 3, 3, 3, 3)
-	r.cfg.NoPeerAcks = true
-	r.st.durable = 3
-	peerAck(r, 3, 3, 3)
-	if r.commit != 0 {
-		t.Fatalf("NoPeerAcks: commit %d, want 0", r.commit)
+	for _, tc := range []struct {
+		name        string
+		servers     int
+		terms       []Term
+		durable     Index
+		leaderMatch Index // 0: the whole log is known to be the leader's
+		noPeerAcks  bool
+		acks        []ack
+	}{
+		{name: "only what is known to match the leader's log counts, however durable",
+			servers: 3, terms: []Term{3, 3, 3, 3, 3}, durable: 5, leaderMatch: 2,
+			acks: []ack{{3, 3, 5, 2}}},
+		{name: "an entry of an earlier term commits only with one of ours after it",
+			servers: 3, terms: []Term{2, 2, 2, 3}, durable: 4,
+			acks: []ack{{3, 3, 3, 0}, {3, 3, 4, 4}}},
+		{name: "acknowledgements of an earlier term, or from the leader, do not count",
+			servers: 3, terms: []Term{3, 3, 3}, durable: 3,
+			acks: []ack{{3, 2, 3, 0}, {1, 3, 3, 0}}},
+		{name: "five servers: three followers must hold an entry",
+			servers: 5, terms: []Term{3, 3, 3, 3}, durable: 4,
+			acks: []ack{{3, 3, 4, 0}, {4, 3, 2, 2}}},
+		{name: "switched off, nothing commits this way",
+			servers: 3, terms: []Term{3, 3, 3}, durable: 3, noPeerAcks: true,
+			acks: []ack{{3, 3, 3, 0}}},
+	} {
+		r, _ := follower(t, tc.servers, tc.terms...)
+		r.st.durable = tc.durable
+		if tc.leaderMatch != 0 {
+			r.leaderMatch = tc.leaderMatch
+		}
+		r.cfg.NoPeerAcks = tc.noPeerAcks
+		for i, a := range tc.acks {
+			peerAck(r, a.from, a.term, a.match)
+			if r.commit != a.wantCommit {
+				t.Fatalf("%s: after acknowledgement %d (from %d, term %d, match %d): commit %d, want %d",
+					tc.name, i+1, a.from, a.term, a.match, r.commit, a.wantCommit)
+			}
+		}
 	}
 }
 
