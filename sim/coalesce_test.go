@@ -14,16 +14,9 @@ import (
 // with every flush's entries sent at once.
 func TestAppendCoalescing(t *testing.T) {
 	run := func(seed uint64, off bool) Result {
-		r := Run(Options{Seed: seed, Scenario: "consensus",
-			Tune: func(p *Params) {
-				p.Faults = FaultRates{}
-				p.Disk.Sync = Latency{Min: 30 * time.Millisecond, Mean: 40 * time.Millisecond}
-			},
-			Raft: func(c *raft.Config) { c.NoAppendCoalescing = off }})
-		if !r.OK() {
-			t.Fatalf("seed %d (coalescing off: %v) failed: %v", seed, off, r.Failure)
-		}
-		return r
+		return faultFreeConsensus(t, seed,
+			func(p *Params) { p.Disk.Sync = Latency{Min: 30 * time.Millisecond, Mean: 40 * time.Millisecond} },
+			func(c *raft.Config) { c.NoAppendCoalescing = off })
 	}
 	for seed := uint64(1); seed <= 3; seed++ {
 		on, off := run(seed, false), run(seed, true)
@@ -32,4 +25,23 @@ func TestAppendCoalescing(t *testing.T) {
 			t.Errorf("seed %d: %d network chunks with coalescing, %d without: appends are not being held", seed, on.Net.Chunks, off.Net.Chunks)
 		}
 	}
+}
+
+// faultFreeConsensus runs one consensus seed with every fault rate at zero,
+// after tune and with raftCfg applied to every server, and fails the test
+// if the run fails.
+func faultFreeConsensus(t *testing.T, seed uint64, tune func(*Params), raftCfg func(*raft.Config)) Result {
+	t.Helper()
+	r := Run(Options{Seed: seed, Scenario: "consensus",
+		Tune: func(p *Params) {
+			p.Faults = FaultRates{}
+			if tune != nil {
+				tune(p)
+			}
+		},
+		Raft: raftCfg})
+	if !r.OK() {
+		t.Fatalf("seed %d failed: %v", seed, r.Failure)
+	}
+	return r
 }

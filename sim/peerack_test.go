@@ -12,13 +12,7 @@ import (
 // consensus checks catch a follower that counts the leader's copy.
 func TestPeerAcks(t *testing.T) {
 	run := func(seed uint64, off bool) Result {
-		r := Run(Options{Seed: seed, Scenario: "consensus",
-			Tune: func(p *Params) { p.Faults = FaultRates{} },
-			Raft: func(c *raft.Config) { c.NoPeerAcks = off }})
-		if !r.OK() {
-			t.Fatalf("seed %d (peer acks off: %v) failed: %v", seed, off, r.Failure)
-		}
-		return r
+		return faultFreeConsensus(t, seed, nil, func(c *raft.Config) { c.NoPeerAcks = off })
 	}
 	for seed := uint64(1); seed <= 3; seed++ {
 		on, off := run(seed, false), run(seed, true)
