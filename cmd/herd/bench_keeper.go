@@ -15,6 +15,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -77,6 +78,7 @@ type keeperConfig struct {
 	connectTimeout time.Duration
 	sessionTimeout time.Duration
 	readBuffer     int
+	coalesce       bool // --coalesce-writes
 	verbose        bool
 	cpuProfile     string // --cpuprofile: the load generator's own CPU profile
 }
@@ -119,6 +121,7 @@ func parseKeeperFlags(args []string, stderr io.Writer) (*keeperConfig, error) {
 	verbose := fs.Bool("v", false, "log the go-zookeeper client's messages to stderr")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of this load generator (not the servers) to this file")
 	readBuffer := fs.Int("read-buffer", 64<<10, "bytes of replies each session reads from its socket at once (0: as go-zookeeper does, a read for each reply's length and another for its body)")
+	coalesce := fs.Bool("coalesce-writes", true, "a session's requests that are ready while its previous write is in the kernel go out in one write (false: a write for each request, as go-zookeeper does)")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -135,7 +138,7 @@ func parseKeeperFlags(args []string, stderr io.Writer) (*keeperConfig, error) {
 		clients: *clients, outstanding: *outstanding, duration: *duration, warmup: *warmup,
 		size: *size, keys: *keys, root: *root, populate: *populate, json: *jsonOut,
 		keep: *keep, clean: *clean, connectTimeout: *connectTimeout, sessionTimeout: *sessionTimeout,
-		verbose: *verbose, readBuffer: *readBuffer, cpuProfile: *cpuProfile,
+		verbose: *verbose, readBuffer: *readBuffer, coalesce: *coalesce, cpuProfile: *cpuProfile,
 	}
 	var err error
 	if c.servers, err = parseKeeperServers(*servers); err != nil {
@@ -367,7 +370,8 @@ func (l *zkLogger) lastLine() string {
 // ourselves is what bounds the time spent on a server that accepts but never
 // answers.
 type trackingDialer struct {
-	readBuffer int // --read-buffer
+	readBuffer int  // --read-buffer
+	coalesce   bool // --coalesce-writes
 	mu         sync.Mutex
 	conn       net.Conn
 	lastErr    error
@@ -399,11 +403,131 @@ func (d *trackingDialer) dial(network, addr string, timeout time.Duration) (net.
 		c.Close()
 		return nil, net.ErrClosed
 	}
+	if d.coalesce {
+		c = newCoalescingConn(c)
+	}
+	// forceClose closes the outermost wrapper, which ends a coalescing
+	// writer's goroutine too.
 	d.conn = c
 	if d.readBuffer > 0 {
 		return &bufferedConn{Conn: c, r: bufio.NewReaderSize(c, d.readBuffer)}, nil
 	}
 	return c, nil
+}
+
+// coalescingConn writes from a goroutine of its own: Write copies the
+// request into a pending buffer and returns, and the writer sends all that
+// is pending in one write. go-zookeeper's send loop writes each request with
+// a syscall of its own, so with K requests in flight a session made K
+// writes, and the server K reads, where one would do; on this machine's
+// virtual CPUs a loopback write costs the sender the receiver's wakeup too.
+// The requests still leave in the order go-zookeeper wrote them, and one at
+// a time outstanding is unchanged but for a goroutine handoff.
+type coalescingConn struct {
+	net.Conn
+	mu      sync.Mutex
+	cond    sync.Cond // signalled when pending shrinks, on error and on close
+	pending []byte
+	writing bool  // the writer owns a batch or is about to take one
+	err     error // the first write error, or net.ErrClosed
+	wake    chan struct{}
+	done    chan struct{} // closed by Close
+	once    sync.Once
+	exited  chan struct{}
+}
+
+// coalesceLimit bounds a session's pending bytes: Write waits beyond it.
+const coalesceLimit = 1 << 20
+
+func newCoalescingConn(c net.Conn) *coalescingConn {
+	cc := &coalescingConn{Conn: c, wake: make(chan struct{}, 1), done: make(chan struct{}), exited: make(chan struct{})}
+	cc.cond.L = &cc.mu
+	go cc.writer()
+	return cc
+}
+
+func (c *coalescingConn) Write(p []byte) (int, error) {
+	c.mu.Lock()
+	for c.err == nil && len(c.pending) > 0 && len(c.pending)+len(p) > coalesceLimit {
+		c.cond.Wait()
+	}
+	if c.err != nil {
+		err := c.err
+		c.mu.Unlock()
+		return 0, err
+	}
+	c.pending = append(c.pending, p...)
+	start := !c.writing
+	c.writing = true
+	c.mu.Unlock()
+	if start {
+		select {
+		case c.wake <- struct{}{}:
+		default:
+		}
+	}
+	return len(p), nil
+}
+
+// SetWriteDeadline is dropped: the writes happen later, on the writer. A
+// server that stops reading is caught by go-zookeeper's read deadline, which
+// closes the connection and so ends a blocked write.
+func (c *coalescingConn) SetWriteDeadline(time.Time) error { return nil }
+
+func (c *coalescingConn) SetDeadline(t time.Time) error { return c.Conn.SetReadDeadline(t) }
+
+func (c *coalescingConn) Close() error {
+	err := net.ErrClosed
+	c.once.Do(func() {
+		err = c.Conn.Close()
+		close(c.done)
+		c.fail(net.ErrClosed)
+		<-c.exited
+	})
+	return err
+}
+
+func (c *coalescingConn) fail(err error) {
+	c.mu.Lock()
+	if c.err == nil {
+		c.err = err
+	}
+	c.cond.Broadcast()
+	c.mu.Unlock()
+}
+
+func (c *coalescingConn) writer() {
+	defer close(c.exited)
+	var spare []byte
+	for {
+		select {
+		case <-c.wake:
+		case <-c.done:
+			return
+		}
+		// Let the goroutines that are ready run first: the replies of one
+		// read each free a worker whose next request then joins this batch
+		// (Gosched queues the writer behind them).
+		runtime.Gosched()
+		for {
+			c.mu.Lock()
+			if len(c.pending) == 0 || c.err != nil {
+				c.writing = false
+				c.mu.Unlock()
+				break
+			}
+			batch := c.pending
+			c.pending = spare[:0]
+			c.cond.Broadcast()
+			c.mu.Unlock()
+			if _, err := c.Conn.Write(batch); err != nil {
+				c.fail(err)
+				c.Conn.Close() // the reader sees it and go-zookeeper reconnects
+				break
+			}
+			spare = batch
+		}
+	}
 }
 
 func (d *trackingDialer) forceClose() {
@@ -435,7 +559,7 @@ func (b *keeperBench) connect(ctx context.Context) error {
 			idx:    i,
 			server: cfg.servers[i%len(cfg.servers)],
 			dir:    fmt.Sprintf("%s/s%04d", cfg.root, i),
-			dialer: &trackingDialer{readBuffer: cfg.readBuffer},
+			dialer: &trackingDialer{readBuffer: cfg.readBuffer, coalesce: cfg.coalesce},
 			log:    &zkLogger{prefix: fmt.Sprintf("zk s%04d", i)},
 		}
 		if cfg.verbose {

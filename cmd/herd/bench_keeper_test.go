@@ -696,3 +696,163 @@ func TestKeeperCPUProfile(t *testing.T) {
 		t.Errorf("unwritable profile: exit %d\n%s", code, stderr)
 	}
 }
+
+// gatedConn is a net.Conn whose writes wait for release (one token each)
+// and are recorded; Close unblocks a waiting write with an error.
+type gatedConn struct {
+	net.Conn // nil: only the methods below are used
+	release  chan struct{}
+	closed   chan struct{}
+	once     sync.Once
+	failWith error
+	mu       sync.Mutex
+	writes   [][]byte
+}
+
+func newGatedConn() *gatedConn {
+	return &gatedConn{release: make(chan struct{}, 1000), closed: make(chan struct{})}
+}
+
+func (g *gatedConn) Write(p []byte) (int, error) {
+	select {
+	case <-g.release:
+	case <-g.closed:
+		return 0, net.ErrClosed
+	}
+	if g.failWith != nil {
+		return 0, g.failWith
+	}
+	g.mu.Lock()
+	g.writes = append(g.writes, bytes.Clone(p))
+	g.mu.Unlock()
+	return len(p), nil
+}
+
+func (g *gatedConn) Close() error {
+	g.once.Do(func() { close(g.closed) })
+	return nil
+}
+
+func (g *gatedConn) recorded() [][]byte {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return slices.Clone(g.writes)
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(5 * time.Second); !cond(); time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+	}
+}
+
+// Requests written while a write is in the kernel leave together, in order.
+func TestCoalescingConnBatches(t *testing.T) {
+	g := newGatedConn()
+	c := newCoalescingConn(g)
+	defer c.Close()
+	var want []byte
+	buf := make([]byte, 8)
+	for i := range 100 {
+		binary.BigEndian.PutUint64(buf, uint64(i))
+		if n, err := c.Write(buf); n != 8 || err != nil {
+			t.Fatalf("Write %d: %d, %v", i, n, err)
+		}
+		want = append(want, buf...) // Write must have copied buf
+		if i == 0 {
+			// The writer has taken the first request and waits in Write.
+			waitFor(t, "the writer to take the first request", func() bool {
+				c.mu.Lock()
+				defer c.mu.Unlock()
+				return len(c.pending) == 0
+			})
+		}
+	}
+	g.release <- struct{}{}
+	g.release <- struct{}{}
+	waitFor(t, "two writes", func() bool { return len(g.recorded()) == 2 })
+	w := g.recorded()
+	if len(w[0]) != 8 || len(w[1]) != 99*8 {
+		t.Errorf("writes of %d and %d bytes, want 8 and %d", len(w[0]), len(w[1]), 99*8)
+	}
+	if got := bytes.Join(w, nil); !bytes.Equal(got, want) {
+		t.Errorf("bytes out of order or lost")
+	}
+	// An idle writer is woken by the next request.
+	g.release <- struct{}{}
+	c.Write([]byte("x"))
+	waitFor(t, "a third write", func() bool { return len(g.recorded()) == 3 })
+}
+
+// Pending bytes are bounded: a Write that would pass coalesceLimit waits
+// until the writer has taken what is pending.
+func TestCoalescingConnBackpressure(t *testing.T) {
+	g := newGatedConn()
+	c := newCoalescingConn(g)
+	defer c.Close()
+	c.Write(make([]byte, 10))
+	waitFor(t, "the writer to take the first request", func() bool {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		return len(c.pending) == 0
+	})
+	c.Write(make([]byte, coalesceLimit-10))
+	returned := make(chan struct{})
+	go func() {
+		c.Write(make([]byte, 20))
+		close(returned)
+	}()
+	select {
+	case <-returned:
+		t.Fatalf("a Write past the limit returned while %d bytes were pending", coalesceLimit-10)
+	case <-time.After(50 * time.Millisecond):
+	}
+	g.release <- struct{}{} // the first write completes; the writer takes the big one
+	<-returned
+	g.release <- struct{}{}
+	g.release <- struct{}{}
+	waitFor(t, "three writes", func() bool { return len(g.recorded()) == 3 })
+}
+
+// A failed write closes the connection (so go-zookeeper's reader sees it)
+// and fails every later Write; Close ends the writer even mid-write.
+func TestCoalescingConnErrors(t *testing.T) {
+	g := newGatedConn()
+	g.failWith = errors.New("broken pipe")
+	c := newCoalescingConn(g)
+	c.Write([]byte("a"))
+	g.release <- struct{}{}
+	waitFor(t, "the connection to close", func() bool {
+		select {
+		case <-g.closed:
+			return true
+		default:
+			return false
+		}
+	})
+	waitFor(t, "Write to fail", func() bool {
+		_, err := c.Write([]byte("b"))
+		return err != nil && err.Error() == "broken pipe"
+	})
+	if err := c.Close(); err != nil {
+		t.Errorf("Close: %v", err)
+	}
+	if _, err := c.Write([]byte("c")); err == nil {
+		t.Errorf("Write after Close succeeded")
+	}
+
+	g2 := newGatedConn()
+	c2 := newCoalescingConn(g2)
+	c2.Write([]byte("stuck"))
+	waitFor(t, "the writer to take the request", func() bool {
+		c2.mu.Lock()
+		defer c2.mu.Unlock()
+		return len(c2.pending) == 0
+	})
+	c2.Close() // returns only once the writer has exited (goleak checks the rest)
+	if _, err := c2.Write([]byte("x")); !errors.Is(err, net.ErrClosed) {
+		t.Errorf("Write after Close: %v, want net.ErrClosed", err)
+	}
+}
