@@ -191,6 +191,7 @@ func TestKeeperFlags(t *testing.T) {
 		{s, "--connect-timeout", "0s"},
 		{s, "--session-timeout", "10ms"},
 		{s, "--read-buffer", "-1"},
+		{s, "--coalesce-writes=maybe"},
 		{s, "--nope"},
 		{s, "extra"},
 	}
@@ -306,7 +307,8 @@ func keeperScenario(t *testing.T, servers []string) {
 
 	// --populate with --keep, then a run that refuses the existing root,
 	// then --clean --ops none removes it.
-	lines, stderr, code = runKeeperJSON(t, append(common, "--populate", "77", "--keep", "--size", "10")...)
+	// (One run writes as go-zookeeper does, a write per request.)
+	lines, stderr, code = runKeeperJSON(t, append(common, "--populate", "77", "--keep", "--size", "10", "--coalesce-writes=false")...)
 	if code != 0 || len(lines) != 1 || lines[0].Phase != "populate" || lines[0].Ops != 77 || lines[0].Errors != 0 {
 		t.Fatalf("populate: exit %d %v\n%s", code, lines, stderr)
 	}
