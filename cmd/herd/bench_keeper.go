@@ -406,8 +406,8 @@ func (d *trackingDialer) dial(network, addr string, timeout time.Duration) (net.
 	if d.coalesce {
 		c = newCoalescingConn(c)
 	}
-	// forceClose closes the outermost wrapper, which ends a coalescing
-	// writer's goroutine too.
+	// forceClose closes this conn: with coalescing, the wrapper (whose Close
+	// also ends its writer goroutine), not only the socket under it.
 	d.conn = c
 	if d.readBuffer > 0 {
 		return &bufferedConn{Conn: c, r: bufio.NewReaderSize(c, d.readBuffer)}, nil
@@ -421,8 +421,10 @@ func (d *trackingDialer) dial(network, addr string, timeout time.Duration) (net.
 // a syscall of its own, so with K requests in flight a session made K
 // writes, and the server K reads, where one would do; on this machine's
 // virtual CPUs a loopback write costs the sender the receiver's wakeup too.
-// The requests still leave in the order go-zookeeper wrote them, and one at
-// a time outstanding is unchanged but for a goroutine handoff.
+// The requests still leave in the order go-zookeeper wrote them. With one
+// request in flight per session there is nothing to coalesce, and each
+// write costs a goroutine handoff instead of go-zookeeper's two write
+// deadline changes (DESIGN §11 has the figures both ways).
 type coalescingConn struct {
 	net.Conn
 	mu      sync.Mutex
