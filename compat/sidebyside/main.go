@@ -51,6 +51,7 @@ type options struct {
 	targets     []ensemble.Kind
 	memory      bool
 	znodes      int
+	keys        int
 	keep        bool
 }
 
@@ -73,6 +74,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	targets := fs.String("targets", "zookeeper,herd", "which ensembles to run")
 	fs.BoolVar(&o.memory, "memory", false, "instead of throughput: resident memory with --znodes znodes of --size bytes, and time to restart a server and rejoin")
 	fs.IntVar(&o.znodes, "znodes", 1_000_000, "znodes for --memory")
+	fs.IntVar(&o.keys, "keys", 0, "znodes each round's create phase makes (`herd bench keeper --keys`), so both targets' set, get and delete phases work on trees of the same size; 0: as many as --duration allows (the faster target then holds a bigger tree)")
 	fs.BoolVar(&o.keep, "keep", false, "keep the ensembles' directories")
 	if err := fs.Parse(args); err != nil {
 		return 2
@@ -183,7 +185,7 @@ func throughput(o options, stdout, stderr io.Writer) error {
 			for _, kind := range o.targets {
 				fmt.Fprintf(stderr, "sidebyside: outstanding %d, round %d/%d, %s\n", k, round+1, o.rounds, kind)
 				rs, err := bench(o, ens[kind].Hosts(), "--clients", strconv.Itoa(o.clients), "--outstanding", strconv.Itoa(k),
-					"--duration", o.duration.String(), "--size", strconv.Itoa(o.size), "--warmup", "1s")
+					"--duration", o.duration.String(), "--size", strconv.Itoa(o.size), "--warmup", "1s", "--keys", strconv.Itoa(o.keys))
 				if err != nil {
 					return err
 				}
@@ -206,6 +208,9 @@ func throughput(o options, stdout, stderr io.Writer) error {
 	}
 	fmt.Fprintf(stdout, "keeper side by side: 3 servers each on loopback, fsync on; %d sessions, %d B values, %s phases, median of %d rounds\n",
 		o.clients, o.size, o.duration, o.rounds)
+	if o.keys > 0 {
+		fmt.Fprintf(stdout, "create phase: %d znodes (--keys), so every phase after it works on the same tree for both\n", o.keys)
+	}
 	fmt.Fprintf(stdout, "ZooKeeper JVM flags: %s\n", strings.Join(o.jvmFlags, " "))
 	fmt.Fprintf(stdout, "%-4s %-7s %-10s %10s %10s %10s %10s\n", "K", "phase", "target", "ops/s", "p50", "p99", "p999")
 	for _, k := range o.outstanding {
