@@ -70,8 +70,11 @@ bench:
 
 # The keeper next to Apache ZooKeeper 3.8 (Debian's package) on this machine:
 # 3 servers each, loopback, fsync on, the same client, alternating rounds.
+# SIDEBYSIDE_ARGS passes more flags, e.g. "--outstanding 16 --keys 96000" for
+# trees of the same size in both (DESIGN section 11).
+SIDEBYSIDE_ARGS ?=
 bench-keeper: build
-	$(GO) run ./compat/sidebyside --herd $(BIN)
+	$(GO) run ./compat/sidebyside --herd $(BIN) $(SIDEBYSIDE_ARGS)
 
 # Resident memory with 1,000,000 znodes of 100 bytes, and restart time.
 bench-keeper-memory: build
