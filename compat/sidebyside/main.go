@@ -32,6 +32,7 @@ import (
 
 type report struct {
 	Phase     string  `json:"phase"`
+	Ops       int64   `json:"ops"`
 	OpsPerSec float64 `json:"ops_per_sec"`
 	P50Us     float64 `json:"p50_us"`
 	P99Us     float64 `json:"p99_us"`
@@ -74,12 +75,16 @@ func run(args []string, stdout, stderr io.Writer) int {
 	targets := fs.String("targets", "zookeeper,herd", "which ensembles to run")
 	fs.BoolVar(&o.memory, "memory", false, "instead of throughput: resident memory with --znodes znodes of --size bytes, and time to restart a server and rejoin")
 	fs.IntVar(&o.znodes, "znodes", 1_000_000, "znodes for --memory")
-	fs.IntVar(&o.keys, "keys", 0, "znodes each round's create phase makes (`herd bench keeper --keys`), so both targets' set, get and delete phases work on trees of the same size; 0: as many as --duration allows (the faster target then holds a bigger tree)")
+	fs.IntVar(&o.keys, "keys", 0, "znodes each round's create phase makes (herd bench keeper --keys), so both targets' set, get and delete phases work on trees of the same size; 0: as many as --duration allows (the faster target then holds a bigger tree)")
 	fs.BoolVar(&o.keep, "keep", false, "keep the ensembles' directories")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
 	o.jvmFlags = strings.Fields(*jvm)
+	if o.keys < 0 {
+		fmt.Fprintf(stderr, "sidebyside: bad --keys %d: want 0 or more\n", o.keys)
+		return 2
+	}
 	for _, s := range strings.Split(*outs, ",") {
 		k, err := strconv.Atoi(strings.TrimSpace(s))
 		if err != nil || k < 1 {
@@ -180,6 +185,7 @@ func throughput(o options, stdout, stderr io.Writer) error {
 		phase string
 	}
 	results := map[key][]report{}
+	var shortCreates []string
 	for _, k := range o.outstanding {
 		for round := 0; round < o.rounds; round++ {
 			for _, kind := range o.targets {
@@ -191,6 +197,11 @@ func throughput(o options, stdout, stderr io.Writer) error {
 				}
 				for _, r := range rs {
 					results[key{k, kind, r.Phase}] = append(results[key{k, kind, r.Phase}], r)
+					if r.Phase == "create" && o.keys > 0 && r.Ops < int64(o.keys) {
+						// The trees differ after all: say so next to the figures.
+						shortCreates = append(shortCreates, fmt.Sprintf("%s created %d of --keys %d znodes within --duration at %d outstanding, round %d; its later phases ran on that smaller tree",
+							kind, r.Ops, o.keys, k, round+1))
+					}
 				}
 			}
 		}
@@ -210,6 +221,9 @@ func throughput(o options, stdout, stderr io.Writer) error {
 		o.clients, o.size, o.duration, o.rounds)
 	if o.keys > 0 {
 		fmt.Fprintf(stdout, "create phase: %d znodes (--keys), so every phase after it works on the same tree for both\n", o.keys)
+	}
+	for _, s := range shortCreates {
+		fmt.Fprintln(stdout, "note:", s)
 	}
 	fmt.Fprintf(stdout, "ZooKeeper JVM flags: %s\n", strings.Join(o.jvmFlags, " "))
 	fmt.Fprintf(stdout, "%-4s %-7s %-10s %10s %10s %10s %10s\n", "K", "phase", "target", "ops/s", "p50", "p99", "p999")
