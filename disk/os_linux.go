@@ -27,3 +27,41 @@ func fdatasync(f *os.File) error {
 	}
 	return nil
 }
+
+// removeOpen removes the regular file at path while holding a descriptor of
+// it, and leaves the last close, which frees the file's blocks, to reap.
+// removed is false, with no error, if path is not an existing regular file:
+// Remove then goes the plain way, which also reports every error.
+func (o *OS) removeOpen(path string) (removed bool, err error) {
+	f := o.openForRemoval(path)
+	if f == nil {
+		return false, nil
+	}
+	if err := syscall.Unlink(o.abs(path)); err != nil {
+		f.Close()
+		return false, &os.PathError{Op: "unlink", Path: o.abs(path), Err: err}
+	}
+	o.reap(f)
+	return true, nil
+}
+
+// openForRemoval returns an open descriptor of the regular file at path, taken
+// out of the handle cache or opened for the purpose, or nil if path is not an
+// existing regular file (Remove then goes the plain way, which also reports
+// every error).
+func (o *OS) openForRemoval(path string) *os.File {
+	if e, ok := o.handles[path]; ok {
+		delete(o.handles, path)
+		o.lru.Remove(e)
+		return e.Value.(*handle).f
+	}
+	f, err := os.OpenFile(o.abs(path), os.O_RDONLY|syscall.O_NOFOLLOW, 0)
+	if err != nil {
+		return nil
+	}
+	if fi, err := f.Stat(); err != nil || !fi.Mode().IsRegular() {
+		f.Close()
+		return nil
+	}
+	return f
+}

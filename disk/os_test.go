@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"syscall"
 	"testing"
+	"time"
 
 	"herd/node"
 )
@@ -171,5 +172,57 @@ func TestClassify(t *testing.T) {
 	}
 	if mapErr("x", "y", nil) != nil {
 		t.Fatal("nil error mapped")
+	}
+}
+
+// TestOSRemove removes files with and without a cached handle, more at once
+// than are reaped in the background, and checks what Remove promises: the
+// name is gone when it returns, a new file of that name starts empty, and
+// directories, symlinks and missing names behave as os.Remove's. The
+// background closes must all finish (goleak checks that none is left).
+func TestOSRemove(t *testing.T) {
+	o, err := NewOS(t.TempDir())
+	must(t, err)
+	defer o.Close()
+	const n = 3 * maxReaping
+	for i := range n {
+		name := fmt.Sprintf("f%02d", i)
+		must(t, o.WriteAt(name, 0, bytes.Repeat([]byte{byte(i)}, 1<<16)))
+		if i%2 == 0 {
+			o.drop(name) // half of them without a cached handle
+		}
+	}
+	for i := range n {
+		must(t, o.Remove(fmt.Sprintf("f%02d", i)))
+	}
+	for i := range n {
+		name := fmt.Sprintf("f%02d", i)
+		_, err := o.Stat(name)
+		wantErr(t, err, node.ErrNotExist)
+		if _, err := os.Lstat(filepath.Join(o.root, name)); !errors.Is(err, fs.ErrNotExist) {
+			t.Fatalf("%s still on disk: %v", name, err)
+		}
+	}
+	must(t, o.WriteAt("f00", 4, []byte("x")))
+	if b := read(t, o, "f00"); !bytes.Equal(b, []byte{0, 0, 0, 0, 'x'}) {
+		t.Fatalf("recreated f00 = %q", b)
+	}
+	wantErr(t, o.Remove("missing"), node.ErrNotExist)
+	must(t, o.Mkdir("d"))
+	must(t, o.WriteAt("d/x", 0, []byte("x")))
+	wantErr(t, o.Remove("d"), node.ErrInvalid)
+	must(t, o.Remove("d/x"))
+	must(t, o.Remove("d"))
+	// A symlink is removed, not what it points to.
+	must(t, os.Symlink("f00", filepath.Join(o.root, "link")))
+	must(t, o.Remove("link"))
+	if b := read(t, o, "f00"); len(b) != 5 {
+		t.Fatalf("f00 after removing a link to it: %q", b)
+	}
+	for i := 0; o.reaping.Load() != 0; i++ {
+		if i == 1000 {
+			t.Fatalf("%d background closes still running after 10 s", o.reaping.Load())
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
