@@ -98,7 +98,7 @@ func buildConsensus(w *World) Checks {
 			Raft: raft.Config{
 				ID: id, Peers: peers, Tick: 50 * time.Millisecond, ElectionTicks: 10,
 				SnapshotEvery: 150, SnapshotKeep: 40, SegmentBytes: 32 << 10, MaxAppendBytes: 16 << 10, SnapshotChunk: 16 << 10,
-				WALFill: walFill, NoAppendCoalescing: drawNoCoalescing(w.Seed), NoPeerAcks: drawNoPeerAcks(w.Seed), Bug: w.Bug,
+				WALFill: walFill, LogChunk: drawLogChunk(w.Seed), NoAppendCoalescing: drawNoCoalescing(w.Seed), NoPeerAcks: drawNoPeerAcks(w.Seed), Bug: w.Bug,
 			},
 			ClientAddr: clientAddrs[i],
 			OnApply:    func(e *raft.Entry, hash uint64) { cc.applied(i, e, hash) },
@@ -382,6 +382,13 @@ func drawWALFill(seed uint64) int64 {
 // in flight in one run out of four, so both ways of replicating are swept.
 func drawNoCoalescing(seed uint64) bool {
 	return stream(seed, "coalesce", 0).IntN(4) == 0
+}
+
+// drawLogChunk picks the entries per chunk of the in-memory log: tiny ones
+// most of the time, so that appends, truncations and compactions cross chunk
+// boundaries in every run (the default, 4096, is more than a run's log).
+func drawLogChunk(seed uint64) int {
+	return []int{1, 4, 32, 0}[stream(seed, "log-chunk", 0).IntN(4)]
 }
 
 // drawNoPeerAcks turns off followers' acknowledgements to each other (and

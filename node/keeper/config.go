@@ -60,6 +60,8 @@ type Config struct {
 	// simulator draws small ones so that both happen often.
 	WALFill           int64
 	SnapshotSyncBytes int
+	// LogChunk is raft's (0: its default); the simulator draws small ones.
+	LogChunk int
 	// SnapshotLoopShare is raft's (0: its default).
 	SnapshotLoopShare float64
 	// NoAppendCoalescing is raft's; the simulator sweeps both ways.

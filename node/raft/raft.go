@@ -3,6 +3,7 @@ package raft
 import (
 	"errors"
 	"fmt"
+	"math/bits"
 	"strings"
 	"time"
 
@@ -57,6 +58,10 @@ type Config struct {
 	// size or allocation (see wal.go): an append-and-fdatasync on this
 	// ext4 went from 335-345 to 205-250 us.
 	WALFill int64
+	// LogChunk is how many entries one chunk of the in-memory log holds, a
+	// power of two (0: 4096). The simulator draws small ones too, so that
+	// its runs cross chunk boundaries often.
+	LogChunk int
 	// MaxAppendBytes bounds the entries in one append message;
 	// MaxInflight the append messages in flight to one follower.
 	MaxAppendBytes int
@@ -112,6 +117,12 @@ func (c *Config) setDefaults() {
 	}
 	if c.WALFill > 0 && c.WALFill%sectorSize != 0 {
 		panic(fmt.Sprintf("raft: WALFill %d is not a multiple of %d", c.WALFill, sectorSize))
+	}
+	if c.LogChunk <= 0 {
+		c.LogChunk = defaultLogChunk
+	}
+	if c.LogChunk&(c.LogChunk-1) != 0 || c.LogChunk > 1<<20 {
+		panic(fmt.Sprintf("raft: LogChunk %d is not a power of two up to 2^20", c.LogChunk))
 	}
 	if c.MaxAppendBytes <= 0 {
 		c.MaxAppendBytes = 1 << 20
@@ -245,9 +256,12 @@ type Raft struct {
 	termUnknown bool
 	termHeard   map[ID]bool
 
-	log     raftLog
-	commit  Index
-	applied Index
+	log raftLog
+	// appendBuf gathers an append's entries that span two of the log's
+	// chunks (appendEntries); empty between sends.
+	appendBuf []Entry
+	commit    Index
+	applied   Index
 
 	// Follower commits from fellow followers' acknowledgements (peerAcked):
 	// our log equals the leader's up to leaderMatch (in term
@@ -326,6 +340,7 @@ func New(env node.Env, cfg Config, sm StateMachine, hooks Hooks) *Raft {
 	if !found || cfg.ID == 0 {
 		panic(fmt.Sprintf("raft: server %d is not in its own peer list", cfg.ID))
 	}
+	r.log.shift = uint8(bits.TrailingZeros(uint(cfg.LogChunk)))
 	r.st.init(r)
 	r.reads.init(r)
 	return r
@@ -489,9 +504,16 @@ func (r *Raft) progress() []Progress {
 	return out
 }
 
-// Entries returns the in-memory log entries in [lo, hi] (clamped to what is
-// held). The slice is shared: callers must not modify it.
-func (r *Raft) Entries(lo, hi Index) []Entry { return r.log.slice(lo, hi) }
+// Entries returns a copy of the in-memory log entries in [lo, hi] (clamped
+// to what is held). Their data is shared: callers must not modify it.
+func (r *Raft) Entries(lo, hi Index) []Entry {
+	var out []Entry
+	for run := r.log.slice(lo, hi); len(run) > 0; run = r.log.slice(lo, hi) {
+		out = append(out, run...)
+		lo += Index(len(run))
+	}
+	return out
+}
 
 // Leader returns the current leader's ID and address, if known.
 func (r *Raft) Leader() (ID, string) {

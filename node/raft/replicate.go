@@ -55,12 +55,47 @@ func (r *Raft) sendAppends(p *peer) (sent bool) {
 // fullAppend reports whether the entries from next on fill an append message.
 func (r *Raft) fullAppend(next Index) bool {
 	size := 0
-	for _, e := range r.log.slice(next, r.log.lastIndex()) {
-		if size += len(e.Data) + 32; size > r.cfg.MaxAppendBytes {
-			return true
+	for run := r.log.slice(next, r.log.lastIndex()); len(run) > 0; run = r.log.slice(next, r.log.lastIndex()) {
+		for _, e := range run {
+			if size += len(e.Data) + 32; size > r.cfg.MaxAppendBytes {
+				return true
+			}
 		}
+		next += Index(len(run))
 	}
 	return false
+}
+
+// appendEntries returns the entries of an append starting at next: as many
+// as fit in MaxAppendBytes (at least one, if any is held). sendNow encodes
+// the message at once, so they may alias the log; entries that cross from
+// one of the log's chunks into the next are gathered in appendBuf.
+func (r *Raft) appendEntries(next Index) (es []Entry, gathered bool) {
+	last := r.log.lastIndex()
+	es = r.log.slice(next, last)
+	size, k := 0, 0
+	for ; k < len(es); k++ {
+		if k > 0 && size+len(es[k].Data) > r.cfg.MaxAppendBytes {
+			return es[:k:k], false
+		}
+		size += len(es[k].Data) + 32
+	}
+	if after := next + Index(k); after > last || size+len(r.log.at(after).Data) > r.cfg.MaxAppendBytes {
+		return es, false
+	}
+	buf := append(r.appendBuf[:0], es...)
+	for run := r.log.slice(next+Index(k), last); len(run) > 0; run = r.log.slice(next+Index(len(buf)), last) {
+		for _, e := range run {
+			if size+len(e.Data) > r.cfg.MaxAppendBytes {
+				r.appendBuf = buf
+				return buf, true
+			}
+			size += len(e.Data) + 32
+			buf = append(buf, e)
+		}
+	}
+	r.appendBuf = buf
+	return buf, true
 }
 
 // sendAppend sends one append (a heartbeat if empty) starting at p.next.
@@ -73,29 +108,25 @@ func (r *Raft) sendAppend(p *peer, heartbeat bool) bool {
 	}
 	m := &message{typ: mApp, prevIndex: prev, prevTerm: prevTerm, commit: r.commit, readSeq: r.reads.seq}
 	m.commitTerm, _ = r.log.term(r.commit)
+	gathered := false
 	if !heartbeat {
-		es := r.log.slice(p.next, r.log.lastIndex())
-		size, k := 0, 0
-		for ; k < len(es); k++ {
-			if k > 0 && size+len(es[k].Data) > r.cfg.MaxAppendBytes {
-				break
-			}
-			size += len(es[k].Data) + 32
-		}
-		// sendNow encodes the message at once, so it may borrow the log's
-		// entries instead of copying them.
-		m.entries = es[:k:k]
+		m.entries, gathered = r.appendEntries(p.next)
 	}
 	r.sendNow(p.id, m)
 	p.commitSent = m.commit
 	if len(m.entries) > 0 || p.probing {
 		p.inflight++
 	}
-	if len(m.entries) > 0 && !p.probing {
-		p.next = m.entries[len(m.entries)-1].Index + 1
+	if n := len(m.entries); n > 0 {
+		lastSent := m.entries[n-1].Index
+		if !p.probing {
+			p.next = lastSent + 1
+		}
+		p.sentMax = max(p.sentMax, lastSent)
 	}
-	if len(m.entries) > 0 {
-		p.sentMax = max(p.sentMax, m.entries[len(m.entries)-1].Index)
+	if gathered {
+		clear(r.appendBuf) // do not pin the entries' data
+		r.appendBuf = r.appendBuf[:0]
 	}
 	return true
 }
