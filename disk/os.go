@@ -41,7 +41,15 @@ type handle struct {
 	path string
 	f    *os.File
 	rw   bool
+	// [wbLo, wbHi) covers what was written through this handle since the
+	// last Sync or writeback hint (WriteAt).
+	wbLo, wbHi int64
 }
+
+// writebackBytes is how much a file may have written and not synced before
+// WriteAt asks the kernel to start writing it back (without waiting, and
+// promising nothing: only Sync does).
+const writebackBytes = 8 << 20
 
 var _ FS = (*OS)(nil)
 
@@ -238,6 +246,21 @@ func (o *OS) WriteAt(path string, off int64, p []byte) error {
 	if _, err := f.WriteAt(p, off); err != nil {
 		return mapErr(op, path, err)
 	}
+	// A file written for long without a sync (a broker's segment, synced
+	// when it rolls) would otherwise leave that sync up to a segment's worth
+	// of dirty pages to write, with every disk operation of the node queued
+	// behind it: rolling 256 MB segments cut 1-KiB produce from 418-425 to
+	// 331-342 MB/s and raised its p99 from 149-157 to 272-276 ms.
+	h := o.handles[path].Value.(*handle)
+	if h.wbHi == h.wbLo {
+		h.wbLo, h.wbHi = off, off+int64(len(p))
+	} else {
+		h.wbLo, h.wbHi = min(h.wbLo, off), max(h.wbHi, off+int64(len(p)))
+	}
+	if h.wbHi-h.wbLo >= writebackBytes {
+		startWriteback(f, h.wbLo, h.wbHi-h.wbLo)
+		h.wbLo, h.wbHi = 0, 0
+	}
 	return nil
 }
 
@@ -265,6 +288,8 @@ func (o *OS) Sync(path string) error {
 	if err != nil {
 		return err
 	}
+	h := o.handles[path].Value.(*handle)
+	h.wbLo, h.wbHi = 0, 0
 	return mapErr(op, path, fdatasync(f))
 }
 

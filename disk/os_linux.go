@@ -65,3 +65,16 @@ func (o *OS) openForRemoval(path string) *os.File {
 	}
 	return f
 }
+
+// startWriteback asks the kernel to start writing the file's dirty pages in
+// [off, off+n) to the disk, and returns without waiting. Errors are dropped:
+// it is a hint, and a later Sync reports what matters.
+func startWriteback(f *os.File, off, n int64) {
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return
+	}
+	rc.Control(func(fd uintptr) {
+		syscall.SyncFileRange(int(fd), off, n, 2) // SYNC_FILE_RANGE_WRITE
+	})
+}

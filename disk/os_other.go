@@ -12,3 +12,7 @@ func fdatasync(f *os.File) error { return f.Sync() }
 // removeOpen is removal through an open descriptor (os_linux.go); not here,
 // where some systems cannot remove an open file.
 func (o *OS) removeOpen(string) (bool, error) { return false, nil }
+
+// startWriteback is a hint to start writing back part of a file
+// (os_linux.go); nothing here.
+func startWriteback(*os.File, int64, int64) {}

@@ -226,3 +226,30 @@ func TestOSRemove(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// TestOSWritebackHint writes a file in pieces past writebackBytes without a
+// sync: the hint is given (the range restarts) and changes nothing that can
+// be read back; Sync clears the range.
+func TestOSWritebackHint(t *testing.T) {
+	o, err := NewOS(t.TempDir())
+	must(t, err)
+	defer o.Close()
+	piece := bytes.Repeat([]byte{7}, writebackBytes/3+1)
+	var want []byte
+	for i := range 4 { // the third crosses writebackBytes
+		piece[0] = byte(i)
+		must(t, o.WriteAt("seg", int64(len(want)), piece))
+		want = append(want, piece...)
+	}
+	h := o.handles["seg"].Value.(*handle)
+	if h.wbLo != int64(3*len(piece)) || h.wbHi != int64(len(want)) {
+		t.Fatalf("after %d bytes the range to write back is [%d, %d), want the last piece", len(want), h.wbLo, h.wbHi)
+	}
+	must(t, o.Sync("seg"))
+	if h.wbLo != 0 || h.wbHi != 0 {
+		t.Fatalf("Sync left [%d, %d) to write back", h.wbLo, h.wbHi)
+	}
+	if got := read(t, o, "seg"); !bytes.Equal(got, want) {
+		t.Fatalf("read back %d bytes, differing from the %d written", len(got), len(want))
+	}
+}
