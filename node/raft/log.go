@@ -10,14 +10,15 @@ const defaultLogChunk = 4096
 // raftLog is the in-memory log: entries after the latest snapshot (minus
 // those compacted away), in index order without gaps.
 //
-// The entries live in fixed-size chunks rather than one array. One array
-// had to be copied whole whenever it grew, in the loop, while the old copy
-// stayed live for the collector: with snapCount far above a run's writes a
-// keeper's log grew past a million entries and its p999 rose to 1.6-1.9 s
-// (section 11 of DESIGN.md). Chunks grow the log a chunk at a time,
-// compaction drops whole chunks instead of moving the kept entries down,
-// and emptied chunks are reused, as many as the log holds, because a fresh
-// chunk is a page fault per 4 KiB touched (dear on a virtual machine).
+// The entries live in chunks of Config.LogChunk entries rather than one
+// array. One array had to be copied whole whenever it grew, in the loop,
+// while the old copy stayed live for the collector: with snapCount far above
+// a run's writes a keeper's log grew past a million entries and sets' p999
+// rose to 1.3-2.5 s (0.2-0.3 s with chunks; DESIGN.md, sections 6 and 11).
+// Chunks grow the log a chunk at a time, compaction drops whole chunks
+// instead of moving the kept entries down, and emptied chunks are reused (up
+// to twice as many as the log keeps), because a fresh chunk is a page fault
+// per 4 KiB touched (dear on a virtual machine).
 type raftLog struct {
 	snapIndex Index // entries up to here are in the snapshot
 	snapTerm  Term
@@ -43,7 +44,7 @@ func (l *raftLog) reset(index Index, term Term, zxid Zxid) {
 	l.snapIndex, l.snapTerm, l.snapZxid = index, term, zxid
 	l.first, l.prevTerm, l.prevZxid = index+1, term, zxid
 	for _, c := range l.chunks {
-		l.recycle(c, len(l.chunks))
+		l.recycle(c, 0)
 	}
 	clear(l.chunks)
 	l.chunks = l.chunks[:0]
