@@ -9,6 +9,8 @@
 package disk
 
 import (
+	"fmt"
+
 	"herd/node"
 )
 
@@ -38,6 +40,36 @@ type FS interface {
 	List(dir string) ([]node.DirEntry, error)
 	// Stat returns a file's size.
 	Stat(path string) (node.DirEntry, error)
+}
+
+// BackgroundSyncer is an FS that can run a background sync or syncdir
+// (node.DiskOp.Background) on a goroutine of its own while the node's other
+// operations go on. Both methods act on the path as it is when they run, as
+// Sync and SyncDir do, and must not touch state the other operations use.
+// An FS without them runs background ops in line, in submission order,
+// which the contract allows.
+type BackgroundSyncer interface {
+	FS
+	BackgroundSync(path string) error
+	BackgroundSyncDir(dir string) error
+}
+
+// ExecBackground runs a background op on fs's concurrent path.
+func ExecBackground(fs BackgroundSyncer, id node.OpID, op node.DiskOp) node.Event {
+	ev := node.Event{Kind: node.EvDiskDone, Op: id, OpKind: op.Kind}
+	if err := op.Validate(); err != nil {
+		ev.Err = err
+		return ev
+	}
+	switch {
+	case !op.Background:
+		ev.Err = fmt.Errorf("%w: %s %q is not a background op", node.ErrInvalid, op.Kind, op.Path)
+	case op.Kind == node.OpSync:
+		ev.Err = fs.BackgroundSync(op.Path)
+	default:
+		ev.Err = fs.BackgroundSyncDir(op.Path)
+	}
+	return ev
 }
 
 // Exec runs op against fs and returns the completion event a core receives.

@@ -137,12 +137,16 @@ func (g gen) op() node.DiskOp {
 		}
 		return node.TruncateOp(g.path(), size)
 	case k < 52:
-		return node.SyncOp(g.path())
+		op := node.SyncOp(g.path())
+		op.Background = p.IntN(3, "background?") == 0
+		return op
 	case k < 62:
+		op := node.SyncDirOp(genDirs[p.IntN(len(genDirs), "dir")])
 		if p.IntN(3, "syncdir-any?") == 0 {
-			return node.SyncDirOp(g.path())
+			op.Path = g.path()
 		}
-		return node.SyncDirOp(genDirs[p.IntN(len(genDirs), "dir")])
+		op.Background = p.IntN(3, "background?") == 0
+		return op
 	case k < 71:
 		return node.MkdirOp(g.dirPath())
 	case k < 81:
@@ -195,6 +199,9 @@ func opString(op node.DiskOp) string {
 	case node.OpRename:
 		return fmt.Sprintf("rename %q %q", op.Path, op.Path2)
 	}
+	if op.Background {
+		return fmt.Sprintf("%s %q in the background", op.Kind, op.Path)
+	}
 	return fmt.Sprintf("%s %q", op.Kind, op.Path)
 }
 
@@ -206,9 +213,15 @@ type result struct {
 	err     error
 }
 
-// run executes op the way both shells do, through Exec.
+// run executes op the way both shells do: through Exec, or ExecBackground
+// for a background op on an FS that runs those apart.
 func run(fs FS, op node.DiskOp) result {
-	ev := Exec(fs, 1, op)
+	var ev node.Event
+	if bs, ok := fs.(BackgroundSyncer); ok && op.Background {
+		ev = ExecBackground(bs, 1, op)
+	} else {
+		ev = Exec(fs, 1, op)
+	}
 	r := result{data: ev.Data, err: ev.Err}
 	switch op.Kind {
 	case node.OpList:

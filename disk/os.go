@@ -294,6 +294,31 @@ func (o *OS) Sync(path string) error {
 	return mapErr(op, path, fdatasync(f))
 }
 
+// BackgroundSync is Sync on a descriptor of its own, opened by name and
+// closed again, so that it can run on another goroutine while the handle
+// cache serves the node's other operations (disk.BackgroundSyncer). Any
+// descriptor of a file flushes all of its dirty pages.
+func (o *OS) BackgroundSync(path string) error {
+	const op = "sync"
+	if err := o.begin(node.SyncOp(path)); err != nil {
+		return err
+	}
+	f, err := os.OpenFile(o.abs(path), os.O_RDONLY, 0)
+	if err != nil {
+		return mapErr(op, path, err)
+	}
+	defer f.Close()
+	if fi, err := f.Stat(); err != nil {
+		return mapErr(op, path, err)
+	} else if fi.IsDir() {
+		return fmt.Errorf("%w: %s %q: is a directory", node.ErrInvalid, op, path)
+	}
+	return mapErr(op, path, fdatasync(f))
+}
+
+// BackgroundSyncDir is SyncDir, which holds no shared state.
+func (o *OS) BackgroundSyncDir(dir string) error { return o.SyncDir(dir) }
+
 // SyncDir fsyncs the directory, making its entries durable.
 func (o *OS) SyncDir(dir string) error {
 	const op = "syncdir"

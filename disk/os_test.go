@@ -253,3 +253,58 @@ func TestOSWritebackHint(t *testing.T) {
 		t.Fatalf("read back %d bytes, differing from the %d written", len(got), len(want))
 	}
 }
+
+// TestOSBackgroundSync runs background syncs on another goroutine while the
+// handle cache serves writes, renames and removals of the same files (the
+// race detector checks they share nothing), and checks what they answer:
+// ErrNotExist for a name that is gone, ErrInvalid for a directory.
+func TestOSBackgroundSync(t *testing.T) {
+	o, err := NewOS(t.TempDir())
+	must(t, err)
+	defer o.Close()
+	o.maxHandles = 2
+	must(t, o.Mkdir("p"))
+	stop := make(chan struct{})
+	done := make(chan error, 1)
+	go func() {
+		for {
+			select {
+			case <-stop:
+				done <- nil
+				return
+			default:
+			}
+			for _, p := range []string{"p/a", "p/b"} {
+				if err := o.BackgroundSync(p); err != nil && !errors.Is(err, node.ErrNotExist) {
+					done <- err
+					return
+				}
+			}
+			if err := o.BackgroundSyncDir("p"); err != nil {
+				done <- err
+				return
+			}
+		}
+	}()
+	for i := range 300 {
+		must(t, o.WriteAt("p/a", int64(i), []byte{byte(i)}))
+		must(t, o.WriteAt("p/c", 0, []byte("c")))
+		switch i % 3 {
+		case 0:
+			must(t, o.Rename("p/a", "p/b"))
+		case 1:
+			must(t, o.Remove("p/b"))
+		}
+	}
+	close(stop)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if err := o.BackgroundSync("p/missing"); !errors.Is(err, node.ErrNotExist) {
+		t.Fatalf("background sync of a missing file: %v", err)
+	}
+	if err := o.BackgroundSync("p"); !errors.Is(err, node.ErrInvalid) {
+		t.Fatalf("background sync of a directory: %v", err)
+	}
+	must(t, o.BackgroundSync("p/c"))
+}

@@ -68,6 +68,10 @@ type DiskOp struct {
 	// Data is OpWrite's bytes: the shell's from submission until the op
 	// completes (its event is delivered); the core may then reuse them.
 	Data []byte
+	// Background (OpSync and OpSyncDir only) lets ops submitted later run
+	// before this one completes: Kafka's flush of a rolled segment, which
+	// appends to the next segment must not queue behind. See Env.Disk.
+	Background bool
 }
 
 // DirEntry is one name in a directory listing.
@@ -89,8 +93,17 @@ func WriteOp(path string, off int64, data []byte) DiskOp {
 func TruncateOp(path string, size int64) DiskOp {
 	return DiskOp{Kind: OpTruncate, Path: path, Size: size}
 }
-func SyncOp(path string) DiskOp       { return DiskOp{Kind: OpSync, Path: path} }
-func SyncDirOp(dir string) DiskOp     { return DiskOp{Kind: OpSyncDir, Path: dir} }
+func SyncOp(path string) DiskOp   { return DiskOp{Kind: OpSync, Path: path} }
+func SyncDirOp(dir string) DiskOp { return DiskOp{Kind: OpSyncDir, Path: dir} }
+
+// BackgroundSyncOp and BackgroundSyncDirOp are SyncOp and SyncDirOp that
+// later ops do not wait for.
+func BackgroundSyncOp(path string) DiskOp {
+	return DiskOp{Kind: OpSync, Path: path, Background: true}
+}
+func BackgroundSyncDirOp(dir string) DiskOp {
+	return DiskOp{Kind: OpSyncDir, Path: dir, Background: true}
+}
 func MkdirOp(path string) DiskOp      { return DiskOp{Kind: OpMkdir, Path: path} }
 func RemoveOp(path string) DiskOp     { return DiskOp{Kind: OpRemove, Path: path} }
 func ListOp(dir string) DiskOp        { return DiskOp{Kind: OpList, Path: dir} }
@@ -109,6 +122,9 @@ func (op DiskOp) Validate() error {
 	}
 	if err := ValidPath(op.Path); err != nil {
 		return err
+	}
+	if op.Background && !op.Kind.IsDurabilityBarrier() {
+		return fmt.Errorf("%w: %s %q in the background (only sync and syncdir)", ErrInvalid, op.Kind, op.Path)
 	}
 	switch op.Kind {
 	case OpRead:

@@ -109,6 +109,15 @@ type Env interface {
 	// EvDiskDone. A write's effect is visible to every operation submitted after
 	// it; it is durable only once a later Sync of that file has completed (and,
 	// for a new, renamed or removed name, a SyncDir of its directory).
+	//
+	// A background op (DiskOp.Background: a sync or a syncdir only) is the
+	// exception: it starts once every op submitted before it has completed,
+	// but ops submitted after it do not wait for it, so its completion may
+	// arrive after theirs. It acts on its path as it is when it runs (a file
+	// renamed or removed meanwhile is ErrNotExist; later writes may be
+	// synced too). Background ops complete in submission order among
+	// themselves, and each completion arrives after those of every op
+	// submitted before it.
 	Disk(op DiskOp) OpID
 
 	// Halt stops this node, as a process that exits: the shell drops the

@@ -20,6 +20,9 @@ type Transport interface {
 //
 // Disk operations complete in submission order, so "op N completed" implies
 // every earlier op completed too, and a held send waits for exactly one OpID.
+// Background ops (DiskOp.Background) are the exception: later ops may
+// complete before them, so the gate steps over them, and a send cannot wait
+// on one (its core waits for the completion event instead).
 //
 // If a mutating disk operation fails in a way that may have lost data (an
 // I/O error, a full disk), the gate is poisoned for the rest of the
@@ -30,12 +33,16 @@ type Transport interface {
 // Errors that touched nothing (a bad path, a missing file) do not poison.
 type SendGate struct {
 	t        Transport
-	done     OpID // every op <= done has completed
+	done     OpID // every op <= done has completed, bar background ones in bgPending
 	poisoned bool
 	pending  map[OpID]DiskOpKind // submitted barrier ops not yet completed
-	held     []heldSend          // in submission order
-	perConn  map[ConnID]int      // number of held items per connection
-	blocked  map[ConnID]bool     // scratch for release()
+	// bgPending holds the background ops not yet completed; bgAhead those
+	// above done, completed or not, which a completion may step over.
+	bgPending map[OpID]bool
+	bgAhead   map[OpID]bool
+	held      []heldSend      // in submission order
+	perConn   map[ConnID]int  // number of held items per connection
+	blocked   map[ConnID]bool // scratch for release()
 }
 
 type heldSend struct {
@@ -52,10 +59,12 @@ const MaxHeldSends = 1 << 20
 // NewSendGate returns a gate releasing into t.
 func NewSendGate(t Transport) *SendGate {
 	return &SendGate{
-		t:       t,
-		pending: make(map[OpID]DiskOpKind),
-		perConn: make(map[ConnID]int),
-		blocked: make(map[ConnID]bool),
+		t:         t,
+		pending:   make(map[OpID]DiskOpKind),
+		bgPending: make(map[OpID]bool),
+		bgAhead:   make(map[OpID]bool),
+		perConn:   make(map[ConnID]int),
+		blocked:   make(map[ConnID]bool),
 	}
 }
 
@@ -64,6 +73,16 @@ func (g *SendGate) Submitted(op OpID, kind DiskOpKind) {
 	if kind.IsDurabilityBarrier() {
 		g.pending[op] = kind
 	}
+}
+
+// SubmittedBackground records that background op of kind was handed to the
+// disk.
+func (g *SendGate) SubmittedBackground(op OpID, kind DiskOpKind) {
+	if !kind.IsDurabilityBarrier() {
+		panic(fmt.Sprintf("SendGate: background %v", kind))
+	}
+	g.bgPending[op] = true
+	g.bgAhead[op] = true
 }
 
 // Send sends data now unless earlier items on c are held.
@@ -91,6 +110,9 @@ func (g *SendGate) SendAfter(c ConnID, data []byte, op OpID) {
 		g.t.Reset(c)
 		return
 	}
+	if g.bgPending[op] || g.bgAhead[op] {
+		panic(fmt.Sprintf("SendAfter: op %d runs in the background", op))
+	}
 	if op <= g.done {
 		g.Send(c, data)
 		return
@@ -111,11 +133,28 @@ func (g *SendGate) hold(h heldSend) {
 
 // Completed records that op finished with err and releases what it unblocks.
 func (g *SendGate) Completed(op OpID, kind DiskOpKind, err error) {
-	if op != g.done+1 {
+	if op <= g.done && !g.bgPending[op] {
 		panic(fmt.Sprintf("SendGate: op %d completed after op %d: completions must be in order", op, g.done))
 	}
-	g.done = op
-	delete(g.pending, op)
+	// Only background ops may be outstanding below a completion.
+	for id := g.done + 1; id < op; id++ {
+		if !g.bgAhead[id] {
+			panic(fmt.Sprintf("SendGate: op %d completed before op %d: completions must be in order", op, id))
+		}
+	}
+	if g.bgPending[op] {
+		delete(g.bgPending, op)
+	} else {
+		for id := g.done + 1; id < op; id++ {
+			delete(g.bgAhead, id) // a pending one stays in bgPending
+		}
+		g.done = op
+		delete(g.pending, op)
+	}
+	for g.bgAhead[g.done+1] && !g.bgPending[g.done+1] {
+		delete(g.bgAhead, g.done+1)
+		g.done++
+	}
 	if err != nil && mutates(kind) && mayLoseData(err) && !g.poisoned {
 		g.poisoned = true
 		for _, h := range g.held {

@@ -125,12 +125,29 @@ func mustPanic(t *testing.T, what string, fn func()) {
 
 // TestSendGateProperties: under random interleavings, every connection's
 // output is exactly its submitted items in order, and nothing waiting on an
-// op is released before that op completes.
+// op is released before that op completes. Some ops run in the background:
+// they complete in order among themselves, each after every op submitted
+// before it, while later ops may complete first.
 func TestSendGateProperties(t *testing.T) {
 	rapid.Check(t, func(t *rapid.T) {
 		w := newWire()
 		g := NewSendGate(w)
-		var submitted, completed OpID
+		var submitted OpID
+		var bg []bool       // bg[id-1]: op id runs in the background
+		var done []bool     // done[id-1]: op id completed
+		var fgNext OpID = 1 // the next foreground op to complete is at or after this
+		completedBefore := func(id OpID) bool {
+			for j := OpID(1); j < id; j++ {
+				if !done[j-1] {
+					return false
+				}
+			}
+			return true
+		}
+		complete := func(id OpID) {
+			done[id-1] = true
+			g.Completed(id, OpSync, nil)
+		}
 		want := map[ConnID][]string{}
 		type wait struct {
 			conn ConnID
@@ -140,18 +157,38 @@ func TestSendGateProperties(t *testing.T) {
 		var waits []wait
 		for i := range rapid.IntRange(1, 200).Draw(t, "steps") {
 			c := ConnID(rapid.IntRange(1, 4).Draw(t, "conn"))
-			switch rapid.IntRange(0, 4).Draw(t, "action") {
+			switch rapid.IntRange(0, 5).Draw(t, "action") {
 			case 0:
 				submitted++
-				g.Submitted(submitted, OpSync)
-			case 1:
-				if completed < submitted {
-					completed++
-					g.Completed(completed, OpSync, nil)
+				isBG := rapid.IntRange(0, 3).Draw(t, "background") == 0
+				bg, done = append(bg, isBG), append(done, false)
+				if isBG {
+					g.SubmittedBackground(submitted, OpSync)
+				} else {
+					g.Submitted(submitted, OpSync)
 				}
-			case 2:
+			case 1: // the foreground lane completes its next op
+				for fgNext <= submitted && (bg[fgNext-1] || done[fgNext-1]) {
+					fgNext++
+				}
+				if fgNext <= submitted {
+					complete(fgNext)
+				}
+			case 2: // the background lane completes its oldest op, if it started
+				for id := OpID(1); id <= submitted; id++ {
+					if bg[id-1] && !done[id-1] {
+						if completedBefore(id) {
+							complete(id)
+						}
+						break
+					}
+				}
+			case 3:
 				if submitted > 0 {
 					op := OpID(rapid.IntRange(1, int(submitted)).Draw(t, "op"))
+					if bg[op-1] {
+						break
+					}
 					data := fmt.Sprint(i)
 					waits = append(waits, wait{c, len(want[c]), op})
 					want[c] = append(want[c], data)
@@ -163,8 +200,8 @@ func TestSendGateProperties(t *testing.T) {
 				g.Send(c, []byte(data))
 			}
 			for _, wt := range waits {
-				if len(w.out[wt.conn]) > wt.n && wt.op > completed {
-					t.Fatalf("item %d on conn %d released before op %d completed (completed %d)", wt.n, wt.conn, wt.op, completed)
+				if len(w.out[wt.conn]) > wt.n && !done[wt.op-1] {
+					t.Fatalf("item %d on conn %d released before op %d completed", wt.n, wt.conn, wt.op)
 				}
 			}
 			for c, got := range w.out {
@@ -175,9 +212,10 @@ func TestSendGateProperties(t *testing.T) {
 				}
 			}
 		}
-		for completed < submitted {
-			completed++
-			g.Completed(completed, OpSync, nil)
+		for id := OpID(1); id <= submitted; id++ {
+			if !done[id-1] {
+				complete(id)
+			}
 		}
 		for c, items := range want {
 			if len(w.out[c]) != len(items) {
@@ -185,4 +223,41 @@ func TestSendGateProperties(t *testing.T) {
 			}
 		}
 	})
+}
+
+func TestSendGateBackgroundOps(t *testing.T) {
+	w := newWire()
+	g := NewSendGate(w)
+	g.Submitted(1, OpWrite)
+	g.SubmittedBackground(2, OpSync)
+	g.Submitted(3, OpSync)
+	g.SendAfter(7, []byte("ack3"), 3)
+	mustPanic(t, "waiting on a background op", func() { g.SendAfter(8, []byte("x"), 2) })
+	mustPanic(t, "a foreground op before an earlier one", func() { g.Completed(3, OpSync, nil) })
+	g.Completed(1, OpWrite, nil)
+	g.Completed(3, OpSync, nil) // steps over the background op 2
+	if got := strings.Join(w.out[7], ","); got != "ack3" {
+		t.Fatalf("conn 7 got %q", got)
+	}
+	g.Submitted(4, OpSync)
+	g.SendAfter(7, []byte("ack4"), 4)
+	g.Completed(2, OpSync, nil)
+	if g.Held() != 1 {
+		t.Fatalf("a background completion released a send waiting on op 4: held %d", g.Held())
+	}
+	mustPanic(t, "a background op completing twice", func() { g.Completed(2, OpSync, nil) })
+	g.Completed(4, OpSync, nil)
+	if got := strings.Join(w.out[7], ","); got != "ack3,ack4" {
+		t.Fatalf("conn 7 got %q", got)
+	}
+	// A failed background sync poisons the gate like any other.
+	g.SubmittedBackground(5, OpSync)
+	g.Submitted(6, OpSync)
+	g.SendAfter(9, []byte("ack6"), 6)
+	g.Completed(5, OpSync, fmt.Errorf("%w: fsync", ErrIO))
+	g.Completed(6, OpSync, nil)
+	if len(w.out[9]) != 0 || !w.reset[9] {
+		t.Fatalf("after a failed background sync: out=%v reset=%v", w.out[9], w.reset)
+	}
+	mustPanic(t, "a background write", func() { g.SubmittedBackground(7, OpWrite) })
 }

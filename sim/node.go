@@ -38,6 +38,12 @@ type Node struct {
 	diskBusy    bool
 	nextOp      node.OpID
 	diskDone    diskHandler
+	// The background lane: background ops (node.DiskOp.Background) move
+	// here when they reach the head of diskQ, and run one at a time beside
+	// it.
+	bgQ    []pendingOp
+	bgBusy bool
+	bgDone bgDiskHandler
 	// diskFaultUntil ends the fault schedule's disk-error window, if any.
 	diskFaultUntil sched.Time
 	// bootCorruptions is how many recorded corruptions its disk had when
@@ -94,6 +100,8 @@ func (n *Node) boot() {
 	n.timers = make(map[node.TimerName]*simTimer)
 	n.diskQ = nil
 	n.diskBusy = false
+	n.bgQ = nil
+	n.bgBusy = false
 	n.nextOp = 0
 	for _, addr := range n.Listen {
 		n.w.Net.Listen(n.Name, addr)
@@ -131,6 +139,8 @@ func (n *Node) down(crash bool) {
 	n.timers = nil
 	n.diskQ = nil
 	n.diskBusy = false
+	n.bgQ = nil
+	n.bgBusy = false
 	n.m = nil
 	n.gate = nil
 }
@@ -458,7 +468,11 @@ func (n *Node) Disk(op node.DiskOp) node.OpID {
 	}
 	n.nextOp++
 	id := n.nextOp
-	n.gate.Submitted(id, op.Kind)
+	if isBackground(op) {
+		n.gate.SubmittedBackground(id, op.Kind)
+	} else {
+		n.gate.Submitted(id, op.Kind)
+	}
 	n.diskQ = append(n.diskQ, pendingOp{id, op})
 	if !n.diskBusy {
 		n.startDiskOp()
@@ -466,9 +480,25 @@ func (n *Node) Disk(op node.DiskOp) node.OpID {
 	return id
 }
 
+func isBackground(op node.DiskOp) bool { return op.Background && op.Kind.IsDurabilityBarrier() }
+
 // startDiskOp starts the head of the queue. The disk does one operation at a
 // time, so completions come in submission order, as the contract promises.
+// Background ops at the head, whose predecessors have all completed, move
+// to the background lane instead.
 func (n *Node) startDiskOp() {
+	for len(n.diskQ) > 0 && isBackground(n.diskQ[0].op) {
+		n.bgQ = append(n.bgQ, n.diskQ[0])
+		n.diskQ[0] = pendingOp{}
+		n.diskQ = n.diskQ[1:]
+		if !n.bgBusy {
+			n.startBackgroundOp()
+		}
+	}
+	if len(n.diskQ) == 0 {
+		n.diskBusy = false
+		return
+	}
 	n.diskBusy = true
 	lat := n.w.params.Disk.latency(n.diskQ[0].op, n.diskRng)
 	n.w.Q.After(lat, n.diskDone, n.incarnation)
@@ -502,5 +532,35 @@ func (h diskHandler) Fire(inc uint64) {
 	n.diskBusy = false
 	if len(n.diskQ) > 0 {
 		n.startDiskOp()
+	}
+}
+
+func (n *Node) startBackgroundOp() {
+	n.bgBusy = true
+	lat := n.w.params.Disk.latency(n.bgQ[0].op, n.diskRng)
+	n.w.Q.After(lat, n.bgDone, n.incarnation)
+}
+
+type bgDiskHandler struct{ n *Node }
+
+func (h bgDiskHandler) Fire(inc uint64) {
+	n := h.n
+	if inc != n.incarnation || !n.up || len(n.bgQ) == 0 {
+		return
+	}
+	p := n.bgQ[0]
+	n.bgQ[0] = pendingOp{}
+	n.bgQ = n.bgQ[1:]
+	if n.diskFaultUntil != 0 && n.w.Q.Now() >= n.diskFaultUntil {
+		n.diskFaultUntil = 0
+		n.FS.SetFaults(disk.Faults{}, nil)
+	}
+	n.deliver(disk.Exec(n.FS, p.id, p.op), 0)
+	if !n.up || inc != n.incarnation {
+		return
+	}
+	n.bgBusy = false
+	if len(n.bgQ) > 0 {
+		n.startBackgroundOp()
 	}
 }

@@ -23,7 +23,9 @@ func (l Latency) draw(r *node.Rand) time.Duration {
 	return d
 }
 
-// DiskParams models a device that serves one operation at a time.
+// DiskParams models a device that serves one operation at a time in each
+// lane (the queue, and the background lane beside it), with no contention
+// between the two.
 type DiskParams struct {
 	Read, Write, Sync, Meta Latency
 	// BytesPerSecond adds size/BytesPerSecond to reads and writes.

@@ -1,6 +1,7 @@
 package sim
 
 import (
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -435,6 +436,57 @@ func TestFormerFailures(t *testing.T) {
 		r := Run(Options{Seed: c.seed, Scenario: c.scenario, Swarm: !c.fixed})
 		if !r.OK() {
 			t.Fatalf("%s seed %d (%s): %v\nreplay: %s", c.scenario, c.seed, c.what, r.Failure, r.Replay)
+		}
+	}
+}
+
+// A background sync runs beside the disk queue: ops submitted after it
+// complete first, its completion comes after every op before it, and what
+// it covers is durable only once it completed (a crash before loses it).
+func TestBackgroundDiskLane(t *testing.T) {
+	for _, crashEarly := range []bool{false, true} {
+		w := NewWorld(5, DefaultParams(FaultProfile{}))
+		w.params.Disk.Sync = Latency{Min: 50 * time.Millisecond}
+		w.params.Disk.Write = Latency{Min: time.Millisecond}
+		var order []node.OpID
+		var ids []node.OpID
+		n := w.AddNode(NodeSpec{Name: "s", Factory: func(env node.Env) node.Machine {
+			return &probe{env: env, onStep: func(p *probe, ev node.Event) {
+				switch ev.Kind {
+				case node.EvStart:
+					ids = append(ids,
+						p.env.Disk(node.WriteOp("f", 0, []byte("f1"))),
+						p.env.Disk(node.BackgroundSyncOp("f")),
+						p.env.Disk(node.BackgroundSyncDirOp("")),
+						p.env.Disk(node.WriteOp("g", 0, []byte("g1"))),
+						p.env.Disk(node.WriteOp("g", 2, []byte("g2"))))
+				case node.EvDiskDone:
+					if ev.Err != nil {
+						t.Errorf("op %d: %v", ev.Op, ev.Err)
+					}
+					order = append(order, ev.Op)
+				}
+			}}
+		}})
+		if crashEarly {
+			w.runUntil(sched1s / 50) // 20 ms: the writes are done, the sync is not
+			if len(order) != 3 {
+				t.Fatalf("at 20 ms: completions %v, want the three writes", order)
+			}
+			n.Crash()
+			if data, _ := n.FS.ReadAt("f", 0, 10); len(data) != 0 {
+				t.Fatalf("f after a crash before its sync completed: %q", data)
+			}
+			continue
+		}
+		w.runUntil(sched1s)
+		want := []node.OpID{ids[0], ids[3], ids[4], ids[1], ids[2]}
+		if !slices.Equal(order, want) {
+			t.Fatalf("completions %v, want %v", order, want)
+		}
+		n.Crash()
+		if data, _ := n.FS.ReadAt("f", 0, 10); string(data) != "f1" {
+			t.Fatalf("f after a crash once its sync completed: %q", data)
 		}
 	}
 }

@@ -188,6 +188,7 @@ func (w *World) AddNode(spec NodeSpec) *Node {
 		n.clock.ppm = int64(n.diskRng.Uint64N(uint64(2*d+1))) - d
 	}
 	n.diskDone = diskHandler{n}
+	n.bgDone = bgDiskHandler{n}
 	w.Nodes = append(w.Nodes, n)
 	w.Net.AddHost(spec.Name, n)
 	n.boot()

@@ -109,7 +109,11 @@ func (e env) Disk(op node.DiskOp) node.OpID {
 	if s.halted {
 		return id
 	}
-	s.gate.Submitted(id, op.Kind)
+	if op.Background && op.Kind.IsDurabilityBarrier() {
+		s.gate.SubmittedBackground(id, op.Kind)
+	} else {
+		s.gate.Submitted(id, op.Kind)
+	}
 	s.dmu.Lock()
 	s.dq = append(s.dq, diskJob{id: id, op: op})
 	s.dmu.Unlock()
@@ -131,8 +135,12 @@ func (e env) Halt(reason string) {
 
 // diskWorker executes disk ops one at a time in submission order and posts
 // their completions in the same order: the core and the SendGate both rely
-// on "op N done" implying "every op before N done".
+// on "op N done" implying "every op before N done". A background op it
+// reaches goes to the background lane, which an FS that cannot run it apart
+// means running it here; either way it starts after every op before it has
+// completed and posted its completion, as Env.Disk promises.
 func (s *Shell) diskWorker() {
+	bs, _ := s.cfg.FS.(disk.BackgroundSyncer)
 	var spare []diskJob
 	for {
 		// Swap the queue with the drained slice of the previous round: the
@@ -158,8 +166,51 @@ func (s *Shell) diskWorker() {
 				return
 			default:
 			}
+			if bs != nil && jobs[i].op.Background && jobs[i].op.Kind.IsDurabilityBarrier() {
+				s.bmu.Lock()
+				s.bq = append(s.bq, jobs[i])
+				s.bmu.Unlock()
+				select {
+				case s.bwake <- struct{}{}:
+				default:
+				}
+				continue
+			}
 			ev := disk.Exec(s.cfg.FS, jobs[i].id, jobs[i].op)
 			jobs[i] = diskJob{} // do not pin the core's write buffers
+			if !s.postFrom(item{kind: itDisk, ev: &ev}, false) {
+				return
+			}
+		}
+	}
+}
+
+// backgroundWorker runs the background ops the disk worker handed over, one
+// at a time in the order it handed them, and posts their completions.
+func (s *Shell) backgroundWorker(bs disk.BackgroundSyncer) {
+	var spare []diskJob
+	for {
+		s.bmu.Lock()
+		jobs := s.bq
+		s.bq = spare[:0]
+		s.bmu.Unlock()
+		spare = jobs
+		if len(jobs) == 0 {
+			select {
+			case <-s.bwake:
+				continue
+			case <-s.done:
+				return
+			}
+		}
+		for i := range jobs {
+			select {
+			case <-s.done:
+				return
+			default:
+			}
+			ev := disk.ExecBackground(bs, jobs[i].id, jobs[i].op)
+			jobs[i] = diskJob{}
 			if !s.postFrom(item{kind: itDisk, ev: &ev}, false) {
 				return
 			}

@@ -35,7 +35,8 @@
 // are dropped, the one in progress finishes, and connections are aborted.
 //
 // Goroutines: one accept loop per listener, one dial goroutine per pending
-// Dial, a reader and a writer per open connection, one disk worker, and
+// Dial, a reader and a writer per open connection, two disk workers (the
+// second runs background syncs, if the FS can run them apart), and
 // short-lived timer callbacks. All of them are tracked by one WaitGroup, post
 // into the loop with a select on a done channel (so they never block once the
 // loop stops), and are waited for before Run returns.
@@ -245,6 +246,11 @@ type Shell struct {
 	dmu   sync.Mutex
 	dq    []diskJob
 	dwake chan struct{}
+	// The background lane (node.DiskOp.Background): the disk worker hands
+	// it the ops it reaches, and goes on with the next.
+	bmu   sync.Mutex
+	bq    []diskJob
+	bwake chan struct{}
 
 	// socks holds every connection whose reader/writer are still running,
 	// including those the core closed and that are still lingering, so that
@@ -284,6 +290,7 @@ func New(cfg Config, f node.Factory) (*Shell, error) {
 		conns:   make(map[node.ConnID]*conn),
 		timers:  make(map[node.TimerName]*timer),
 		dwake:   make(chan struct{}, 1),
+		bwake:   make(chan struct{}, 1),
 		socks:   make(map[*conn]struct{}),
 	}
 	for _, a := range cfg.Listen {
@@ -358,6 +365,9 @@ func (s *Shell) Run(ctx context.Context) error {
 		s.spawn(func() { s.acceptLoop(ln, s.addrs[i]) })
 	}
 	s.spawn(s.diskWorker)
+	if bs, ok := s.cfg.FS.(disk.BackgroundSyncer); ok {
+		s.spawn(func() { s.backgroundWorker(bs) })
+	}
 	s.logf("starting: listening on %s, seed %d", strings.Join(s.addrs, ","), s.seed)
 
 	err := s.loop(ctx)

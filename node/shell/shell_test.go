@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -15,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"herd/disk"
 	"herd/node"
 )
 
@@ -1003,5 +1005,71 @@ func TestReleaseLooksAtQueue(t *testing.T) {
 	sh.release() // the holder lets go
 	if e := r.waitKind(t, node.EvTimer); e.ev.Timer != "queued" {
 		t.Fatalf("timer %q stepped, want the queued one", e.ev.Timer)
+	}
+}
+
+// bgMemFS is a memFS that runs background syncs apart (disk.BackgroundSyncer).
+type bgMemFS struct{ *memFS }
+
+func (b bgMemFS) BackgroundSync(path string) error {
+	b.enter("bgsync", path)
+	b.mu.Unlock()
+	return b.memFS.Sync(path)
+}
+func (b bgMemFS) BackgroundSyncDir(dir string) error { return b.memFS.SyncDir(dir) }
+
+// A background sync does not hold up the ops submitted after it: they
+// complete while it is blocked, and its completion comes after theirs. On
+// an FS that cannot run it apart it runs in line, in submission order.
+func TestBackgroundSync(t *testing.T) {
+	for _, apart := range []bool{true, false} {
+		t.Run(fmt.Sprintf("apart=%v", apart), func(t *testing.T) {
+			leakCheck(t)
+			mem := newMemFS()
+			var fs disk.FS = mem
+			release := make(chan struct{})
+			if apart {
+				fs = bgMemFS{mem}
+				mem.hook = func(op, path string) {
+					if op == "bgsync" {
+						<-release
+					}
+				}
+			}
+			r := start(t, Config{FS: fs}, func(*probe, node.Event) {})
+			var ids []node.OpID
+			r.do(t, func(p *probe) {
+				ids = append(ids,
+					p.env.Disk(node.WriteOp("f", 0, []byte("x"))),
+					p.env.Disk(node.BackgroundSyncOp("f")),
+					p.env.Disk(node.WriteOp("g", 0, []byte("y"))),
+					p.env.Disk(node.SyncOp("g")))
+			})
+			want := []node.OpID{ids[0], ids[2], ids[3], ids[1]}
+			if !apart {
+				want = ids
+			}
+			var got []node.OpID
+			for len(got) < 3 {
+				got = append(got, r.waitKind(t, node.EvDiskDone).ev.Op)
+			}
+			if apart {
+				if d := mem.DurableRange("f", 0, 10); len(d) != 0 {
+					t.Fatalf("f durable before its sync ran: %q", d)
+				}
+				close(release)
+			}
+			ev := r.waitKind(t, node.EvDiskDone).ev
+			got = append(got, ev.Op)
+			if !slices.Equal(got, want) || ev.Err != nil {
+				t.Fatalf("completions %v (last err %v), want %v", got, ev.Err, want)
+			}
+			if d := mem.DurableRange("f", 0, 10); string(d) != "x" {
+				t.Fatalf("f durable %q after its background sync", d)
+			}
+			if err := r.stop(t); err != nil {
+				t.Fatal(err)
+			}
+		})
 	}
 }

@@ -31,6 +31,10 @@ type driver struct {
 	executed   int
 	logs       []string
 	quiet      bool
+	// holdBG: background ops that reach the head of the queue wait in bg,
+	// while later ops run, until releaseBG (a slow background lane).
+	holdBG bool
+	bg     []queuedOp
 }
 
 type queuedOp struct {
@@ -73,12 +77,30 @@ func (dr *driver) step() bool {
 	if dr.head == len(dr.q) {
 		dr.q, dr.head = dr.q[:0], 0
 	}
+	if dr.holdBG && qo.op.Background {
+		dr.bg = append(dr.bg, qo)
+		return true
+	}
+	dr.deliver(qo)
+	return true
+}
+
+func (dr *driver) deliver(qo queuedOp) {
 	ev := disk.Exec(dr.fs, qo.id, qo.op)
 	dr.executed++
 	dr.delivering = true
 	qo.done(ev)
 	dr.delivering = false
-	return true
+}
+
+// releaseBG stops holding background ops and runs those held, in order.
+func (dr *driver) releaseBG() {
+	dr.holdBG = false
+	held := dr.bg
+	dr.bg = nil
+	for _, qo := range held {
+		dr.deliver(qo)
+	}
 }
 
 // run delivers until nothing is queued.
@@ -95,7 +117,7 @@ func (dr *driver) run() {
 }
 
 // drop forgets queued ops: the process died before running them.
-func (dr *driver) drop() { dr.q, dr.head = nil, 0 }
+func (dr *driver) drop() { dr.q, dr.head, dr.bg = nil, 0, nil }
 
 func (dr *driver) tick(d *Dir, by time.Duration) {
 	dr.now = dr.now.Add(by)

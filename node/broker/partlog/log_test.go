@@ -455,6 +455,61 @@ func TestRetention(t *testing.T) {
 	}
 }
 
+// TestFlushInBackground: a roll's flush runs in the background lane, so
+// appends after it complete while its syncs wait; the recovery point moves
+// only once they ran; and a segment (or a whole log) deleted before its
+// sync ran makes that sync find nothing, which must not take the directory
+// offline.
+func TestFlushInBackground(t *testing.T) {
+	fs := disk.NewSimFS()
+	dr := newDriver(t, fs)
+	d := dr.open("data", smallConfig())
+	l := dr.create(d, tp0, map[string]string{"retention.bytes": "5000"})
+	dr.holdBG = true
+	for i := range 40 {
+		dr.appendSync(l, simpleBatch(dr.wall, 2, 100, fmt.Sprint(i)))
+	}
+	if l.SegmentCount() < 3 || len(dr.bg) == 0 {
+		t.Fatalf("%d segments, %d background ops held: the roll's flush did not go to the background", l.SegmentCount(), len(dr.bg))
+	}
+	if l.RecoveryPoint() != 0 {
+		t.Fatalf("recovery point %d before any flush's syncs ran", l.RecoveryPoint())
+	}
+	// Retention deletes the oldest segments while their syncs still wait.
+	dr.tick(d, time.Second)
+	dr.run()
+	if l.LogStartOffset() == 0 {
+		t.Fatal("retention deleted nothing")
+	}
+	dr.releaseBG()
+	dr.run()
+	if d.failed != nil {
+		t.Fatalf("a sync of a deleted segment took the dir offline: %v", d.failed)
+	}
+	if l.RecoveryPoint() == 0 {
+		t.Fatal("the flushes ran, the recovery point did not move")
+	}
+	// A log deleted while its flush waits.
+	l2 := dr.create(d, TopicPartition{"events", 1}, nil)
+	dr.holdBG = true
+	for i := range 20 {
+		dr.appendSync(l2, simpleBatch(dr.wall, 2, 100, fmt.Sprint(i)))
+	}
+	if len(dr.bg) == 0 {
+		t.Fatal("no background op held")
+	}
+	var err error = errors.New("not called")
+	d.DeleteLog(TopicPartition{"events", 1}, func(e error) { dr.checkCallback(); err = e })
+	dr.run()
+	dr.releaseBG()
+	dr.run()
+	if err != nil || d.failed != nil {
+		t.Fatalf("DeleteLog: %v; dir: %v", err, d.failed)
+	}
+	dr.appendSync(l, simpleBatch(dr.wall, 1, 10, "after"))
+	dr.close(d)
+}
+
 // TestOnDiskFormat checks the files an operator sees.
 func TestOnDiskFormat(t *testing.T) {
 	fs := disk.NewSimFS()
