@@ -102,6 +102,7 @@ func startBroker(cfg broker.Config, logw io.Writer) (*runningBroker, error) {
 	if err != nil {
 		return nil, err
 	}
+	tuneGC()
 	var listen []string
 	for _, l := range cfg.Listeners {
 		host := l.Host
@@ -154,6 +155,7 @@ func startBroker(cfg broker.Config, logw io.Writer) (*runningBroker, error) {
 // flushes its logs and writes its checkpoints before the shell stops.
 func (rb *runningBroker) run(ctx context.Context) error {
 	defer rb.fs.Close()
+	defer startHeapTrim()()
 	runCtx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	result := make(chan error, 1)

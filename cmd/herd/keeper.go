@@ -8,15 +8,10 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
-	"runtime"
-	"runtime/debug"
-	"runtime/metrics"
 	"runtime/pprof"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
-	"time"
 
 	"herd/disk"
 	"herd/node/keeper"
@@ -117,7 +112,7 @@ func startKeeper(cfg keeper.Config, logw io.Writer) (*shell.Shell, func(), error
 	if v, err := strconv.ParseInt(os.Getenv("HERD_WAL_FILL"), 10, 64); err == nil && (v < 0 || v%512 == 0) {
 		cfg.WALFill = v // measuring knob too: how far ahead WAL segments are filled (raft.Config.WALFill)
 	}
-	keeperGC()
+	tuneGC()
 	stopTrim := startHeapTrim()
 	logDir := cfg.DataLogDir
 	if logDir == "" {
@@ -144,143 +139,6 @@ func startKeeper(cfg keeper.Config, logw io.Writer) (*shell.Shell, func(), error
 	return sh, func() { f.Close(); stopTrim() }, nil
 }
 
-// keeperGC tunes the garbage collector for a keeper process unless the user
-// chose (GOGC or GOMEMLIMIT). Go's default collects whenever the heap has
-// doubled: for a small tree that collects too often (on a busy ensemble the
-// mark phase was a third of the CPU), and for a large one it lets resident
-// memory reach twice the tree. Instead the heap may grow by
-// max(keeperMinHeadroom, live/2) over what the last collection found live:
-// rarely collected while small, at most 1.5 times the tree when large. The
-// limit is recomputed after every collection, so it follows the tree up (a
-// restart loading a snapshot) and down.
-func keeperGC() {
-	if os.Getenv("GOGC") != "" || os.Getenv("GOMEMLIMIT") != "" {
-		return
-	}
-	keeperGCOnce.Do(func() {
-		debug.SetGCPercent(-1)
-		setKeeperMemoryLimit()
-		afterEachGC(setKeeperMemoryLimit)
-	})
-}
-
-var keeperGCOnce sync.Once
-
-const keeperMinHeadroom = 128 << 20
-
-func setKeeperMemoryLimit() {
-	sample := []metrics.Sample{{Name: "/gc/heap/live:bytes"}, {Name: "/memory/classes/total:bytes"}, {Name: "/memory/classes/heap/objects:bytes"},
-		{Name: "/memory/classes/heap/unused:bytes"}, {Name: "/memory/classes/heap/free:bytes"}, {Name: "/memory/classes/heap/released:bytes"}}
-	metrics.Read(sample)
-	live := int64(sample[0].Value.Uint64())
-	// The limit counts all the runtime's memory, not only the heap: add
-	// what is outside the heap (stacks, GC metadata, ...). Free and unused
-	// heap memory must not count as overhead: right after a collection it
-	// is all the garbage just freed, and counting it let the heap grow to
-	// twice the tree again.
-	heap := int64(sample[2].Value.Uint64() + sample[3].Value.Uint64() + sample[4].Value.Uint64() + sample[5].Value.Uint64())
-	overhead := max(int64(sample[1].Value.Uint64())-heap, 0)
-	debug.SetMemoryLimit(live + overhead + max(keeperMinHeadroom, live/2))
-}
-
-// afterEachGC calls fn after every garbage collection, from the runtime's
-// finalizer goroutine: a sentinel object becomes unreachable at each cycle
-// and its finalizer arms the next one.
-func afterEachGC(fn func()) {
-	s := new(gcSentinel)
-	runtime.SetFinalizer(s, func(*gcSentinel) {
-		fn()
-		afterEachGC(fn)
-	})
-}
-
-// gcSentinel holds a pointer so it is never a tiny allocation (finalizers on
-// those may never run).
-type gcSentinel struct {
-	_ *byte
-	_ [8]byte
-}
-
-// heapTrim returns memory the heap no longer uses to the operating system
-// once the process has been quiet for a while: after a burst of writes the
-// heap holds up to its headroom (keeperGC) of garbage-collected memory, and
-// a restart's snapshot image is a transient buffer the size of the tree;
-// without this the process would keep holding that much resident memory
-// until the next collection, which with an idle ensemble may be never. One
-// trimmer runs per process while any keeper does.
-var heapTrim struct {
-	mu    sync.Mutex
-	users int
-	stop  chan struct{}
-	done  chan struct{}
-}
-
-const (
-	heapTrimEvery = 5 * time.Second // how often the trimmer looks
-	// heapTrimQuiet is how long no collection must have run before the
-	// trim. Memory returned to the OS is faulted in and zeroed again when
-	// load resumes: trimming after 3 s of quiet made every burst that
-	// followed a pause of seconds (the rounds of a benchmark) fault its
-	// whole headroom back in, half the servers' page faults; on this
-	// virtual machine a fault costs tens of microseconds, and creates
-	// after such a pause ran 29k/s against 34k/s without the trim.
-	heapTrimQuiet = time.Minute
-)
-
-func gcCycles() uint64 {
-	s := []metrics.Sample{{Name: "/gc/cycles/total:gc-cycles"}}
-	metrics.Read(s)
-	return s[0].Value.Uint64()
-}
-
-func startHeapTrim() (stop func()) {
-	heapTrim.mu.Lock()
-	defer heapTrim.mu.Unlock()
-	heapTrim.users++
-	if heapTrim.users == 1 {
-		st, done := make(chan struct{}), make(chan struct{})
-		heapTrim.stop, heapTrim.done = st, done
-		go func() {
-			defer close(done)
-			t := time.NewTicker(heapTrimEvery)
-			defer t.Stop()
-			lastCycles, quietSince, trimmed := gcCycles(), time.Now(), false
-			for {
-				select {
-				case <-st:
-					return
-				case now := <-t.C:
-					// Only a quiet process is trimmed, once per quiet
-					// spell: under load the garbage is collected and its
-					// memory reused within moments, and returning it to the
-					// OS each time cost a busy leader a tenth of its CPU (a
-					// forced collection, then page faults and zeroing as the
-					// heap regrew). The trim collects first: what is dead
-					// is only known after a collection (a restart's
-					// snapshot buffer died after the last one).
-					if c := gcCycles(); c != lastCycles {
-						lastCycles, quietSince, trimmed = c, now, false
-					} else if !trimmed && now.Sub(quietSince) >= heapTrimQuiet {
-						debug.FreeOSMemory()
-						lastCycles, trimmed = gcCycles(), true
-					}
-				}
-			}
-		}()
-	}
-	var once sync.Once
-	return func() {
-		once.Do(func() {
-			heapTrim.mu.Lock()
-			defer heapTrim.mu.Unlock()
-			heapTrim.users--
-			if heapTrim.users == 0 {
-				close(heapTrim.stop)
-				<-heapTrim.done
-			}
-		})
-	}
-}
 
 // startEnvCPUProfile profiles the process into $HERD_CPUPROFILE (with %d
 // replaced by id) until the returned stop: for servers started by tools that
