@@ -139,7 +139,6 @@ func startKeeper(cfg keeper.Config, logw io.Writer) (*shell.Shell, func(), error
 	return sh, func() { f.Close(); stopTrim() }, nil
 }
 
-
 // startEnvCPUProfile profiles the process into $HERD_CPUPROFILE (with %d
 // replaced by id) until the returned stop: for servers started by tools that
 // cannot pass flags (compat/ensemble, compat/kafka). The profile ends at a
