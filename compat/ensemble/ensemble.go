@@ -27,7 +27,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/go-zookeeper/zk"
@@ -423,7 +422,7 @@ func (e *Ensemble) launch(s *server) error {
 		return err
 	}
 	cmd.Dir = s.dir
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	cmd.SysProcAttr = procutil.ChildProcAttr()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.tail == nil {

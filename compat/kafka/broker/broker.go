@@ -29,7 +29,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kmsg"
@@ -215,7 +214,7 @@ func (b *Broker) launch() error {
 		cmd = exec.Command(b.opts.Bin, "--config", b.Config)
 	}
 	cmd.Dir = b.Dir
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	cmd.SysProcAttr = procutil.ChildProcAttr()
 	var out io.Writer
 	if b.opts.Log != nil {
 		out = &procutil.PrefixWriter{W: b.opts.Log, Prefix: "[broker] "}
