@@ -74,6 +74,10 @@ type DiskOp struct {
 	Background bool
 }
 
+// InBackground reports whether op runs in the background lane: a sync or
+// syncdir with Background set (Validate rejects Background on anything else).
+func (op DiskOp) InBackground() bool { return op.Background && op.Kind.IsDurabilityBarrier() }
+
 // DirEntry is one name in a directory listing.
 type DirEntry struct {
 	Name  string

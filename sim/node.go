@@ -34,16 +34,11 @@ type Node struct {
 	rng         *node.Rand // the core's Env.Rand
 	diskRng     *node.Rand // crash images, disk latency, drift
 	timers      map[node.TimerName]*simTimer
-	diskQ       []pendingOp
-	diskBusy    bool
 	nextOp      node.OpID
-	diskDone    diskHandler
-	// The background lane: background ops (node.DiskOp.Background) move
-	// here when they reach the head of diskQ, and run one at a time beside
-	// it.
-	bgQ    []pendingOp
-	bgBusy bool
-	bgDone bgDiskHandler
+	// The disk queue, and the background lane beside it: background ops
+	// (node.DiskOp.Background) move there when they reach the head of the
+	// queue.
+	diskLane, bgLane diskLane
 	// diskFaultUntil ends the fault schedule's disk-error window, if any.
 	diskFaultUntil sched.Time
 	// bootCorruptions is how many recorded corruptions its disk had when
@@ -98,10 +93,8 @@ func (n *Node) boot() {
 	n.haltReason = ""
 	n.gate = node.NewSendGate(gateTransport{n})
 	n.timers = make(map[node.TimerName]*simTimer)
-	n.diskQ = nil
-	n.diskBusy = false
-	n.bgQ = nil
-	n.bgBusy = false
+	n.diskLane.reset()
+	n.bgLane.reset()
 	n.nextOp = 0
 	for _, addr := range n.Listen {
 		n.w.Net.Listen(n.Name, addr)
@@ -137,10 +130,8 @@ func (n *Node) down(crash bool) {
 		t.gen++
 	}
 	n.timers = nil
-	n.diskQ = nil
-	n.diskBusy = false
-	n.bgQ = nil
-	n.bgBusy = false
+	n.diskLane.reset()
+	n.bgLane.reset()
 	n.m = nil
 	n.gate = nil
 }
@@ -468,52 +459,74 @@ func (n *Node) Disk(op node.DiskOp) node.OpID {
 	}
 	n.nextOp++
 	id := n.nextOp
-	if isBackground(op) {
+	if op.InBackground() {
 		n.gate.SubmittedBackground(id, op.Kind)
 	} else {
 		n.gate.Submitted(id, op.Kind)
 	}
-	n.diskQ = append(n.diskQ, pendingOp{id, op})
-	if !n.diskBusy {
+	n.diskLane.q = append(n.diskLane.q, pendingOp{id, op})
+	if !n.diskLane.busy {
 		n.startDiskOp()
 	}
 	return id
 }
 
-func isBackground(op node.DiskOp) bool { return op.Background && op.Kind.IsDurabilityBarrier() }
+// diskLane is one of a node's device queues. Each runs one operation at a
+// time, in order.
+type diskLane struct {
+	q    []pendingOp
+	busy bool
+	done diskHandler
+}
+
+func (l *diskLane) reset() { l.q, l.busy = nil, false }
 
 // startDiskOp starts the head of the queue. The disk does one operation at a
 // time, so completions come in submission order, as the contract promises.
 // Background ops at the head, whose predecessors have all completed, move
 // to the background lane instead.
 func (n *Node) startDiskOp() {
-	for len(n.diskQ) > 0 && isBackground(n.diskQ[0].op) {
-		n.bgQ = append(n.bgQ, n.diskQ[0])
-		n.diskQ[0] = pendingOp{}
-		n.diskQ = n.diskQ[1:]
-		if !n.bgBusy {
-			n.startBackgroundOp()
+	fg, bg := &n.diskLane, &n.bgLane
+	for len(fg.q) > 0 && fg.q[0].op.InBackground() {
+		bg.q = append(bg.q, fg.q[0])
+		fg.q[0] = pendingOp{}
+		fg.q = fg.q[1:]
+		if !bg.busy {
+			n.startOp(bg)
 		}
 	}
-	if len(n.diskQ) == 0 {
-		n.diskBusy = false
+	if len(fg.q) == 0 {
+		fg.busy = false
 		return
 	}
-	n.diskBusy = true
-	lat := n.w.params.Disk.latency(n.diskQ[0].op, n.diskRng)
-	n.w.Q.After(lat, n.diskDone, n.incarnation)
+	n.startOp(fg)
 }
 
-type diskHandler struct{ n *Node }
+func (n *Node) startOp(l *diskLane) {
+	l.busy = true
+	lat := n.w.params.Disk.latency(l.q[0].op, n.diskRng)
+	n.w.Q.After(lat, l.done, n.incarnation)
+}
+
+// diskHandler completes the head of the disk queue, or of the background
+// lane (bg).
+type diskHandler struct {
+	n  *Node
+	bg bool
+}
 
 func (h diskHandler) Fire(inc uint64) {
 	n := h.n
-	if inc != n.incarnation || !n.up || len(n.diskQ) == 0 {
+	l := &n.diskLane
+	if h.bg {
+		l = &n.bgLane
+	}
+	if inc != n.incarnation || !n.up || len(l.q) == 0 {
 		return
 	}
-	p := n.diskQ[0]
-	n.diskQ[0] = pendingOp{}
-	n.diskQ = n.diskQ[1:]
+	p := l.q[0]
+	l.q[0] = pendingOp{}
+	l.q = l.q[1:]
 	if n.diskFaultUntil != 0 && n.w.Q.Now() >= n.diskFaultUntil {
 		n.diskFaultUntil = 0
 		n.FS.SetFaults(disk.Faults{}, nil)
@@ -529,38 +542,12 @@ func (h diskHandler) Fire(inc uint64) {
 	if !n.up || inc != n.incarnation {
 		return // the core halted while handling the completion
 	}
-	n.diskBusy = false
-	if len(n.diskQ) > 0 {
+	l.busy = false
+	switch {
+	case len(l.q) == 0:
+	case h.bg:
+		n.startOp(l)
+	default:
 		n.startDiskOp()
-	}
-}
-
-func (n *Node) startBackgroundOp() {
-	n.bgBusy = true
-	lat := n.w.params.Disk.latency(n.bgQ[0].op, n.diskRng)
-	n.w.Q.After(lat, n.bgDone, n.incarnation)
-}
-
-type bgDiskHandler struct{ n *Node }
-
-func (h bgDiskHandler) Fire(inc uint64) {
-	n := h.n
-	if inc != n.incarnation || !n.up || len(n.bgQ) == 0 {
-		return
-	}
-	p := n.bgQ[0]
-	n.bgQ[0] = pendingOp{}
-	n.bgQ = n.bgQ[1:]
-	if n.diskFaultUntil != 0 && n.w.Q.Now() >= n.diskFaultUntil {
-		n.diskFaultUntil = 0
-		n.FS.SetFaults(disk.Faults{}, nil)
-	}
-	n.deliver(disk.Exec(n.FS, p.id, p.op), 0)
-	if !n.up || inc != n.incarnation {
-		return
-	}
-	n.bgBusy = false
-	if len(n.bgQ) > 0 {
-		n.startBackgroundOp()
 	}
 }

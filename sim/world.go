@@ -187,8 +187,8 @@ func (w *World) AddNode(spec NodeSpec) *Node {
 	if d := w.params.MaxDriftPPM; d > 0 {
 		n.clock.ppm = int64(n.diskRng.Uint64N(uint64(2*d+1))) - d
 	}
-	n.diskDone = diskHandler{n}
-	n.bgDone = bgDiskHandler{n}
+	n.diskLane.done = diskHandler{n: n}
+	n.bgLane.done = diskHandler{n: n, bg: true}
 	w.Nodes = append(w.Nodes, n)
 	w.Net.AddHost(spec.Name, n)
 	n.boot()

@@ -2,6 +2,7 @@ package shell
 
 import (
 	"context"
+	"sync"
 	"time"
 
 	"herd/disk"
@@ -109,18 +110,12 @@ func (e env) Disk(op node.DiskOp) node.OpID {
 	if s.halted {
 		return id
 	}
-	if op.Background && op.Kind.IsDurabilityBarrier() {
+	if op.InBackground() {
 		s.gate.SubmittedBackground(id, op.Kind)
 	} else {
 		s.gate.Submitted(id, op.Kind)
 	}
-	s.dmu.Lock()
-	s.dq = append(s.dq, diskJob{id: id, op: op})
-	s.dmu.Unlock()
-	select {
-	case s.dwake <- struct{}{}:
-	default:
-	}
+	s.disk.push(diskJob{id: id, op: op})
 	return id
 }
 
@@ -133,26 +128,44 @@ func (e env) Halt(reason string) {
 	s.haltReason = reason
 }
 
-// diskWorker executes disk ops one at a time in submission order and posts
-// their completions in the same order: the core and the SendGate both rely
-// on "op N done" implying "every op before N done". A background op it
-// reaches goes to the background lane, which an FS that cannot run it apart
-// means running it here; either way it starts after every op before it has
-// completed and posted its completion, as Env.Disk promises.
-func (s *Shell) diskWorker() {
-	bs, _ := s.cfg.FS.(disk.BackgroundSyncer)
+// diskLane is a queue of disk jobs and the worker that runs them. The loop
+// (or the disk worker, for the background lane) appends, the worker takes:
+// a mutex and a slice rather than a channel so that pushing never blocks,
+// however far behind the disk is.
+type diskLane struct {
+	mu   sync.Mutex
+	q    []diskJob
+	wake chan struct{}
+}
+
+func newDiskLane() *diskLane { return &diskLane{wake: make(chan struct{}, 1)} }
+
+func (l *diskLane) push(j diskJob) {
+	l.mu.Lock()
+	l.q = append(l.q, j)
+	l.mu.Unlock()
+	select {
+	case l.wake <- struct{}{}:
+	default:
+	}
+}
+
+// work runs the lane's jobs one at a time, in order, until the shell stops:
+// run executes one and returns its completion, or false if it handed the
+// job on instead.
+func (s *Shell) work(l *diskLane, run func(diskJob) (node.Event, bool)) {
 	var spare []diskJob
 	for {
 		// Swap the queue with the drained slice of the previous round: the
 		// two backing arrays alternate and are never shared.
-		s.dmu.Lock()
-		jobs := s.dq
-		s.dq = spare[:0]
-		s.dmu.Unlock()
+		l.mu.Lock()
+		jobs := l.q
+		l.q = spare[:0]
+		l.mu.Unlock()
 		spare = jobs
 		if len(jobs) == 0 {
 			select {
-			case <-s.dwake:
+			case <-l.wake:
 				continue
 			case <-s.done:
 				return
@@ -166,54 +179,36 @@ func (s *Shell) diskWorker() {
 				return
 			default:
 			}
-			if bs != nil && jobs[i].op.Background && jobs[i].op.Kind.IsDurabilityBarrier() {
-				s.bmu.Lock()
-				s.bq = append(s.bq, jobs[i])
-				s.bmu.Unlock()
-				select {
-				case s.bwake <- struct{}{}:
-				default:
-				}
-				continue
-			}
-			ev := disk.Exec(s.cfg.FS, jobs[i].id, jobs[i].op)
+			ev, ran := run(jobs[i])
 			jobs[i] = diskJob{} // do not pin the core's write buffers
-			if !s.postFrom(item{kind: itDisk, ev: &ev}, false) {
+			if ran && !s.postFrom(item{kind: itDisk, ev: &ev}, false) {
 				return
 			}
 		}
 	}
 }
 
+// diskWorker executes disk ops one at a time in submission order and posts
+// their completions in the same order: the core and the SendGate both rely
+// on "op N done" implying "every op before N done". A background op it
+// reaches goes to the background lane, or runs here if the FS cannot run it
+// apart; either way it starts after every op before it has completed and
+// posted its completion, as Env.Disk promises.
+func (s *Shell) diskWorker() {
+	bs, _ := s.cfg.FS.(disk.BackgroundSyncer)
+	s.work(s.disk, func(j diskJob) (node.Event, bool) {
+		if bs != nil && j.op.InBackground() {
+			s.bg.push(j)
+			return node.Event{}, false
+		}
+		return disk.Exec(s.cfg.FS, j.id, j.op), true
+	})
+}
+
 // backgroundWorker runs the background ops the disk worker handed over, one
 // at a time in the order it handed them, and posts their completions.
 func (s *Shell) backgroundWorker(bs disk.BackgroundSyncer) {
-	var spare []diskJob
-	for {
-		s.bmu.Lock()
-		jobs := s.bq
-		s.bq = spare[:0]
-		s.bmu.Unlock()
-		spare = jobs
-		if len(jobs) == 0 {
-			select {
-			case <-s.bwake:
-				continue
-			case <-s.done:
-				return
-			}
-		}
-		for i := range jobs {
-			select {
-			case <-s.done:
-				return
-			default:
-			}
-			ev := disk.ExecBackground(bs, jobs[i].id, jobs[i].op)
-			jobs[i] = diskJob{}
-			if !s.postFrom(item{kind: itDisk, ev: &ev}, false) {
-				return
-			}
-		}
-	}
+	s.work(s.bg, func(j diskJob) (node.Event, bool) {
+		return disk.ExecBackground(bs, j.id, j.op), true
+	})
 }

@@ -240,17 +240,9 @@ type Shell struct {
 	tmu      sync.Mutex
 	tstopped bool
 
-	// The disk queue: the loop appends, the worker takes. A mutex and a slice
-	// rather than a channel so that Env.Disk never blocks the loop however
-	// far behind the disk is.
-	dmu   sync.Mutex
-	dq    []diskJob
-	dwake chan struct{}
-	// The background lane (node.DiskOp.Background): the disk worker hands
-	// it the ops it reaches, and goes on with the next.
-	bmu   sync.Mutex
-	bq    []diskJob
-	bwake chan struct{}
+	// The disk queue, and the background lane (node.DiskOp.Background) to
+	// which the disk worker hands the background ops it reaches.
+	disk, bg *diskLane
 
 	// socks holds every connection whose reader/writer are still running,
 	// including those the core closed and that are still lingering, so that
@@ -289,8 +281,8 @@ func New(cfg Config, f node.Factory) (*Shell, error) {
 		stopCh:  make(chan struct{}),
 		conns:   make(map[node.ConnID]*conn),
 		timers:  make(map[node.TimerName]*timer),
-		dwake:   make(chan struct{}, 1),
-		bwake:   make(chan struct{}, 1),
+		disk:    newDiskLane(),
+		bg:      newDiskLane(),
 		socks:   make(map[*conn]struct{}),
 	}
 	for _, a := range cfg.Listen {
