@@ -127,6 +127,15 @@ type Env interface {
 	// writes stay in the page cache, as they would after exit(). A supervisor
 	// (the simulator, systemd) may restart the node later.
 	Halt(reason string)
+
+	// Recycle hands back the Data of an EvReceived that the core holds no
+	// reference into any more and never will, so that the shell may read
+	// later input into it instead of allocating (a broker's produce
+	// requests, a megabyte each). It is only a hint: a core that never
+	// recycles loses nothing. A buffer is recycled at most once, and only
+	// whole, as delivered. The simulator overwrites it at once, so a core
+	// that recycles too early reads garbage there.
+	Recycle(data []byte)
 }
 
 // EventKind says which fields of an Event are meaningful.

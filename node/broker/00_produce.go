@@ -54,6 +54,9 @@ func handleProduce(b *Broker, r *request, kreq kmsg.Request) {
 func (b *Broker) produce(r *request, req *kmsg.ProduceRequest, resp *kmsg.ProduceResponse) {
 	pending := 1
 	failed := false
+	// A write that failed may still be queued with the batch: its frame
+	// is handed back only if every write completed.
+	writeFailed := false
 	type slot struct {
 		sp  *kmsg.ProduceResponseTopicPartition
 		log partitionLog
@@ -63,6 +66,10 @@ func (b *Broker) produce(r *request, req *kmsg.ProduceRequest, resp *kmsg.Produc
 		if pending--; pending > 0 {
 			return
 		}
+		if r.frame != nil && !writeFailed {
+			b.env.Recycle(r.frame)
+		}
+		r.frame = nil
 		for _, s := range appended {
 			if s.sp.ErrorCode == 0 {
 				s.sp.LogStartOffset = s.log.LogStartOffset()
@@ -102,6 +109,7 @@ func (b *Broker) produce(r *request, req *kmsg.ProduceRequest, resp *kmsg.Produc
 					sp.ErrorCode = storageErrorCode(err)
 					sp.BaseOffset = -1
 					failed = true
+					writeFailed = true
 				}
 				finish()
 			})

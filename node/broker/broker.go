@@ -232,6 +232,9 @@ type conn struct {
 	// the EvReceived buffer when it can, so a request (and the record
 	// batches in it) is usually not copied at all.
 	in []byte
+	// whole is the EvReceived buffer in aliases from its start, if it
+	// does: a request that is all of it may hand it back (Env.Recycle).
+	whole []byte
 	// queue holds the requests read and not yet answered, in order.
 	queue      []*request
 	processing bool
@@ -254,6 +257,10 @@ type request struct {
 	// closeAfter closes the connection once the reply slot is reached
 	// (acks=0 Produce errors, as Kafka signals them).
 	closeAfter bool
+	// frame, if set, is the EvReceived buffer that holds this request and
+	// nothing else: once nothing refers to it (a produce's batches are
+	// written), it goes back to the shell.
+	frame []byte
 }
 
 func (b *Broker) accepted(ev node.Event) {
@@ -289,7 +296,7 @@ func (b *Broker) drop(c *conn, why string) {
 // nothing: their replies find c.closed.
 func (b *Broker) forget(c *conn) {
 	c.closed = true
-	c.in = nil
+	c.in, c.whole = nil, nil
 	c.queue = nil
 	delete(b.conns, c.id)
 }
@@ -299,7 +306,9 @@ func (b *Broker) received(c *conn, data []byte) {
 		// The core owns data: alias it. The capacity is clipped so that
 		// appending later never writes into memory a request aliases.
 		c.in = data[:len(data):len(data)]
+		c.whole = data
 	} else {
+		c.whole = nil
 		if cap(c.in)-len(c.in) < len(data) {
 			need := len(c.in) + len(data)
 			if len(c.in) >= 4 {
@@ -340,11 +349,16 @@ func (b *Broker) process(c *conn) {
 			return
 		}
 		body := c.in[4 : 4+n : 4+n]
+		var frame []byte
+		if c.whole != nil && len(c.in) == len(c.whole) && int64(len(c.in)) == 4+n {
+			frame = c.whole
+		}
+		c.whole = nil // in no longer starts where it did
 		c.in = c.in[4+n:]
 		if len(c.in) == 0 {
 			c.in = nil
 		}
-		b.request(c, body)
+		b.request(c, body, frame)
 	}
 }
 

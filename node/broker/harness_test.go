@@ -33,8 +33,10 @@ type harness struct {
 	out     map[node.ConnID][]byte
 	closed  map[node.ConnID]bool
 	halted  string
-	conn    node.ConnID
-	corr    int32
+	// recycled holds the buffers the broker handed back (Env.Recycle).
+	recycled [][]byte
+	conn     node.ConnID
+	corr     int32
 	// readBytes sums the lengths of the read ops submitted.
 	readBytes int64
 }
@@ -73,6 +75,7 @@ func (h *harness) Close(c node.ConnID)                               { h.closed[
 func (h *harness) SetTimer(n node.TimerName, d time.Duration)        { h.timers[n] = h.now.Add(d) }
 func (h *harness) CancelTimer(n node.TimerName)                      { delete(h.timers, n) }
 func (h *harness) Halt(reason string)                                { h.halted = reason }
+func (h *harness) Recycle(data []byte)                               { h.recycled = append(h.recycled, data) }
 func (h *harness) Disk(op node.DiskOp) node.OpID {
 	if op.Kind == node.OpRead {
 		h.readBytes += int64(op.Len)

@@ -25,7 +25,7 @@ func register(key int16, name string, min, max int16, handle func(*Broker, *requ
 }
 
 // request decodes one request frame and starts its handler.
-func (b *Broker) request(c *conn, body []byte) {
+func (b *Broker) request(c *conn, body, frame []byte) {
 	if len(body) < 10 {
 		b.drop(c, "request shorter than its header")
 		return
@@ -33,7 +33,7 @@ func (b *Broker) request(c *conn, body []byte) {
 	key := int16(binary.BigEndian.Uint16(body[0:]))
 	version := int16(binary.BigEndian.Uint16(body[2:]))
 	corr := int32(binary.BigEndian.Uint32(body[4:]))
-	r := &request{c: c, key: key, version: version, corr: corr}
+	r := &request{c: c, key: key, version: version, corr: corr, frame: frame}
 
 	if key == apiVersionsKey && (version < 0 || version > apis[apiVersionsKey].max) {
 		// KIP-511: the body of a newer ApiVersions cannot be parsed, so

@@ -148,7 +148,7 @@ func (c *conn) readLoop() {
 				if !c.deliver(buf[:done], false) {
 					return
 				}
-				frame := make([]byte, size)
+				frame := c.s.frames.get(size)
 				got := copy(frame, buf[done:have])
 				have = 0
 				m, err := io.ReadFull(c.nc, frame[got:])

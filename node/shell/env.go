@@ -119,6 +119,9 @@ func (e env) Disk(op node.DiskOp) node.OpID {
 	return id
 }
 
+// Recycle keeps a large frame's buffer for the next one (framePool).
+func (e env) Recycle(data []byte) { e.s.frames.put(data) }
+
 func (e env) Halt(reason string) {
 	s := e.s
 	if s.halted {

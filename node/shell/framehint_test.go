@@ -6,6 +6,7 @@ import (
 	"errors"
 	"math/rand/v2"
 	"net"
+	"sync"
 	"testing"
 
 	"herd/node"
@@ -118,5 +119,96 @@ func TestFrameHint(t *testing.T) {
 	}
 	if e := r.nextFor(t, acc2.ev.Conn); e.ev.Kind != node.EvClosed || !errors.Is(e.ev.Err, node.ErrEOF) {
 		t.Fatalf("after a partial frame: %v %v, want closed EOF", e.ev.Kind, e.ev.Err)
+	}
+}
+
+// TestFrameHintRecycle: a core that copies each large frame and hands its
+// buffer back (Env.Recycle) gets later frames read into the same buffers,
+// and every byte as sent.
+func TestFrameHintRecycle(t *testing.T) {
+	leakCheck(t)
+	var mu sync.Mutex
+	var got []byte
+	bufs := map[*byte]int{} // large frames' buffers, by first byte
+	r := start(t, Config{FrameHint: 32 << 20}, func(p *probe, ev node.Event) {
+		if ev.Kind != node.EvReceived {
+			return
+		}
+		mu.Lock()
+		got = append(got, ev.Data...)
+		if len(ev.Data) > readBufSize {
+			bufs[&ev.Data[0]]++
+			p.env.Recycle(ev.Data)
+		}
+		mu.Unlock()
+	})
+	nc, err := net.Dial("tcp", r.sh.Addrs()[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	acc := r.waitKind(t, node.EvAccepted)
+	var sent []byte
+	const frames = 30
+	for i := range frames {
+		n := 1<<20 - 4 - i*1000 // sizes a pooled buffer fits
+		f := bytes.Repeat([]byte{byte(i + 1)}, 4+n)
+		binary.BigEndian.PutUint32(f, uint32(n))
+		sent = append(sent, f...)
+	}
+	go nc.Write(sent)
+	for n := 0; n < len(sent); {
+		e := r.nextFor(t, acc.ev.Conn)
+		if e.ev.Kind != node.EvReceived {
+			t.Fatalf("got %v after %d of %d bytes", e.ev.Kind, n, len(sent))
+		}
+		n += len(e.ev.Data)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if !bytes.Equal(got, sent) {
+		t.Fatal("bytes differ from those sent")
+	}
+	reused := 0
+	for _, n := range bufs {
+		reused += n - 1
+	}
+	if reused < frames/2 {
+		t.Fatalf("%d large frames in %d buffers: recycled buffers were not reused", frames, len(bufs))
+	}
+}
+
+func TestFramePool(t *testing.T) {
+	var p framePool
+	a := p.get(1 << 20)
+	if len(a) != 1<<20 || cap(a) < 1<<20 {
+		t.Fatalf("get: len %d cap %d", len(a), cap(a))
+	}
+	p.put(a)
+	if b := p.get(3 << 20); cap(b) == cap(a) && &b[:1][0] == &a[:1][0] {
+		t.Fatal("a buffer under the size asked for was reused")
+	}
+	if b := p.get(400 << 10); &b[:1][0] == &a[:1][0] {
+		t.Fatal("a buffer over twice the size asked for was reused")
+	}
+	if b := p.get(1<<20 - 100); &b[0] != &a[0] || len(b) != 1<<20-100 {
+		t.Fatal("a fitting buffer was not reused")
+	}
+	p.put(make([]byte, readBufSize)) // a small frame's: not kept
+	if len(p.free) != 0 {
+		t.Fatalf("kept a buffer of %d bytes", readBufSize)
+	}
+	for range framePoolMax + 5 {
+		p.put(make([]byte, 1<<20))
+	}
+	if len(p.free) != framePoolMax || p.bytes != framePoolMax<<20 {
+		t.Fatalf("kept %d buffers, %d bytes; bounds %d, %d", len(p.free), p.bytes, framePoolMax, framePoolMaxBytes)
+	}
+	p = framePool{}
+	for range 10 {
+		p.put(make([]byte, 16<<20))
+	}
+	if p.bytes > framePoolMaxBytes {
+		t.Fatalf("kept %d bytes, bound %d", p.bytes, framePoolMaxBytes)
 	}
 }

@@ -218,6 +218,7 @@ type Shell struct {
 	// The loop's (owned by whoever holds core).
 	m          node.Machine
 	gate       *node.SendGate
+	frames     framePool
 	rand       *node.Rand
 	start      time.Time
 	nextConn   node.ConnID
