@@ -185,14 +185,16 @@ func TestFramePool(t *testing.T) {
 		t.Fatalf("get: len %d cap %d", len(a), cap(a))
 	}
 	p.put(a)
-	if b := p.get(3 << 20); cap(b) == cap(a) && &b[:1][0] == &a[:1][0] {
+	if b := p.get(3 << 20); &b[:1][0] == &a[:1][0] {
 		t.Fatal("a buffer under the size asked for was reused")
 	}
-	if b := p.get(400 << 10); &b[:1][0] == &a[:1][0] {
-		t.Fatal("a buffer over twice the size asked for was reused")
-	}
+	big := make([]byte, 4<<20)
+	p.put(big)
 	if b := p.get(1<<20 - 100); &b[0] != &a[0] || len(b) != 1<<20-100 {
-		t.Fatal("a fitting buffer was not reused")
+		t.Fatal("the smallest fitting buffer was not the one reused")
+	}
+	if b := p.get(100 << 10); &b[0] != &big[0] {
+		t.Fatal("a larger buffer was not reused for a smaller frame")
 	}
 	p.put(make([]byte, readBufSize)) // a small frame's: not kept
 	if len(p.free) != 0 {
@@ -203,6 +205,16 @@ func TestFramePool(t *testing.T) {
 	}
 	if len(p.free) != framePoolMax || p.bytes != framePoolMax<<20 {
 		t.Fatalf("kept %d buffers, %d bytes; bounds %d, %d", len(p.free), p.bytes, framePoolMax, framePoolMaxBytes)
+	}
+	// A larger buffer makes room by dropping a smaller one; a smaller one
+	// does not displace larger ones.
+	p.put(make([]byte, 2<<20))
+	if len(p.free) != framePoolMax || p.bytes != (framePoolMax+1)<<20 {
+		t.Fatalf("after a larger put: %d buffers, %d bytes", len(p.free), p.bytes)
+	}
+	p.put(make([]byte, 512<<10))
+	if p.bytes != (framePoolMax+1)<<20 {
+		t.Fatalf("a smaller buffer displaced a larger one: %d bytes", p.bytes)
 	}
 	p = framePool{}
 	for range 10 {

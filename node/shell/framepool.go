@@ -20,24 +20,19 @@ const (
 	framePoolMaxBytes = 64 << 20 // bytes kept
 )
 
-// get returns a buffer of length n: a kept one whose capacity is at least
-// n and at most twice n (the smallest such), or a new one with room to
-// spare for the next frame, which is often a little larger.
+// get returns a buffer of length n: the smallest kept one that holds n
+// bytes, or a new one with room to spare for the next frame, which is
+// often a little larger.
 func (p *framePool) get(n int) []byte {
 	p.mu.Lock()
 	best := -1
 	for i, b := range p.free {
-		if c := cap(b); c >= n && c <= 2*n && (best < 0 || c < cap(p.free[best])) {
+		if c := cap(b); c >= n && (best < 0 || c < cap(p.free[best])) {
 			best = i
 		}
 	}
 	if best >= 0 {
-		b := p.free[best]
-		last := len(p.free) - 1
-		p.free[best] = p.free[last]
-		p.free[last] = nil
-		p.free = p.free[:last]
-		p.bytes -= cap(b)
+		b := p.take(best)
 		p.mu.Unlock()
 		return b[:n]
 	}
@@ -45,17 +40,39 @@ func (p *framePool) get(n int) []byte {
 	return make([]byte, n, n+n/8)
 }
 
-// put keeps b for a later get, if it is a large frame's size and there is
-// room.
+func (p *framePool) take(i int) []byte {
+	b := p.free[i]
+	last := len(p.free) - 1
+	p.free[i] = p.free[last]
+	p.free[last] = nil
+	p.free = p.free[:last]
+	p.bytes -= cap(b)
+	return b
+}
+
+// put keeps b for a later get, if it is a large frame's size, making room
+// by dropping smaller kept buffers if need be: frames vary in size (a
+// producer's requests carry as many batches as were ready), and small
+// buffers kept would make every large frame allocate.
 func (p *framePool) put(b []byte) {
 	c := cap(b)
-	if c <= readBufSize || c > maxDirectFrame+maxDirectFrame/8 {
+	if c <= readBufSize || c > maxDirectFrame+maxDirectFrame/8 || c > framePoolMaxBytes {
 		return
 	}
 	p.mu.Lock()
-	if len(p.free) < framePoolMax && p.bytes+c <= framePoolMaxBytes {
-		p.free = append(p.free, b[:0])
-		p.bytes += c
+	defer p.mu.Unlock()
+	for len(p.free) >= framePoolMax || p.bytes+c > framePoolMaxBytes {
+		small := 0
+		for i := range p.free {
+			if cap(p.free[i]) < cap(p.free[small]) {
+				small = i
+			}
+		}
+		if cap(p.free[small]) >= c {
+			return // keep the larger ones
+		}
+		p.take(small)
 	}
-	p.mu.Unlock()
+	p.free = append(p.free, b[:0])
+	p.bytes += c
 }
