@@ -184,7 +184,7 @@ func (c *conn) deliver(b []byte, own bool) bool {
 	if len(b) == 0 || c.discard.Load() {
 		return true
 	}
-	data := b[:len(b):len(b)]
+	data := b // a buffer of its own keeps its spare capacity for when it is recycled
 	if !own {
 		data = make([]byte, len(b))
 		copy(data, b)
