@@ -97,9 +97,9 @@ func parseBrokerFlags(args []string, stderr io.Writer) (*brokerConfig, error) {
 		fmt.Fprintf(stderr, "usage: herd bench broker %s --brokers host:port[,host:port...] [flags]\n\n", c.mode)
 		switch c.mode {
 		case "produce":
-			fmt.Fprintln(stderr, "Produces --records records of --record-size bytes with --producers kgo clients and reports\nrecords/s, MB/s and the latency from each Produce call to its acknowledgement. Flags:")
+			fmt.Fprintln(stderr, "Produces --records records of --record-size bytes with --producers kgo clients and reports\nrecords/s, MB/s (MB = 2^20 bytes, as in Kafka's tools) and the latency from each Produce call to its\nacknowledgement. Flags:")
 		case "consume":
-			fmt.Fprintln(stderr, "Reads --topic from its start, every partition assigned directly (no consumer group), and\nreports records/s and MB/s. Flags:")
+			fmt.Fprintln(stderr, "Reads --topic from its start, every partition assigned directly (no consumer group), and\nreports records/s and MB/s (MB = 2^20 bytes, as in Kafka's tools). Flags:")
 		case "e2e":
 			fmt.Fprintln(stderr, "Produces records stamped with their send time and reads them back in the same process;\nreports the end-to-end latency. With --rate 0 one record is in flight at a time. Flags:")
 		}
