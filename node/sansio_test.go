@@ -154,7 +154,7 @@ func TestCoreIsSansIO(t *testing.T) {
 // TestSansIOLintCatchesViolations proves the lint bites: a planted core
 // package with one of each violation must be reported on every one.
 func TestSansIOLintCatchesViolations(t *testing.T) {
-	got := strings.Join(lintPackages(t, "./testdata/badcore"), "\n")
+	got := strings.Join(lintPackages(t, "../testdata/sansio/badcore"), "\n")
 	for _, want := range []string{
 		`imports "os"`, `imports "net"`, `imports "math/rand"`, `imports "crypto/rand"`, `imports "sync"`,
 		"calls time.Now", "calls time.Sleep", "calls time.After",
