@@ -54,6 +54,17 @@ type BackgroundSyncer interface {
 	BackgroundSyncDir(dir string) error
 }
 
+// ReaderInto is an FS that can read into a buffer its caller supplies, so
+// that a shell can reuse the buffers its core handed back (Env.Recycle)
+// instead of allocating one per read.
+type ReaderInto interface {
+	FS
+	// ReadAtInto is ReadAt reading into get(size), a buffer of length
+	// size, where size is the most it will read (n, or less at the end of
+	// the file). The result is a prefix of that buffer.
+	ReadAtInto(path string, off int64, n int, get func(size int) []byte) ([]byte, error)
+}
+
 // ExecBackground runs a background op on fs's concurrent path.
 func ExecBackground(fs BackgroundSyncer, id node.OpID, op node.DiskOp) node.Event {
 	ev := node.Event{Kind: node.EvDiskDone, Op: id, OpKind: op.Kind}
@@ -76,6 +87,12 @@ func ExecBackground(fs BackgroundSyncer, id node.OpID, op node.DiskOp) node.Even
 // Both shells use it, so a core sees identical results from a real disk and a
 // simulated one.
 func Exec(fs FS, id node.OpID, op node.DiskOp) node.Event {
+	return ExecInto(fs, id, op, nil)
+}
+
+// ExecInto is Exec that reads into buffers from get, if fs can (ReaderInto)
+// and get is not nil.
+func ExecInto(fs FS, id node.OpID, op node.DiskOp, get func(size int) []byte) node.Event {
 	ev := node.Event{Kind: node.EvDiskDone, Op: id, OpKind: op.Kind}
 	if err := op.Validate(); err != nil {
 		ev.Err = err
@@ -83,7 +100,11 @@ func Exec(fs FS, id node.OpID, op node.DiskOp) node.Event {
 	}
 	switch op.Kind {
 	case node.OpRead:
-		ev.Data, ev.Err = fs.ReadAt(op.Path, op.Off, op.Len)
+		if ri, ok := fs.(ReaderInto); ok && get != nil {
+			ev.Data, ev.Err = ri.ReadAtInto(op.Path, op.Off, op.Len, get)
+		} else {
+			ev.Data, ev.Err = fs.ReadAt(op.Path, op.Off, op.Len)
+		}
 	case node.OpWrite:
 		ev.Err = fs.WriteAt(op.Path, op.Off, op.Data)
 	case node.OpTruncate:

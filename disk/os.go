@@ -207,6 +207,11 @@ func (o *OS) drop(p string) {
 
 // ReadAt returns up to n bytes at off; fewer at the end of the file.
 func (o *OS) ReadAt(path string, off int64, n int) ([]byte, error) {
+	return o.ReadAtInto(path, off, n, nil)
+}
+
+// ReadAtInto is ReadAt into a buffer from get (nil: a new one).
+func (o *OS) ReadAtInto(path string, off int64, n int, get func(size int) []byte) ([]byte, error) {
 	const op = "read"
 	if err := o.begin(node.ReadOp(path, off, n)); err != nil {
 		return nil, err
@@ -225,7 +230,13 @@ func (o *OS) ReadAt(path string, off int64, n int) ([]byte, error) {
 	if avail <= 0 || n == 0 {
 		return []byte{}, nil
 	}
-	buf := make([]byte, min(int64(n), avail))
+	size := int(min(int64(n), avail))
+	var buf []byte
+	if get != nil {
+		buf = get(size)[:size]
+	} else {
+		buf = make([]byte, size)
+	}
 	k, err := f.ReadAt(buf, off)
 	if err != nil && err != io.EOF {
 		return nil, mapErr(op, path, err)

@@ -308,3 +308,31 @@ func TestOSBackgroundSync(t *testing.T) {
 	}
 	must(t, o.BackgroundSync("p/c"))
 }
+
+// ReadAtInto reads into the buffer get returns, asking for no more than the
+// file holds past off, and Exec uses it only when given a get.
+func TestOSReadAtInto(t *testing.T) {
+	o, err := NewOS(t.TempDir())
+	must(t, err)
+	defer o.Close()
+	must(t, o.WriteAt("f", 0, []byte("hello world")))
+	own := make([]byte, 64)
+	var asked []int
+	get := func(n int) []byte { asked = append(asked, n); return own[:n] }
+	got, err := o.ReadAtInto("f", 6, 100, get)
+	must(t, err)
+	if string(got) != "world" || &got[0] != &own[0] || len(asked) != 1 || asked[0] != 5 {
+		t.Fatalf("got %q (own buffer %v), asked for %v", got, len(got) > 0 && &got[0] == &own[0], asked)
+	}
+	if got, err := o.ReadAtInto("f", 11, 100, get); err != nil || len(got) != 0 || len(asked) != 1 {
+		t.Fatalf("at the end: %q, %v, asked for %v", got, err, asked)
+	}
+	ev := ExecInto(o, 1, node.ReadOp("f", 0, 5), get)
+	if ev.Err != nil || string(ev.Data) != "hello" || &ev.Data[0] != &own[0] {
+		t.Fatalf("ExecInto: %q, %v", ev.Data, ev.Err)
+	}
+	ev = Exec(o, 2, node.ReadOp("f", 0, 5))
+	if ev.Err != nil || string(ev.Data) != "hello" || &ev.Data[0] == &own[0] {
+		t.Fatalf("Exec: %q, %v", ev.Data, ev.Err)
+	}
+}

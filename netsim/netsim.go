@@ -22,6 +22,7 @@ import (
 	"math"
 	"strings"
 	"time"
+	"unsafe"
 
 	"herd/node"
 	"herd/sim/sched"
@@ -284,6 +285,30 @@ func (n *Network) Send(hostName string, id node.ConnID, data []byte) {
 		return
 	}
 	n.push(f, chunk{kind: ckData, data: data})
+}
+
+// Detach replaces the bytes of buf that are queued on endpoint id, not yet
+// delivered, with copies of their own, so that the sender may overwrite buf
+// (Env.RecycleSent: a real socket has copied them into the kernel). Bytes
+// delivered already are the receiver's: the sender must not recycle a
+// buffer once the network may have delivered from it.
+func (n *Network) Detach(hostName string, id node.ConnID, buf []byte) {
+	e := n.ends[id]
+	if e == nil || e.host.name != hostName || len(buf) == 0 {
+		return
+	}
+	f := e.out
+	lo := uintptr(unsafe.Pointer(unsafe.SliceData(buf)))
+	hi := lo + uintptr(cap(buf))
+	for i := f.head; i < len(f.q); i++ {
+		c := &f.q[i]
+		if c.kind != ckData || len(c.data) == 0 {
+			continue
+		}
+		if p := uintptr(unsafe.Pointer(unsafe.SliceData(c.data))); p >= lo && p < hi {
+			c.data = append([]byte(nil), c.data...)
+		}
+	}
 }
 
 // Close closes endpoint id gracefully: queued data goes first, then FIN. The

@@ -128,14 +128,22 @@ type Env interface {
 	// (the simulator, systemd) may restart the node later.
 	Halt(reason string)
 
-	// Recycle hands back the Data of an EvReceived that the core holds no
-	// reference into any more and never will, so that the shell may read
-	// later input into it instead of allocating (a broker's produce
-	// requests, a megabyte each). It is only a hint: a core that never
-	// recycles loses nothing. A buffer is recycled at most once, and only
-	// whole, as delivered. The simulator overwrites it at once, so a core
-	// that recycles too early reads garbage there.
+	// Recycle hands back the Data of an EvReceived, or of a read's
+	// EvDiskDone, that the core holds no reference into any more and never
+	// will, so that the shell may read later input or reads into it instead
+	// of allocating (a broker's produce requests, a megabyte each, and its
+	// fetches' reads, up to tens of megabytes). It is only a hint: a core
+	// that never recycles loses nothing. A buffer is recycled at most once,
+	// and only whole, as delivered. The simulator overwrites it at once, so
+	// a core that recycles too early reads garbage there.
 	Recycle(data []byte)
+	// RecycleSent is Recycle for a buffer some of whose bytes the core
+	// passed to Send (or SendAfter) on c: the shell reuses it only once
+	// everything sent on c before this call has been written, and never if
+	// c is closed or reset first. The core calls it in the same Step as
+	// those sends, right after the last of them (the simulator relies on
+	// this: it copies the bytes still in flight and overwrites the buffer).
+	RecycleSent(c ConnID, data []byte)
 }
 
 // EventKind says which fields of an Event are meaningful.

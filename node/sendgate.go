@@ -11,6 +11,8 @@ type Transport interface {
 	Send(c ConnID, data []byte)
 	Close(c ConnID)
 	Reset(c ConnID)
+	// RecycleSent is Env.RecycleSent, released in order with c's sends.
+	RecycleSent(c ConnID, data []byte)
 }
 
 // SendGate implements Env.SendAfter for a shell: it holds sends behind
@@ -46,10 +48,11 @@ type SendGate struct {
 }
 
 type heldSend struct {
-	conn  ConnID
-	data  []byte
-	after OpID // 0: only waiting behind earlier items on conn
-	close bool
+	conn    ConnID
+	data    []byte
+	after   OpID // 0: only waiting behind earlier items on conn
+	close   bool
+	recycle bool // an Env.RecycleSent of data
 }
 
 // MaxHeldSends bounds the gate. A core that holds more acknowledgements than
@@ -101,6 +104,17 @@ func (g *SendGate) Close(c ConnID) {
 		return
 	}
 	g.hold(heldSend{conn: c, close: true})
+}
+
+// RecycleSent passes on a RecycleSent of data, in order with c's sends: if
+// earlier sends on c are held, it waits behind them, and if they are
+// dropped, so is it (the buffer is left to the collector).
+func (g *SendGate) RecycleSent(c ConnID, data []byte) {
+	if g.perConn[c] == 0 {
+		g.t.RecycleSent(c, data)
+		return
+	}
+	g.hold(heldSend{conn: c, data: data, recycle: true})
 }
 
 // SendAfter sends data once op has completed successfully.
@@ -158,7 +172,7 @@ func (g *SendGate) Completed(op OpID, kind DiskOpKind, err error) {
 	if err != nil && mutates(kind) && mayLoseData(err) && !g.poisoned {
 		g.poisoned = true
 		for _, h := range g.held {
-			if !h.close {
+			if !h.close && !h.recycle {
 				g.t.Reset(h.conn)
 			}
 		}
@@ -201,9 +215,12 @@ func (g *SendGate) release() {
 		if g.perConn[h.conn]--; g.perConn[h.conn] == 0 {
 			delete(g.perConn, h.conn)
 		}
-		if h.close {
+		switch {
+		case h.close:
 			g.t.Close(h.conn)
-		} else {
+		case h.recycle:
+			g.t.RecycleSent(h.conn, h.data)
+		default:
 			g.t.Send(h.conn, h.data)
 		}
 	}

@@ -30,6 +30,48 @@ func (w *wire) Reset(c ConnID) {
 	w.log = append(w.log, fmt.Sprintf("reset %d", c))
 }
 
+func (w *wire) RecycleSent(c ConnID, data []byte) {
+	w.out[c] = append(w.out[c], "<recycle "+string(data)+">")
+	w.log = append(w.log, fmt.Sprintf("recycle %d %s", c, data))
+}
+
+// A RecycleSent waits behind the held sends of its connection, and is
+// dropped with them, without a reset of its own, when the gate is poisoned.
+func TestSendGateRecycleSent(t *testing.T) {
+	w := newWire()
+	g := NewSendGate(w)
+	g.Send(7, []byte("a"))
+	g.RecycleSent(7, []byte("a"))
+	if got := strings.Join(w.log, "; "); got != "send 7 a; recycle 7 a" {
+		t.Fatalf("nothing held: %s", got)
+	}
+	g.Submitted(1, OpSync)
+	g.SendAfter(7, []byte("ack"), 1)
+	g.Send(7, []byte("b"))
+	g.RecycleSent(7, []byte("b"))
+	g.RecycleSent(8, []byte("x")) // another connection: at once
+	if got := strings.Join(w.out[7], ","); got != "a,<recycle a>" {
+		t.Fatalf("conn 7 before the sync: %s", got)
+	}
+	if got := strings.Join(w.out[8], ","); got != "<recycle x>" {
+		t.Fatalf("conn 8: %s", got)
+	}
+	g.Completed(1, OpSync, nil)
+	if got := strings.Join(w.out[7], ","); got != "a,<recycle a>,ack,b,<recycle b>" {
+		t.Fatalf("conn 7 after the sync: %s", got)
+	}
+
+	w = newWire()
+	g = NewSendGate(w)
+	g.Submitted(1, OpSync)
+	g.SendAfter(7, []byte("ack"), 1)
+	g.RecycleSent(7, []byte("ack"))
+	g.Completed(1, OpSync, ErrIO)
+	if got := strings.Join(w.log, "; "); got != "reset 7" {
+		t.Fatalf("poisoned: %s", got)
+	}
+}
+
 func TestSendGateHoldsUntilBarrierAndKeepsOrder(t *testing.T) {
 	w := newWire()
 	g := NewSendGate(w)

@@ -295,10 +295,24 @@ func (n *Node) Recycle(data []byte) {
 	if !n.acting("Recycle") {
 		return
 	}
+	poison(data)
+}
+
+func poison(data []byte) {
 	data = data[:cap(data)]
 	for i := range data {
 		data[i] = 0xA5
 	}
+}
+
+// RecycleSent lets the bytes of data still in flight on c keep copies of
+// their own, as a kernel's socket buffer would, and then overwrites data
+// as Recycle does. Held behind c's held sends in the gate, like them.
+func (n *Node) RecycleSent(c node.ConnID, data []byte) {
+	if !n.acting("RecycleSent") {
+		return
+	}
+	n.gate.RecycleSent(c, data)
 }
 
 func (n *Node) Halt(reason string) {
@@ -316,6 +330,10 @@ type gateTransport struct{ n *Node }
 func (g gateTransport) Send(c node.ConnID, data []byte) { g.n.w.Net.Send(g.n.Name, c, data) }
 func (g gateTransport) Close(c node.ConnID)             { g.n.w.Net.Close(g.n.Name, c) }
 func (g gateTransport) Reset(c node.ConnID)             { g.n.w.Net.Reset(g.n.Name, c) }
+func (g gateTransport) RecycleSent(c node.ConnID, data []byte) {
+	g.n.w.Net.Detach(g.n.Name, c, data)
+	poison(data)
+}
 
 // ---- timers ----
 

@@ -153,6 +153,9 @@ func buildBroker(w *World) Checks {
 	cfg.Log.SegmentBytes = int64(2048 << r.IntN(6))
 	cfg.Log.IndexIntervalBytes = 64 << r.IntN(6)
 	cfg.Log.SegmentIndexBytes = 8 * (16 << r.IntN(5))
+	// Short logs: record sets are sent from the read's buffer (and it is
+	// recycled after the send) only if the copy threshold is low.
+	cfg.FetchCopyBelow = []int{1, 100, 2048, 0}[r.IntN(4)]
 	factory := broker.New(cfg)
 	switch {
 	case w.Bug == brokerDiskBugLyingFsync:

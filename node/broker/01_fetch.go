@@ -159,8 +159,11 @@ func (f *fetch) read(i int) readStart {
 		fp.reading = false
 		f.reads--
 		f.reserved -= fp.readMax
-		if !f.finished {
+		if f.finished {
+			f.recycle(res.Buf)
+		} else {
 			f.used += len(res.Records) - len(fp.res.Records)
+			f.recycle(fp.res.Buf)
 			fp.res, fp.have = res, true
 			if fp.reread && fp.p != nil {
 				fp.reread = false
@@ -274,7 +277,36 @@ func (f *fetch) respond() {
 			}
 		}
 	}
-	b.finishVec(f.r, encodeFetchResponse(f.r.corr, f.req.Version, parts))
+	copyBelow := b.fetchCopyBelow()
+	outv := encodeFetchResponse(f.r.corr, f.req.Version, parts, copyBelow)
+	// The read buffers: those the reply sends from go back once it is
+	// sent; the others (copied into the reply, or trimmed away) now.
+	for i := range f.parts {
+		buf := f.parts[i].res.Buf
+		f.parts[i].res = partlog.ReadResult{}
+		switch {
+		case buf == nil:
+		case len(parts[i].records) >= copyBelow:
+			f.r.sentFrom = append(f.r.sentFrom, buf)
+		default:
+			f.recycle(buf)
+		}
+	}
+	b.finishVec(f.r, outv)
+}
+
+func (b *Broker) fetchCopyBelow() int {
+	if b.cfg.FetchCopyBelow > 0 {
+		return b.cfg.FetchCopyBelow
+	}
+	return copyRecordsBelow
+}
+
+// recycle hands a read buffer no longer used back to the shell.
+func (f *fetch) recycle(buf []byte) {
+	if buf != nil {
+		f.b.env.Recycle(buf)
+	}
 }
 
 // fetchOut is one partition of a Fetch response.
@@ -298,7 +330,7 @@ const copyRecordsBelow = 16 << 10
 // 0), no throttle, no aborted transactions (null), PreferredReadReplica -1,
 // an empty (not null) record set where there is none: librdkafka rejects
 // a null one. TestEncodeFetchResponse checks it against kmsg.
-func encodeFetchResponse(corr int32, version int16, parts []fetchOut) [][]byte {
+func encodeFetchResponse(corr int32, version int16, parts []fetchOut, copyBelow int) [][]byte {
 	// Size the fields buffer exactly, so the pieces cut from it stay put.
 	n := 4 + 4 + 4 + 4 // length, correlation id, throttle, topics count
 	if version >= 7 {
@@ -317,7 +349,7 @@ func encodeFetchResponse(corr int32, version int16, parts []fetchOut) [][]byte {
 		if version >= 11 {
 			n += 4
 		}
-		if len(o.records) < copyRecordsBelow {
+		if len(o.records) < copyBelow {
 			n += len(o.records)
 		} else {
 			pieces += 2
@@ -364,7 +396,7 @@ func encodeFetchResponse(corr int32, version int16, parts []fetchOut) [][]byte {
 			buf = binary.BigEndian.AppendUint32(buf, math.MaxUint32) // preferred read replica -1
 		}
 		buf = binary.BigEndian.AppendUint32(buf, uint32(len(o.records)))
-		if len(o.records) < copyRecordsBelow {
+		if len(o.records) < copyBelow {
 			buf = append(buf, o.records...)
 			continue
 		}

@@ -161,6 +161,7 @@ func (b *Broker) host() partlog.Host {
 		Now:       b.env.Now,
 		WallClock: b.env.WallClock,
 		Logf:      b.env.Logf,
+		Recycle:   b.env.Recycle,
 		Bug:       b.cfg.Bug,
 	}
 }
@@ -254,6 +255,9 @@ type request struct {
 	// outv, if set instead, is the framed reply as buffers sent in order
 	// (Fetch: record sets are not copied into one).
 	outv [][]byte
+	// sentFrom are the read buffers outv sends from, handed back to the
+	// shell (Env.RecycleSent) right after the reply is sent.
+	sentFrom [][]byte
 	// closeAfter closes the connection once the reply slot is reached
 	// (acks=0 Produce errors, as Kafka signals them).
 	closeAfter bool
@@ -399,6 +403,10 @@ func (b *Broker) complete(r *request) {
 		for _, p := range head.outv {
 			b.env.Send(c.id, p)
 		}
+		for _, buf := range head.sentFrom {
+			b.env.RecycleSent(c.id, buf)
+		}
+		head.sentFrom = nil
 		if head.closeAfter {
 			b.drop(c, "")
 			return

@@ -3,6 +3,7 @@ package broker
 import (
 	"bytes"
 	"encoding/binary"
+	"hash/crc32"
 	"slices"
 	"strings"
 	"testing"
@@ -658,4 +659,81 @@ func TestProduceRecyclesItsFrame(t *testing.T) {
 			t.Fatal("the produce completed before its log was deleted: the failed write is not tested")
 		}
 	})
+}
+
+// A fetch's read buffers go back to the shell: one that the reply sends
+// from (a record set of at least copyRecordsBelow bytes) by RecycleSent
+// after the reply was sent, one copied into the reply by Recycle. The
+// harness overwrites recycled buffers, so a buffer recycled before its
+// bytes were sent shows as garbage in the reply.
+func TestFetchRecyclesItsReads(t *testing.T) {
+	h := newHarness(t, testConfig(), openPartlogDir)
+	c := h.connect()
+	createTopic(t, h, c, "t", 1)
+	big := strings.Repeat("x", copyRecordsBelow)
+	h.call(c, produceReq(1, "t", 0, batch(1, big, big)))
+	h.call(c, produceReq(1, "t", 0, batch(2, "small")))
+
+	h.recycled, h.recycledSent = nil, nil
+	fr := h.call(c, fetchReq("t", 0, 0, 1, 0)).(*kmsg.FetchResponse)
+	p := fr.Topics[0].Partitions[0]
+	if p.ErrorCode != 0 || p.HighWatermark != 3 {
+		t.Fatalf("fetch: error %d, high watermark %d", p.ErrorCode, p.HighWatermark)
+	}
+	var values []string
+	for _, rb := range splitBatches(t, p.RecordBatches) {
+		for _, r := range rb {
+			values = append(values, string(r.Value))
+		}
+	}
+	if len(values) != 3 || values[0] != big || values[1] != big || values[2] != "small" {
+		t.Fatalf("fetched %d records, not the ones produced", len(values))
+	}
+	if len(h.recycledSent) != 1 || len(h.recycled) != 0 {
+		t.Fatalf("recycled %d buffers after the send and %d before, want 1 and 0", len(h.recycledSent), len(h.recycled))
+	}
+
+	h.recycled, h.recycledSent = nil, nil
+	fr = h.call(c, fetchReq("t", 0, 2, 1, 0)).(*kmsg.FetchResponse)
+	p = fr.Topics[0].Partitions[0]
+	if rbs := splitBatches(t, p.RecordBatches); len(rbs) != 1 || len(rbs[0]) != 1 || string(rbs[0][0].Value) != "small" {
+		t.Fatal("the small fetch did not return the small record")
+	}
+	if len(h.recycledSent) != 0 || len(h.recycled) != 1 {
+		t.Fatalf("small fetch: recycled %d buffers after the send and %d before, want 0 and 1", len(h.recycledSent), len(h.recycled))
+	}
+}
+
+// splitBatches decodes a record set of uncompressed v2 batches.
+func splitBatches(t *testing.T, recs []byte) [][]kmsg.Record {
+	t.Helper()
+	var out [][]kmsg.Record
+	for len(recs) > 0 {
+		if len(recs) < 12 {
+			t.Fatalf("%d bytes of a batch header left", len(recs))
+		}
+		n := 12 + int(int32(binary.BigEndian.Uint32(recs[8:])))
+		if n < 61 || n > len(recs) {
+			t.Fatalf("batch length %d with %d bytes left", n, len(recs))
+		}
+		var b kmsg.RecordBatch
+		if err := b.ReadFrom(recs[:n]); err != nil {
+			t.Fatal(err)
+		}
+		if crc32.Checksum(recs[21:n], crc32.MakeTable(crc32.Castagnoli)) != uint32(b.CRC) {
+			t.Fatal("batch CRC does not match")
+		}
+		rs := make([]kmsg.Record, b.NumRecords)
+		rest := b.Records
+		for i := range rs {
+			if err := rs[i].ReadFrom(rest); err != nil {
+				t.Fatal(err)
+			}
+			l, k := binary.Varint(rest)
+			rest = rest[k+int(l):]
+		}
+		out = append(out, rs)
+		recs = recs[n:]
+	}
+	return out
 }

@@ -48,6 +48,11 @@ type Config struct {
 	// Bug plants a named bug for the simulator (partlog.Bug*); "" in
 	// production.
 	Bug string
+	// FetchCopyBelow: a Fetch response copies record sets smaller than
+	// this into its own buffer and sends larger ones from the disk read's
+	// buffer (0: copyRecordsBelow). Not a Kafka key: the simulator draws
+	// small values so that its short logs are sent from read buffers too.
+	FetchCopyBelow int
 }
 
 // Listener is one entry of listeners= or advertised.listeners=.

@@ -45,7 +45,7 @@ func TestEncodeFetchResponse(t *testing.T) {
 			want := resp.AppendTo(make([]byte, 8))
 			binary.BigEndian.PutUint32(want, uint32(len(want)-4))
 			binary.BigEndian.PutUint32(want[4:], 42)
-			vec := encodeFetchResponse(42, v, parts)
+			vec := encodeFetchResponse(42, v, parts, copyRecordsBelow)
 			got := bytes.Join(vec, nil)
 			if !bytes.Equal(got, want) {
 				t.Fatalf("v%d case %d: encodings differ\ngot  %x\nwant %x", v, ci, got[:min(len(got), 200)], want[:min(len(want), 200)])

@@ -33,10 +33,11 @@ type harness struct {
 	out     map[node.ConnID][]byte
 	closed  map[node.ConnID]bool
 	halted  string
-	// recycled holds the buffers the broker handed back (Env.Recycle).
-	recycled [][]byte
-	conn     node.ConnID
-	corr     int32
+	// recycled and recycledSent hold the buffers the broker handed back
+	// (Env.Recycle, Env.RecycleSent).
+	recycled, recycledSent [][]byte
+	conn                   node.ConnID
+	corr                   int32
 	// readBytes sums the lengths of the read ops submitted.
 	readBytes int64
 }
@@ -75,7 +76,26 @@ func (h *harness) Close(c node.ConnID)                               { h.closed[
 func (h *harness) SetTimer(n node.TimerName, d time.Duration)        { h.timers[n] = h.now.Add(d) }
 func (h *harness) CancelTimer(n node.TimerName)                      { delete(h.timers, n) }
 func (h *harness) Halt(reason string)                                { h.halted = reason }
-func (h *harness) Recycle(data []byte)                               { h.recycled = append(h.recycled, data) }
+
+// Recycle and RecycleSent record the buffer and overwrite it, as the
+// simulator does: Send copied what was sent, so a buffer recycled too
+// early shows as garbage in what the broker answers or writes.
+func (h *harness) Recycle(data []byte) {
+	h.recycled = append(h.recycled, data)
+	poisonBuf(data)
+}
+func (h *harness) RecycleSent(c node.ConnID, data []byte) {
+	h.recycledSent = append(h.recycledSent, data)
+	poisonBuf(data)
+}
+
+func poisonBuf(data []byte) {
+	data = data[:cap(data)]
+	for i := range data {
+		data[i] = 0xA5
+	}
+}
+
 func (h *harness) Disk(op node.DiskOp) node.OpID {
 	if op.Kind == node.OpRead {
 		h.readBytes += int64(op.Len)

@@ -125,7 +125,9 @@ func (l *memLog) Append(batches []byte, leaderEpoch int32, done func(error)) (ba
 		b := rest[:n:n]
 		binary.BigEndian.PutUint64(b, uint64(next))
 		binary.BigEndian.PutUint32(b[12:], uint32(leaderEpoch))
-		parsed = append(parsed, memBatch{base: next, last: next + count - 1, maxTimestamp: int64(binary.BigEndian.Uint64(b[35:])), data: b})
+		// A copy, as a store that writes it out has: the broker recycles
+		// the request's buffer once the append is done.
+		parsed = append(parsed, memBatch{base: next, last: next + count - 1, maxTimestamp: int64(binary.BigEndian.Uint64(b[35:])), data: append([]byte(nil), b...)})
 		next += count
 		rest = rest[n:]
 	}

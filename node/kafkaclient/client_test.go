@@ -115,6 +115,7 @@ func (e *fakeEnv) CancelTimer(n node.TimerName)                   { delete(e.tim
 func (e *fakeEnv) Disk(node.DiskOp) node.OpID                     { return 0 }
 func (e *fakeEnv) Halt(string)                                    {}
 func (e *fakeEnv) Recycle([]byte)                                 {}
+func (e *fakeEnv) RecycleSent(node.ConnID, []byte)                {}
 
 // request decodes the i-th frame the client sent: key, version, correlation.
 func (e *fakeEnv) request(t *testing.T, i int) (key, version int16, corr int32) {

@@ -41,6 +41,34 @@ type conn struct {
 	writing bool // the loop or the writer is writing: the other keeps off
 	closing bool // the core closed: flush, then FIN
 	aborted bool // drop everything; the socket is (being) closed
+	// sent and wrote count the bytes ever queued and ever written; a buffer
+	// the core recycled after sending from it (Env.RecycleSent) waits in
+	// recycles until wrote reaches what was sent before the call.
+	sent, wrote int64
+	recycles    []sentRecycle
+}
+
+type sentRecycle struct {
+	data  []byte
+	after int64 // c.sent at the RecycleSent
+}
+
+// wroteBytes counts n bytes written and returns the recycled buffers that
+// are now free to the pool. Holds c.mu.
+func (c *conn) wroteBytes(n int) {
+	c.wrote += int64(n)
+	k := 0
+	for k < len(c.recycles) && c.recycles[k].after <= c.wrote {
+		c.s.frames.put(c.recycles[k].data)
+		c.recycles[k] = sentRecycle{}
+		k++
+	}
+	if k > 0 {
+		c.recycles = c.recycles[k:]
+		if len(c.recycles) == 0 {
+			c.recycles = nil
+		}
+	}
 }
 
 func newConn(s *Shell, id node.ConnID) *conn {
@@ -63,6 +91,7 @@ func (c *conn) abort(rst bool) {
 	already := c.aborted
 	c.aborted = true
 	c.queue = nil
+	c.recycles = nil // the writer may still be writing from them
 	c.mu.Unlock()
 	c.poke()
 	if already || c.nc == nil {
@@ -256,7 +285,7 @@ func (c *conn) writeLoop() {
 			n += len(b)
 		}
 		nb := net.Buffers(bufs)
-		_, err := nb.WriteTo(c.nc)
+		wrote, err := nb.WriteTo(c.nc)
 		// WriteTo nils the buffers it consumed, so bufs can be reused without
 		// pinning the core's data.
 		clear(bufs)
@@ -264,6 +293,9 @@ func (c *conn) writeLoop() {
 		c.mu.Lock()
 		c.queued -= n
 		c.writing = false
+		if err == nil {
+			c.wroteBytes(int(wrote))
+		}
 		c.mu.Unlock()
 		if err != nil {
 			if !c.discard.Load() {
@@ -306,6 +338,7 @@ func (t transport) Send(id node.ConnID, data []byte) {
 	}
 	c.queue = append(c.queue, data)
 	c.queued += len(data)
+	c.sent += int64(len(data))
 	c.mu.Unlock()
 	if c.raw == nil {
 		c.poke()
@@ -347,6 +380,7 @@ func (s *Shell) flushDirty() {
 		c.mu.Lock()
 		c.writing = false
 		c.queued -= written
+		c.wroteBytes(written)
 		c.queue = append(rest, c.queue...)
 		wake := len(c.queue) > 0 || c.closing || c.aborted
 		c.mu.Unlock()
@@ -391,6 +425,32 @@ func (s *Shell) tryWritev(c *conn, bufs [][]byte) int {
 	}
 	return int(n)
 }
+
+// RecycleSent returns data to the pool once what was sent on the
+// connection so far has been written; a connection closed or reset before
+// that leaves it to the collector.
+func (t transport) RecycleSent(id node.ConnID, data []byte) {
+	c := t.s.conns[id]
+	if c == nil {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.aborted {
+		return
+	}
+	if c.wrote >= c.sent {
+		c.s.frames.put(data)
+		return
+	}
+	if len(c.recycles) >= maxSentRecycles {
+		return // bounded: the collector takes the rest
+	}
+	c.recycles = append(c.recycles, sentRecycle{data: data, after: c.sent})
+}
+
+// maxSentRecycles bounds the buffers waiting on one connection's writes.
+const maxSentRecycles = 64
 
 func (t transport) Close(id node.ConnID) {
 	s := t.s

@@ -119,8 +119,17 @@ func (e env) Disk(op node.DiskOp) node.OpID {
 	return id
 }
 
-// Recycle keeps a large frame's buffer for the next one (framePool).
+// Recycle keeps a large frame's or read's buffer for the next one
+// (framePool).
 func (e env) Recycle(data []byte) { e.s.frames.put(data) }
+
+// RecycleSent keeps the buffer once the connection's writer is past it.
+func (e env) RecycleSent(c node.ConnID, data []byte) {
+	if e.s.halted {
+		return
+	}
+	e.s.gate.RecycleSent(c, data)
+}
 
 func (e env) Halt(reason string) {
 	s := e.s
@@ -204,7 +213,7 @@ func (s *Shell) diskWorker() {
 			s.bg.push(j)
 			return node.Event{}, false
 		}
-		return disk.Exec(s.cfg.FS, j.id, j.op), true
+		return disk.ExecInto(s.cfg.FS, j.id, j.op, s.frames.get), true
 	})
 }
 

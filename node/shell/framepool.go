@@ -2,13 +2,14 @@ package shell
 
 import "sync"
 
-// framePool keeps the buffers of large frames (Config.FrameHint) that the
-// core handed back (Env.Recycle), for the next large frames to be read
-// into. A broker reads about a megabyte per produce request: allocating
-// each afresh cost zeroing it and, with the collector's pacing, touching
-// new memory, where a few buffers recycled serve a producer at full speed.
-// Bounded in count and bytes; a buffer that does not fit is left to the
-// collector.
+// framePool keeps the buffers of large frames (Config.FrameHint) and of
+// large disk reads that the core handed back (Env.Recycle, RecycleSent),
+// for the next large frames and reads. A broker reads about a megabyte per
+// produce request, and up to tens of megabytes from its logs per fetch:
+// allocating each afresh cost zeroing it and, with the collector's pacing,
+// touching new memory, where a few buffers recycled serve a producer or a
+// consumer at full speed. Bounded in count and bytes; a buffer that does
+// not fit is left to the collector.
 type framePool struct {
 	mu    sync.Mutex
 	free  [][]byte
@@ -22,8 +23,11 @@ const (
 
 // get returns a buffer of length n: the smallest kept one that holds n
 // bytes, or a new one with room to spare for the next frame, which is
-// often a little larger.
+// often a little larger. Small buffers are never taken from the pool.
 func (p *framePool) get(n int) []byte {
+	if n <= readBufSize {
+		return make([]byte, n)
+	}
 	p.mu.Lock()
 	best := -1
 	for i, b := range p.free {

@@ -42,6 +42,9 @@ type Host struct {
 	WallClock func() int64
 	// Logf logs a debug line (may be nil).
 	Logf func(format string, args ...any)
+	// Recycle hands a read's buffer back to the shell (node.Env.Recycle;
+	// may be nil): Read recycles the buffers it read and does not return.
+	Recycle func(data []byte)
 	// Bug plants a named bug for the simulator's checkers to catch (see
 	// the Bug* constants); "" in production.
 	Bug string

@@ -35,6 +35,10 @@ type driver struct {
 	// while later ops run, until releaseBG (a slow background lane).
 	holdBG bool
 	bg     []queuedOp
+	// recycled counts the read buffers the log handed back; each is
+	// overwritten at once, as the simulator does, so a buffer recycled
+	// while a result still lies in it shows as garbage.
+	recycled int
 }
 
 type queuedOp struct {
@@ -52,6 +56,13 @@ func (dr *driver) host() Host {
 		Disk: func(op node.DiskOp, done func(node.Event)) {
 			dr.nextID++
 			dr.q = append(dr.q, queuedOp{id: dr.nextID, op: op, done: done})
+		},
+		Recycle: func(data []byte) {
+			dr.recycled++
+			data = data[:cap(data)]
+			for i := range data {
+				data[i] = 0xA5
+			}
 		},
 		Now:       func() node.Time { return dr.now },
 		WallClock: func() int64 { return dr.wall },

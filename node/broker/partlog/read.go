@@ -11,7 +11,12 @@ import (
 
 // ReadResult is what Read delivers.
 type ReadResult struct {
-	Records        []byte // whole batches only, below the high watermark
+	Records []byte // whole batches only, below the high watermark
+	// Buf is the disk read's buffer that Records lies in, as the shell
+	// delivered it, or nil if Records is a copy or empty. A caller done
+	// with Records may hand Buf to Env.Recycle (or, once it has sent from
+	// it, Env.RecycleSent); nothing else references it.
+	Buf            []byte
 	HighWatermark  int64
 	LogStartOffset int64
 	Err            error // nil, ErrOffsetOutOfRange, ErrStorage or ErrClosed
@@ -34,6 +39,7 @@ func (l *Log) Read(offset int64, maxBytes int, minOneBatch bool, done func(ReadR
 	answer := func(recs []byte, err error) {
 		done(ReadResult{Records: recs, HighWatermark: hw, LogStartOffset: start, Err: err})
 	}
+	var w *walker
 	if err := l.usable(); err != nil {
 		l.d.later(func() { answer(nil, err) })
 		return
@@ -63,7 +69,7 @@ func (l *Log) Read(offset int64, maxBytes int, minOneBatch bool, done func(ReadR
 			span = seg.size - pos
 		}
 		r.ix = ix
-		w := &walker{l: l, seg: seg, want: span + int64(r.maxBytes) + batchHeaderSize}
+		w = &walker{l: l, seg: seg, want: span + int64(r.maxBytes) + batchHeaderSize, track: true}
 		if span > probeSpan {
 			// Big batches: the one at pos is usually the batch before
 			// offset (entries name a batch's last offset). Read its
@@ -81,10 +87,13 @@ func (l *Log) Read(offset int64, maxBytes int, minOneBatch bool, done func(ReadR
 				err = fmt.Errorf("%w: no batch holding offset %d in segment %d", ErrCorrupt, offset, seg.base)
 			}
 			if err != nil {
+				w.recycle(nil)
 				answer(nil, l.readErr(seg, err))
 				return
 			}
-			answer(r.result(), nil)
+			recs, buf := r.result()
+			w.recycle(buf)
+			done(ReadResult{Records: recs, Buf: buf, HighWatermark: hw, LogStartOffset: start})
 		}
 		w.start(pos)
 	})
@@ -232,18 +241,20 @@ func (r *reader) add(w *walker, b []byte) {
 	r.cur, r.from, r.to, r.gen = w.buf, at, w.i, w.gen
 }
 
-func (r *reader) result() []byte {
+// result returns the delivered bytes and the read buffer they lie in (nil
+// if they had to be copied out of more than one).
+func (r *reader) result() (recs, buf []byte) {
 	if len(r.parts) == 0 {
 		if r.to == r.from {
-			return nil
+			return nil, nil
 		}
-		return r.cur[r.from:r.to:r.to]
+		return r.cur[r.from:r.to:r.to], r.cur
 	}
 	out := make([]byte, 0, r.total)
 	for _, p := range r.parts {
 		out = append(out, p...)
 	}
-	return append(out, r.cur[r.from:r.to]...)
+	return append(out, r.cur[r.from:r.to]...), nil
 }
 
 // walker reads a segment's batches forward from a position, in reads of
@@ -267,6 +278,25 @@ type walker struct {
 	bufPos int64 // file position of buf[0]
 	i      int   // next batch in buf
 	gen    int   // bumped per read, so a reader knows which buffer a batch is in
+	// track: list in read every buffer the walk read (as delivered), for
+	// recycle (a Read's walk; a recovery scan's would hold a whole segment).
+	track bool
+	read  [][]byte
+}
+
+// recycle hands every buffer the walk read back to the shell, except keep
+// (which the caller returns to its own caller).
+func (w *walker) recycle(keep []byte) {
+	if w == nil || w.l.d.h.Recycle == nil {
+		return
+	}
+	for i, b := range w.read {
+		if cap(b) > 0 && (keep == nil || &b[:1][0] != &keep[:1][0]) {
+			w.l.d.h.Recycle(b)
+		}
+		w.read[i] = nil
+	}
+	w.read = nil
 }
 
 // walkStep is what a walker's peek decides.
@@ -333,6 +363,9 @@ func (w *walker) run() {
 				}
 				w.buf, w.bufPos, w.i = ev.Data, pos, 0
 				w.gen++
+				if w.track {
+					w.read = append(w.read, ev.Data)
+				}
 				w.run()
 			})
 			return
