@@ -63,6 +63,7 @@ type brokerConfig struct {
 	linger         time.Duration
 	compression    string
 	producers      int
+	consumers      int
 	maxBuffered    int
 	bufferBytes    int
 	inflight       int
@@ -99,7 +100,7 @@ func parseBrokerFlags(args []string, stderr io.Writer) (*brokerConfig, error) {
 		case "produce":
 			fmt.Fprintln(stderr, "Produces --records records of --record-size bytes with --producers kgo clients and reports\nrecords/s, MB/s (MB = 2^20 bytes, as in Kafka's tools) and the latency from each Produce call to its\nacknowledgement. Flags:")
 		case "consume":
-			fmt.Fprintln(stderr, "Reads --topic from its start, every partition assigned directly (no consumer group), and\nreports records/s and MB/s (MB = 2^20 bytes, as in Kafka's tools). Flags:")
+			fmt.Fprintln(stderr, "Reads --topic from its start, every partition assigned directly (no consumer group) to one of\n--consumers kgo clients, and reports records/s and MB/s (MB = 2^20 bytes, as in Kafka's tools). Flags:")
 		case "e2e":
 			fmt.Fprintln(stderr, "Produces records stamped with their send time and reads them back in the same process;\nreports the end-to-end latency. With --rate 0 one record is in flight at a time. Flags:")
 		}
@@ -127,6 +128,9 @@ func parseBrokerFlags(args []string, stderr io.Writer) (*brokerConfig, error) {
 		fs.IntVar(&c.producers, "producers", 1, "producer clients; the records are split among them")
 		fs.IntVar(&c.maxBuffered, "max-buffered", 100_000, "records a producer may have buffered and unacknowledged (kgo MaxBufferedRecords); Produce blocks beyond")
 		fs.IntVar(&c.bufferBytes, "buffer-bytes", 32<<20, "record bytes a producer may have buffered and unacknowledged (kgo MaxBufferedBytes; Kafka's buffer.memory)")
+	}
+	if c.mode == "consume" {
+		fs.IntVar(&c.consumers, "consumers", 1, "consumer clients; partition i is read by client i mod N (kgo has one fetch in flight per broker and client)")
 	}
 	if c.mode != "produce" {
 		fs.IntVar(&c.fetchMaxBytes, "fetch-max-bytes", 50<<20, "most bytes per fetch response (per partition: a quarter of it)")
@@ -171,6 +175,8 @@ func parseBrokerFlags(args []string, stderr io.Writer) (*brokerConfig, error) {
 		return nil, fmt.Errorf("--linger %v: want 0 or more", c.linger)
 	case c.mode == "produce" && (c.producers < 1 || c.producers > 1000):
 		return nil, fmt.Errorf("--producers %d: want 1..1000", c.producers)
+	case c.mode == "consume" && (c.consumers < 1 || c.consumers > 1000):
+		return nil, fmt.Errorf("--consumers %d: want 1..1000", c.consumers)
 	case c.mode == "produce" && c.maxBuffered < 1:
 		return nil, fmt.Errorf("--max-buffered %d: want at least 1", c.maxBuffered)
 	case c.mode == "produce" && c.bufferBytes < c.size:
@@ -652,7 +658,8 @@ func (b *brokerBench) offsets(ctx context.Context, admin *kgo.Client, parts []in
 }
 
 // consume reads every partition from its start offset up to the end
-// offset found before starting (or --records records).
+// offset found before starting (or --records records), with --consumers
+// clients, each assigned every N-th partition that holds records.
 func (b *brokerBench) consume(ctx context.Context, admin *kgo.Client, parts []int32) error {
 	c := b.cfg
 	startOffs, endOffs, err := b.offsets(ctx, admin, parts)
@@ -660,11 +667,11 @@ func (b *brokerBench) consume(ctx context.Context, admin *kgo.Client, parts []in
 		return err
 	}
 	var available int64
-	assign := map[int32]kgo.Offset{}
+	var withData []int32
 	for _, p := range parts {
 		available += endOffs[p] - startOffs[p]
 		if endOffs[p] > startOffs[p] {
-			assign[p] = kgo.NewOffset().At(startOffs[p])
+			withData = append(withData, p)
 		}
 	}
 	want := c.records
@@ -674,44 +681,91 @@ func (b *brokerBench) consume(ctx context.Context, admin *kgo.Client, parts []in
 	if available == 0 || want > available {
 		return fmt.Errorf("topic %s holds %d records, want %d (run herd bench broker produce first)", c.topic, available, want)
 	}
+	nc := min(c.consumers, len(withData))
 	if !c.json {
-		fmt.Fprintf(b.stdout, "herd bench broker consume: %s, topic %s (%d partitions), %d records, fetch max %d B\n",
-			strings.Join(c.brokers, ","), c.topic, len(parts), want, c.fetchMaxBytes)
+		fmt.Fprintf(b.stdout, "herd bench broker consume: %s, topic %s (%d partitions), %d records, fetch max %d B, %d consumer(s)\n",
+			strings.Join(c.brokers, ","), c.topic, len(parts), want, c.fetchMaxBytes, nc)
 	}
-	cl, err := b.client(
-		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{c.topic: assign}),
-		kgo.FetchMaxBytes(int32(c.fetchMaxBytes)),
-		kgo.FetchMaxPartitionBytes(int32(max(c.fetchMaxBytes/4, 1024))),
-		kgo.FetchMaxWait(500*time.Millisecond),
-		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
-	)
-	if err != nil {
-		return err
+	type share struct {
+		assign map[int32]kgo.Offset
+		holds  int64 // records up to the end offsets
+		cl     *kgo.Client
 	}
-	defer cl.Close()
-	var n atomic.Int64
-	var bytes int64
+	shares := make([]share, nc)
+	for i, p := range withData {
+		sh := &shares[i%nc]
+		if sh.assign == nil {
+			sh.assign = map[int32]kgo.Offset{}
+		}
+		sh.assign[p] = kgo.NewOffset().At(startOffs[p])
+		sh.holds += endOffs[p] - startOffs[p]
+	}
+	for i := range shares {
+		cl, err := b.client(
+			kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{c.topic: shares[i].assign}),
+			kgo.FetchMaxBytes(int32(c.fetchMaxBytes)),
+			kgo.FetchMaxPartitionBytes(int32(max(c.fetchMaxBytes/4, 1024))),
+			kgo.FetchMaxWait(500*time.Millisecond),
+			kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
+		)
+		if err != nil {
+			for _, sh := range shares[:i] {
+				sh.cl.Close()
+			}
+			return err
+		}
+		shares[i].cl = cl
+	}
+	defer func() {
+		for _, sh := range shares {
+			sh.cl.Close()
+		}
+	}()
+	cctx, stop := context.WithCancel(ctx)
+	defer stop()
+	var n, bytes atomic.Int64
+	var mu sync.Mutex
+	var fetchErr error
 	done := make(chan struct{})
 	start := time.Now()
 	go b.progress("consume", &n, start, done)
 	defer close(done)
-	var fetchErr error
-	for n.Load() < want && ctx.Err() == nil && fetchErr == nil {
-		fs := cl.PollFetches(ctx)
-		fs.EachError(func(t string, p int32, err error) {
-			if !errors.Is(err, context.Canceled) && fetchErr == nil {
-				fetchErr = fmt.Errorf("fetching %s/%d: %w", t, p, err)
+	var wg sync.WaitGroup
+	for i := range shares {
+		sh := &shares[i]
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var got int64
+			for got < sh.holds && n.Load() < want && cctx.Err() == nil {
+				fs := sh.cl.PollFetches(cctx)
+				fs.EachError(func(t string, p int32, err error) {
+					if errors.Is(err, context.Canceled) {
+						return
+					}
+					mu.Lock()
+					if fetchErr == nil {
+						fetchErr = fmt.Errorf("fetching %s/%d: %w", t, p, err)
+					}
+					mu.Unlock()
+					stop()
+				})
+				k, kb := int64(0), int64(0)
+				fs.EachRecord(func(r *kgo.Record) {
+					k++
+					kb += int64(len(r.Key) + len(r.Value))
+				})
+				got += k
+				bytes.Add(kb)
+				if n.Add(k) >= want {
+					stop()
+				}
 			}
-		})
-		k := int64(0)
-		fs.EachRecord(func(r *kgo.Record) {
-			k++
-			bytes += int64(len(r.Key) + len(r.Value))
-		})
-		n.Add(k)
+		}()
 	}
+	wg.Wait()
 	elapsed := time.Since(start)
-	b.report(len(parts), n.Load(), bytes, 0, elapsed, nil)
+	b.report(len(parts), n.Load(), bytes.Load(), 0, elapsed, nil)
 	switch {
 	case fetchErr != nil:
 		return fetchErr

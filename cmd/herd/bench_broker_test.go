@@ -66,6 +66,8 @@ func TestBrokerFlags(t *testing.T) {
 		{"consume", b, "--records", "-1"},
 		{"consume", b, "--acks", "1"}, // produce and e2e only
 		{"consume", b, "--fetch-max-bytes", "10"},
+		{"consume", b, "--consumers", "0"},
+		{"produce", b, "--consumers", "2"}, // consume only
 		{"e2e", b, "--record-size", "15"},
 		{"e2e", b, "--rate", "-1"},
 		{"e2e", b, "--timeout", "0s"},
@@ -273,6 +275,13 @@ func brokerScenario(t *testing.T, addr string) {
 	r, stderr, code = runBrokerJSON(t, append([]string{"consume"}, common...)...)
 	if code != 0 || r.Mode != "consume" || r.Records != 30011 || r.Bytes != 30011*64 || r.Partitions != 4 || r.RecordsPerSec <= 0 {
 		t.Errorf("consume: exit %d, report %+v\n%s", code, r, stderr)
+	}
+	// Three clients over four partitions; more clients than partitions.
+	for _, nc := range []string{"3", "9"} {
+		r, stderr, code = runBrokerJSON(t, append([]string{"consume"}, append(common, "--consumers", nc)...)...)
+		if code != 0 || r.Records != 30011 || r.Bytes != 30011*64 {
+			t.Errorf("consume --consumers %s: exit %d, report %+v\n%s", nc, code, r, stderr)
+		}
 	}
 	r, stderr, code = runBrokerJSON(t, append([]string{"consume"}, append(common, "--records", "1000")...)...)
 	if code != 0 || r.Records < 1000 || r.Records > 30011 {
