@@ -103,6 +103,19 @@ func (d *Dir) do(op node.DiskOp, cb func(ev node.Event)) {
 	})
 }
 
+// recycle hands read buffers nothing references any more back to the
+// shell (Host.Recycle).
+func (d *Dir) recycle(bufs ...[]byte) {
+	if d.h.Recycle == nil {
+		return
+	}
+	for _, b := range bufs {
+		if cap(b) > 0 {
+			d.h.Recycle(b)
+		}
+	}
+}
+
 // later runs fn after the next disk completion. Answers that need no disk
 // (an empty read at the high watermark, an out-of-range offset) go through
 // here so that no callback ever runs inside the call that registered it;

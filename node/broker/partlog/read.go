@@ -401,6 +401,8 @@ func (l *Log) withIndex(s *segment, fn func(*segIndex, error)) {
 		if ev.Err == nil {
 			timeData = ev.Data
 		}
+		// Decoding copies the entries out: the buffers are free after.
+		defer l.d.recycle(offData, timeData)
 		if s.deleted {
 			fn(nil, node.ErrNotExist)
 			return
