@@ -39,7 +39,6 @@ func (l *Log) Read(offset int64, maxBytes int, minOneBatch bool, done func(ReadR
 	answer := func(recs []byte, err error) {
 		done(ReadResult{Records: recs, HighWatermark: hw, LogStartOffset: start, Err: err})
 	}
-	var w *walker
 	if err := l.usable(); err != nil {
 		l.d.later(func() { answer(nil, err) })
 		return
@@ -69,7 +68,7 @@ func (l *Log) Read(offset int64, maxBytes int, minOneBatch bool, done func(ReadR
 			span = seg.size - pos
 		}
 		r.ix = ix
-		w = &walker{l: l, seg: seg, want: span + int64(r.maxBytes) + batchHeaderSize, track: true}
+		w := &walker{l: l, seg: seg, want: span + int64(r.maxBytes) + batchHeaderSize, track: true}
 		if span > probeSpan {
 			// Big batches: the one at pos is usually the batch before
 			// offset (entries name a batch's last offset). Read its
@@ -287,14 +286,10 @@ type walker struct {
 // recycle hands every buffer the walk read back to the shell, except keep
 // (which the caller returns to its own caller).
 func (w *walker) recycle(keep []byte) {
-	if w == nil || w.l.d.h.Recycle == nil {
-		return
-	}
-	for i, b := range w.read {
-		if cap(b) > 0 && (keep == nil || &b[:1][0] != &keep[:1][0]) {
-			w.l.d.h.Recycle(b)
+	for _, b := range w.read {
+		if keep == nil || cap(b) == 0 || &b[:1][0] != &keep[:1][0] {
+			w.l.d.recycle(b)
 		}
-		w.read[i] = nil
 	}
 	w.read = nil
 }
