@@ -53,8 +53,8 @@ type sentRecycle struct {
 	after int64 // c.sent at the RecycleSent
 }
 
-// wroteBytes counts n bytes written and returns the recycled buffers that
-// are now free to the pool. Holds c.mu.
+// wroteBytes counts n bytes written and puts the recycled buffers they
+// free into the pool. The caller holds c.mu.
 func (c *conn) wroteBytes(n int) {
 	c.wrote += int64(n)
 	k := 0
