@@ -82,6 +82,7 @@ def main():
 
     # session close removes every ephemeral of the session and updates the parent
     c2_eph = [c2.create(base + "/c2eph-%d" % i, ephemeral=True) for i in range(3)]
+    c1.sync(base)  # c2's creates went through another server: c1's may lag
     before = c1.exists(base)
     c1_live = [base + "/eph"]
     stop(c2)
