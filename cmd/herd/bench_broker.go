@@ -181,8 +181,8 @@ func parseBrokerFlags(args []string, stderr io.Writer) (*brokerConfig, error) {
 		return nil, fmt.Errorf("--max-buffered %d: want at least 1", c.maxBuffered)
 	case c.mode == "produce" && c.bufferBytes < c.size:
 		return nil, fmt.Errorf("--buffer-bytes %d: want at least --record-size", c.bufferBytes)
-	case c.mode != "produce" && c.fetchMaxBytes < 1024:
-		return nil, fmt.Errorf("--fetch-max-bytes %d: want at least 1024", c.fetchMaxBytes)
+	case c.mode != "produce" && (c.fetchMaxBytes < 1024 || c.fetchMaxBytes > maxFetchMaxBytes):
+		return nil, fmt.Errorf("--fetch-max-bytes %d: want 1024..%d", c.fetchMaxBytes, maxFetchMaxBytes)
 	case c.rate < 0 || math.IsInf(c.rate, 0) || math.IsNaN(c.rate):
 		return nil, fmt.Errorf("--rate %v: want 0 or more", c.rate)
 	case c.mode == "e2e" && c.timeout <= 0:
@@ -196,6 +196,19 @@ func parseBrokerFlags(args []string, stderr io.Writer) (*brokerConfig, error) {
 		}
 	}
 	return c, nil
+}
+
+// maxFetchMaxBytes bounds --fetch-max-bytes so that brokerMaxRead stays
+// within what kgo allows (1 GiB).
+const maxFetchMaxBytes = 896 << 20
+
+// brokerMaxRead is the largest response the consumer accepts: a Fetch
+// response holds up to fetchMax bytes of records plus its fields, and its
+// first batch may exceed the limit (KIP-74). kgo's default, 100 MiB, made
+// --fetch-max-bytes 104857600 hang: every response was refused, and
+// fetched again.
+func brokerMaxRead(fetchMax int) int32 {
+	return int32(min(fetchMax+fetchMax/8+16<<20, 1<<30))
 }
 
 // parseBrokerAddrs parses --brokers; the port defaults to Kafka's 9092.
@@ -704,6 +717,8 @@ func (b *brokerBench) consume(ctx context.Context, admin *kgo.Client, parts []in
 		cl, err := b.client(
 			kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{c.topic: shares[i].assign}),
 			kgo.FetchMaxBytes(int32(c.fetchMaxBytes)),
+		kgo.BrokerMaxReadBytes(brokerMaxRead(c.fetchMaxBytes)),
+			kgo.BrokerMaxReadBytes(brokerMaxRead(c.fetchMaxBytes)),
 			kgo.FetchMaxPartitionBytes(int32(max(c.fetchMaxBytes/4, 1024))),
 			kgo.FetchMaxWait(500*time.Millisecond),
 			kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),

@@ -77,10 +77,7 @@ type fetchPart struct {
 
 func handleFetch(b *Broker, r *request, kreq kmsg.Request) {
 	req := kreq.(*kmsg.FetchRequest)
-	f := &fetch{b: b, r: r, req: req, minBytes: int(max(req.MinBytes, 0)), budget: math.MaxInt32}
-	if req.Version >= 3 {
-		f.budget = int(max(req.MaxBytes, 0))
-	}
+	f := &fetch{b: b, r: r, req: req, minBytes: int(max(req.MinBytes, 0)), budget: b.fetchBudget(req)}
 	wait := time.Duration(max(req.MaxWaitMillis, 0)) * time.Millisecond
 	f.deadline = b.env.Now().Add(wait)
 	if wait <= 0 {
@@ -241,10 +238,7 @@ func (f *fetch) respond() {
 		}
 		b.fetches = slices.DeleteFunc(b.fetches, func(g *fetch) bool { return g == f })
 	}
-	budget := math.MaxInt32
-	if f.req.Version >= 3 {
-		budget = int(max(f.req.MaxBytes, 0))
-	}
+	budget := b.fetchBudget(f.req)
 	first := true
 	parts := make([]fetchOut, len(f.parts))
 	for i := range f.parts {
@@ -293,6 +287,21 @@ func (f *fetch) respond() {
 		}
 	}
 	b.finishVec(f.r, outv)
+}
+
+// fetchBudget is the most record bytes a Fetch response carries: the
+// request's MaxBytes (v3+), capped by fetch.max.bytes as in Kafka. A larger
+// response would outgrow the shell's send queue bound and reset the
+// connection, which the client would only fetch again.
+func (b *Broker) fetchBudget(req *kmsg.FetchRequest) int {
+	budget := math.MaxInt32
+	if req.Version >= 3 {
+		budget = int(max(req.MaxBytes, 0))
+	}
+	if c := b.cfg.FetchMaxBytes; c > 0 {
+		budget = min(budget, c)
+	}
+	return budget
 }
 
 func (b *Broker) fetchCopyBelow() int {

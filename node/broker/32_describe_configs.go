@@ -217,6 +217,7 @@ func (b *Broker) brokerConfigs(req *kmsg.DescribeConfigsRequest, names []string)
 		"num.partitions":             strconv.Itoa(int(b.cfg.NumPartitions)),
 		"default.replication.factor": strconv.Itoa(int(b.cfg.DefaultReplicationFactor)),
 		"socket.request.max.bytes":   strconv.Itoa(b.cfg.SocketRequestMaxBytes),
+		"fetch.max.bytes":            strconv.Itoa(b.cfg.FetchMaxBytes),
 		"auto.create.topics.enable":  strconv.FormatBool(b.cfg.AutoCreateTopics),
 		"log.segment.bytes":          strconv.FormatInt(b.cfg.Log.SegmentBytes, 10),
 		"log.roll.ms":                strconv.FormatInt(b.cfg.Log.SegmentMs, 10),

@@ -737,3 +737,23 @@ func splitBatches(t *testing.T, recs []byte) [][]kmsg.Record {
 	}
 	return out
 }
+
+// fetch.max.bytes caps a Fetch response whatever its MaxBytes asks for:
+// a 100 MiB response outgrew the shell's send queue bound and reset the
+// connection on every try.
+func TestFetchMaxBytesConfig(t *testing.T) {
+	cfg := testConfig()
+	cfg.FetchMaxBytes = 5000
+	h := newHarness(t, cfg, openPartlogDir)
+	c := h.connect()
+	createTopic(t, h, c, "t", 1)
+	v := strings.Repeat("v", 2000)
+	for i := range 4 {
+		h.call(c, produceReq(1, "t", 0, batch(int64(i), v)))
+	}
+	f := fetchReq("t", 0, 0, 1, 0) // MaxBytes 50 MiB, PartitionMaxBytes 1 MiB
+	p := h.call(c, f).(*kmsg.FetchResponse).Topics[0].Partitions[0]
+	if n := len(splitBatches(t, p.RecordBatches)); n != 2 || len(p.RecordBatches) > 5000 {
+		t.Fatalf("%d batches, %d bytes: want the 2 that fit in fetch.max.bytes 5000", n, len(p.RecordBatches))
+	}
+}

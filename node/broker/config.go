@@ -33,6 +33,10 @@ type Config struct {
 	// SocketRequestMaxBytes bounds a request's size; a larger one closes
 	// the connection, as Kafka does.
 	SocketRequestMaxBytes int
+	// FetchMaxBytes is fetch.max.bytes: the most record bytes one Fetch
+	// response carries, whatever the request asks for (Kafka's default,
+	// 55 MiB, keeps a response inside the shell's send queue bound).
+	FetchMaxBytes int
 	// AutoCreateTopics is auto.create.topics.enable.
 	AutoCreateTopics bool
 	// ZookeeperConnect is zookeeper.connect, kept for clustering; a single
@@ -68,6 +72,7 @@ func (l Listener) Addr() string { return joinHostPort(l.Host, strconv.Itoa(l.Por
 // Kafka's defaults.
 const (
 	DefaultSocketRequestMaxBytes = 104857600
+	DefaultFetchMaxBytes         = 57671680
 	DefaultPort                  = 9092
 )
 
@@ -81,6 +86,7 @@ func DefaultConfig(dir string) Config {
 		DefaultReplicationFactor: 1,
 		Log:                      partlog.DefaultConfig(),
 		SocketRequestMaxBytes:    DefaultSocketRequestMaxBytes,
+		FetchMaxBytes:            DefaultFetchMaxBytes,
 		AutoCreateTopics:         true,
 		ClusterID:                "herd",
 		Props:                    map[string]string{},
@@ -174,6 +180,9 @@ func ParseServerProperties(text string) (Config, error) {
 		case "socket.request.max.bytes":
 			n, _, err = intIn(key, 1, math.MaxInt32)
 			c.SocketRequestMaxBytes = int(n)
+		case "fetch.max.bytes":
+			n, _, err = intIn(key, 1024, math.MaxInt32)
+			c.FetchMaxBytes = int(n)
 		case "auto.create.topics.enable":
 			c.AutoCreateTopics, err = parseBool(val)
 			if err != nil {
