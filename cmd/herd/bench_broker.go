@@ -717,7 +717,7 @@ func (b *brokerBench) consume(ctx context.Context, admin *kgo.Client, parts []in
 		cl, err := b.client(
 			kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{c.topic: shares[i].assign}),
 			kgo.FetchMaxBytes(int32(c.fetchMaxBytes)),
-		kgo.BrokerMaxReadBytes(brokerMaxRead(c.fetchMaxBytes)),
+			kgo.BrokerMaxReadBytes(brokerMaxRead(c.fetchMaxBytes)),
 			kgo.BrokerMaxReadBytes(brokerMaxRead(c.fetchMaxBytes)),
 			kgo.FetchMaxPartitionBytes(int32(max(c.fetchMaxBytes/4, 1024))),
 			kgo.FetchMaxWait(500*time.Millisecond),
