@@ -718,7 +718,6 @@ func (b *brokerBench) consume(ctx context.Context, admin *kgo.Client, parts []in
 			kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{c.topic: shares[i].assign}),
 			kgo.FetchMaxBytes(int32(c.fetchMaxBytes)),
 			kgo.BrokerMaxReadBytes(brokerMaxRead(c.fetchMaxBytes)),
-			kgo.BrokerMaxReadBytes(brokerMaxRead(c.fetchMaxBytes)),
 			kgo.FetchMaxPartitionBytes(int32(max(c.fetchMaxBytes/4, 1024))),
 			kgo.FetchMaxWait(500*time.Millisecond),
 			kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
@@ -815,6 +814,7 @@ func (b *brokerBench) e2e(ctx context.Context, admin *kgo.Client, parts []int32)
 		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{c.topic: assign}),
 		kgo.FetchMaxWait(100*time.Millisecond),
 		kgo.FetchMaxBytes(int32(c.fetchMaxBytes)),
+		kgo.BrokerMaxReadBytes(brokerMaxRead(c.fetchMaxBytes)),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
 	)
 	if err != nil {
