@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"os/exec"
 	"strings"
 	"sync"
 	"testing"
@@ -386,4 +387,53 @@ func TestBrokerBenchLive(t *testing.T) {
 		t.Skip("set HERD_KAFKA_BROKERS=host:port,... to run against a live Kafka-compatible broker")
 	}
 	brokerScenario(t, s)
+}
+
+func TestBenchBrokerGodebug(t *testing.T) {
+	for _, c := range []struct {
+		cur, want string
+		exec      bool
+	}{
+		{"", "madvdontneed=0", true},
+		{"gctrace=1", "gctrace=1,madvdontneed=0", true},
+		{"madvdontneed=1", "madvdontneed=1", false},
+		{"gctrace=1, madvdontneed=0", "gctrace=1, madvdontneed=0", false},
+		{"xmadvdontneed=1", "xmadvdontneed=1,madvdontneed=0", true},
+	} {
+		got, exec := benchBrokerGodebug(c.cur)
+		if got != c.want || exec != c.exec {
+			t.Errorf("benchBrokerGodebug(%q) = %q, %v; want %q, %v", c.cur, got, exec, c.want, c.exec)
+		}
+	}
+}
+
+// TestBenchBrokerReexec runs this test binary as herd (TestMain) with
+// `bench broker produce` against a closed port: it must start again with
+// madvdontneed=0 and then fail as it would have, once; other subcommands,
+// and a GODEBUG that sets madvdontneed, run as they are.
+func TestBenchBrokerReexec(t *testing.T) {
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	run := func(godebug string, args ...string) (string, int) {
+		cmd := exec.Command(exe, args...)
+		cmd.Env = append(os.Environ(), runAsHerd+"=1", "GODEBUG="+godebug)
+		out, _ := cmd.CombinedOutput()
+		return string(out), cmd.ProcessState.ExitCode()
+	}
+	closed := "127.0.0.1:1"
+	out, code := run("", "bench", "broker", "produce", "--brokers", closed, "--connect-timeout", "2s")
+	if want := "started with GODEBUG=\"\"\nstarted with GODEBUG=\"madvdontneed=0\"\n"; !strings.HasPrefix(out, want) || code != 1 ||
+		!strings.Contains(out, "connection refused") {
+		t.Errorf("bench broker produce: exit %d, output:\n%s\nwant exit 1 after lines\n%s", code, out, want)
+	}
+	out, code = run("madvdontneed=1", "bench", "broker", "consume", "--brokers", closed, "--connect-timeout", "2s")
+	if want := "started with GODEBUG=\"madvdontneed=1\"\nherd bench broker"; !strings.HasPrefix(out, want) || code != 1 {
+		t.Errorf("bench broker consume with madvdontneed=1: exit %d, output:\n%s\nwant exit 1 and a start like\n%s", code, out, want)
+	}
+	out, code = run("", "bench", "nothing")
+	if want := "started with GODEBUG=\"\"\nherd bench: unknown target"; !strings.HasPrefix(out, want) || code != 2 {
+		t.Errorf("bench nothing: exit %d, output:\n%s\nwant exit 2 and a start like\n%s", code, out, want)
+	}
 }

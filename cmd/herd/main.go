@@ -37,6 +37,7 @@ func usage(w io.Writer) {
 }
 
 func main() {
+	reexecBenchBroker()
 	os.Exit(dispatch(os.Args[1:], os.Stdout, os.Stderr))
 }
 

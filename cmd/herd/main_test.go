@@ -2,6 +2,8 @@ package main
 
 import (
 	"bytes"
+	"fmt"
+	"os"
 	"regexp"
 	"strings"
 	"testing"
@@ -9,7 +11,18 @@ import (
 	"go.uber.org/goleak"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) {
+	// runAsHerd: the test binary runs main itself, as the herd binary would
+	// (TestBenchBrokerReexec), and says what GODEBUG it started with.
+	if os.Getenv(runAsHerd) == "1" {
+		fmt.Fprintf(os.Stderr, "started with GODEBUG=%q\n", os.Getenv("GODEBUG"))
+		main()
+		return
+	}
+	goleak.VerifyTestMain(m)
+}
+
+const runAsHerd = "HERD_TEST_RUN_AS_HERD"
 
 func herd(t *testing.T, args ...string) (string, int) {
 	t.Helper()
