@@ -105,6 +105,7 @@ func parseBrokerFlags(args []string, stderr io.Writer) (*brokerConfig, error) {
 			fmt.Fprintln(stderr, "Produces records stamped with their send time and reads them back in the same process;\nreports the end-to-end latency. With --rate 0 one record is in flight at a time. Flags:")
 		}
 		fs.PrintDefaults()
+		fmt.Fprintln(stderr, "\nThe clients run with GODEBUG=madvdontneed=0 (keeps freed response memory mapped; DESIGN.md,\nsection 11) unless GODEBUG already sets madvdontneed.")
 	}
 	brokers := fs.String("brokers", "", "comma-separated bootstrap host:port addresses")
 	fs.StringVar(&c.topic, "topic", "herd-bench", "topic (produce and e2e create it if missing)")
