@@ -392,7 +392,7 @@ func TestBrokerBenchLive(t *testing.T) {
 func TestBenchBrokerGodebug(t *testing.T) {
 	for _, c := range []struct {
 		cur, want string
-		exec      bool
+		reexec    bool
 	}{
 		{"", "madvdontneed=0", true},
 		{"gctrace=1", "gctrace=1,madvdontneed=0", true},
@@ -400,9 +400,9 @@ func TestBenchBrokerGodebug(t *testing.T) {
 		{"gctrace=1, madvdontneed=0", "gctrace=1, madvdontneed=0", false},
 		{"xmadvdontneed=1", "xmadvdontneed=1,madvdontneed=0", true},
 	} {
-		got, exec := benchBrokerGodebug(c.cur)
-		if got != c.want || exec != c.exec {
-			t.Errorf("benchBrokerGodebug(%q) = %q, %v; want %q, %v", c.cur, got, exec, c.want, c.exec)
+		got, reexec := benchBrokerGodebug(c.cur)
+		if got != c.want || reexec != c.reexec {
+			t.Errorf("benchBrokerGodebug(%q) = %q, %v; want %q, %v", c.cur, got, reexec, c.want, c.reexec)
 		}
 	}
 }
