@@ -38,6 +38,14 @@ import (
 //   - the high watermark never goes back: a fetch invoked after another
 //     returned reports at least the earlier fetch's high watermark.
 //
+// For the other topics (acknowledged once in the page cache) the same three
+// hold between power losses (PowerLoss): a killed or halted process leaves
+// its completed writes in the page cache, so only a power loss may take
+// back what was acknowledged or served, and only what was acknowledged or
+// served before it. What was first seen (its produce or fetch sent) after
+// the latest power loss must still be there: no other record at its
+// offset, the high watermark not below it, and (Final) read back.
+//
 // Values must be unique per produce request; retries repeat them.
 
 // KafkaTP names a topic partition.
@@ -120,6 +128,8 @@ type KafkaLog struct {
 	durable func(topic string) bool
 	parts   map[KafkaTP]*kafkaPart
 	values  map[string]*kafkaValue
+	// lastLoss is when the broker last lost power (0: never).
+	lastLoss int64
 }
 
 type kafkaPart struct {
@@ -132,6 +142,11 @@ type kafkaPart struct {
 	// a binary search.
 	acks []kafkaMark
 	hws  []kafkaMark
+	// safeAcks is acks for the checks that acknowledged records survive:
+	// acks itself on durable topics; on the others only the
+	// acknowledgements of produces sent since the latest power loss (a
+	// power loss empties it, and hws).
+	safeAcks []kafkaMark
 }
 
 type kafkaSlot struct {
@@ -141,6 +156,10 @@ type kafkaSlot struct {
 	// acknowledged here); readBack says a fetch invoked later served it.
 	ackedAt  int64
 	readBack bool
+	// seen is when the first produce or fetch that showed value here was
+	// sent, and ackCall when the acknowledged one was: on topics that may
+	// lose records in a power loss, a loss after that excuses them.
+	seen, ackCall int64
 }
 
 type kafkaMark struct {
@@ -171,6 +190,24 @@ func (k *KafkaLog) part(tp KafkaTP) *kafkaPart {
 }
 
 func at(ns int64) string { return time.Duration(ns).String() }
+
+// PowerLoss records that the broker lost power at t: on topics that do not
+// fsync every batch, what was acknowledged or served before may be gone.
+func (k *KafkaLog) PowerLoss(t int64) {
+	k.lastLoss = max(k.lastLoss, t)
+	for _, pt := range k.parts { // order-independent: only clears
+		if !pt.durable {
+			pt.safeAcks, pt.hws = nil, nil
+		}
+	}
+}
+
+// protected says whether what was seen at the time t (a produce or fetch
+// sent then) must still be in pt's log: always on durable topics, and on the
+// others if the broker has not lost power since.
+func (k *KafkaLog) protected(pt *kafkaPart, t int64) bool {
+	return pt.durable || t > k.lastLoss
+}
 
 // ProduceSent records a produce request as it is sent.
 func (k *KafkaLog) ProduceSent(p *KafkaProduce) error {
@@ -216,27 +253,43 @@ func (k *KafkaLog) ProduceDone(p *KafkaProduce) error {
 	}
 	from := fmt.Sprintf("acknowledged to %s at %s", p.Client, at(p.Return))
 	for i, v := range p.Values {
-		if err := k.place(pt, p.Offset+int64(i), v, from, p.Return); err != nil {
+		if err := k.place(pt, p.Offset+int64(i), v, from, p.Call, p.Return); err != nil {
 			return err
 		}
 	}
-	end := p.Offset + int64(len(p.Values))
-	if n := len(pt.acks); n > 0 {
-		end = max(end, pt.acks[n-1].value)
+	pt.acks = appendMark(pt.acks, p, from)
+	if pt.durable {
+		pt.safeAcks = pt.acks
+	} else if k.protected(pt, p.Call) {
+		pt.safeAcks = appendMark(pt.safeAcks, p, from)
 	}
-	pt.acks = append(pt.acks, kafkaMark{at: p.Return, value: end, from: from})
 	return nil
 }
 
+// appendMark adds an acknowledgement to marks, keeping the running maximum.
+func appendMark(marks []kafkaMark, p *KafkaProduce, from string) []kafkaMark {
+	end := p.Offset + int64(len(p.Values))
+	if n := len(marks); n > 0 {
+		end = max(end, marks[n-1].value)
+	}
+	return append(marks, kafkaMark{at: p.Return, value: end, from: from})
+}
+
 // place records that off holds v: the same-offset and same-value checks.
-// ackedAt is the acknowledgement's time, or 0 for a fetch. On a topic that
-// may lose acknowledged records (and so reuse their offsets), only the
-// same-value check applies: a lost record is never produced again unless
-// its produce had an unknown outcome.
-func (k *KafkaLog) place(pt *kafkaPart, off int64, v, from string, ackedAt int64) error {
+// call is when the produce or fetch that shows it was sent; ackedAt is the
+// acknowledgement's time, or 0 for a fetch. On a topic that may lose
+// acknowledged records in a power loss (and so reuse their offsets), an
+// offset may change only if what it held was first seen before the latest
+// power loss; the same-value check always applies: a lost record is never
+// produced again unless its produce had an unknown outcome.
+func (k *KafkaLog) place(pt *kafkaPart, off int64, v, from string, call, ackedAt int64) error {
 	slot, ok := pt.at[off]
-	if pt.durable && ok && slot.value != v {
-		return fmt.Errorf("%s: offset %d holds two records: %q (%s) and %q (%s)", pt.tp, off, slot.value, slot.from, v, from)
+	if ok && slot.value != v && k.protected(pt, slot.seen) {
+		if pt.durable {
+			return fmt.Errorf("%s: offset %d holds two records: %q (%s) and %q (%s)", pt.tp, off, slot.value, slot.from, v, from)
+		}
+		return fmt.Errorf("%s: offset %d holds two records: %q (%s) and %q (%s), and the broker did not lose power in between (a killed process leaves its writes in the page cache)",
+			pt.tp, off, slot.value, slot.from, v, from)
 	}
 	if !ok || slot.value != v {
 		kv := k.values[v]
@@ -247,13 +300,10 @@ func (k *KafkaLog) place(pt *kafkaPart, off int64, v, from string, ackedAt int64
 			return fmt.Errorf("%s: record %q is at offsets %v, but none of its produces had an unknown outcome (%d acknowledged, %d refused): duplicated by the broker (latest: %s)",
 				pt.tp, v, kv.offsets, kv.acked, kv.refused, from)
 		}
-		if !pt.durable {
-			return nil
-		}
-		slot = kafkaSlot{value: v, from: from}
+		slot = kafkaSlot{value: v, from: from, seen: call}
 	}
 	if ackedAt != 0 && slot.ackedAt == 0 {
-		slot.ackedAt = ackedAt
+		slot.ackedAt, slot.ackCall = ackedAt, call
 	}
 	pt.at[off] = slot
 	return nil
@@ -277,10 +327,7 @@ func (k *KafkaLog) Fetched(f *KafkaFetch) error {
 			return err
 		}
 	}
-	if !pt.durable {
-		return k.records(pt, f, where)
-	}
-	if ack, ok := before(pt.acks, f.Call); ok {
+	if ack, ok := before(pt.safeAcks, f.Call); ok {
 		switch {
 		case f.Err == 0 && f.HighWatermark < ack.value:
 			return fmt.Errorf("%s: high watermark %d, but offsets up to %d were acknowledged before it was sent (the last %s): acknowledged records lost",
@@ -293,7 +340,9 @@ func (k *KafkaLog) Fetched(f *KafkaFetch) error {
 				where, ack.value-1, ack.from)
 		}
 	}
-	if (f.Err == 0 || f.Err == kafkaOffsetOutOfRange) && f.HighWatermark >= 0 {
+	// A fetch sent before a power loss may report a high watermark the
+	// loss took back: it sets no mark.
+	if (f.Err == 0 || f.Err == kafkaOffsetOutOfRange) && f.HighWatermark >= 0 && k.protected(pt, f.Call) {
 		if prev, ok := before(pt.hws, f.Call); ok && f.HighWatermark < prev.value {
 			return fmt.Errorf("%s: high watermark %d, below the %d %s: the high watermark went back", where, f.HighWatermark, prev.value, prev.from)
 		}
@@ -354,7 +403,7 @@ func (k *KafkaLog) records(pt *kafkaPart, f *KafkaFetch, where string) error {
 			case kv.acked+kv.unknown+kv.pending == 0:
 				return fmt.Errorf("%s: offset %d holds %q, whose every produce the broker refused", where, r.Offset, r.Value)
 			}
-			if err := k.place(pt, r.Offset, r.Value, "served to "+where, 0); err != nil {
+			if err := k.place(pt, r.Offset, r.Value, "served to "+where, f.Call, 0); err != nil {
 				return err
 			}
 			if slot, ok := pt.at[r.Offset]; ok && slot.ackedAt != 0 && slot.ackedAt < f.Call && !slot.readBack {
@@ -366,15 +415,16 @@ func (k *KafkaLog) records(pt *kafkaPart, f *KafkaFetch, where string) error {
 	return nil
 }
 
-// Final checks that every acknowledged record of a durable topic was read
-// back at its offset by a fetch sent after the acknowledgement (the
+// Final checks that every acknowledged record of a durable topic, and of the
+// others every one whose produce was sent after the latest power loss, was
+// read back at its offset by a fetch sent after the acknowledgement (the
 // workload's final scan makes sure one is).
 func (k *KafkaLog) Final() error {
 	var missing []string
 	for _, pt := range k.sortedParts() {
 		offs := make([]int64, 0, len(pt.at))
 		for off, s := range pt.at { // order-independent: sorted below
-			if s.ackedAt != 0 && !s.readBack {
+			if s.ackedAt != 0 && !s.readBack && k.protected(pt, s.ackCall) {
 				offs = append(offs, off)
 			}
 		}
@@ -417,7 +467,10 @@ func (k *KafkaLog) sortedParts() []*kafkaPart {
 // answered at Return, fetches answered at Return; events are replayed in
 // time order (at equal times: sends, then fetch answers, then produce
 // answers).
-func CheckKafka(produces []KafkaProduce, fetches []KafkaFetch, durable func(topic string) bool) error {
+//
+// losses are the times the broker lost power (PowerLoss), applied before
+// anything else that happened at the same time.
+func CheckKafka(produces []KafkaProduce, fetches []KafkaFetch, durable func(topic string) bool, losses ...int64) error {
 	type event struct {
 		t    int64
 		rank int
@@ -433,11 +486,16 @@ func CheckKafka(produces []KafkaProduce, fetches []KafkaFetch, durable func(topi
 	for i := range fetches {
 		evs = append(evs, event{fetches[i].Return, 1, i})
 	}
+	for i, t := range losses {
+		evs = append(evs, event{t, -1, i})
+	}
 	slices.SortStableFunc(evs, func(a, b event) int { return cmp.Or(cmp.Compare(a.t, b.t), cmp.Compare(a.rank, b.rank)) })
 	k := NewKafkaLog(durable)
 	for _, e := range evs {
 		var err error
 		switch e.rank {
+		case -1:
+			k.PowerLoss(losses[e.idx])
 		case 0:
 			err = k.ProduceSent(&produces[e.idx])
 		case 1:

@@ -134,6 +134,9 @@ func (n *Node) down(crash bool) {
 	n.bgLane.reset()
 	n.m = nil
 	n.gate = nil
+	if crash && n.OnPowerLoss != nil {
+		n.OnPowerLoss()
+	}
 }
 
 // Crash kills the machine (power loss: unsynced data may be lost or torn).

@@ -78,6 +78,11 @@ type NodeSpec struct {
 	// Client marks workload generators: the fault schedule leaves them alone
 	// unless the scenario's profile says otherwise.
 	Client bool
+	// OnPowerLoss, if set, is called when the machine loses power (a crash,
+	// not a kill or a halt), after its disk became its crash image: checks
+	// that hold only between power losses (what sits in the page cache
+	// outlives a killed process) reset there.
+	OnPowerLoss func()
 }
 
 // World is one simulation run.

@@ -57,6 +57,10 @@ const (
 	// watermark) once written, without waiting for the fsync the flush
 	// policy demands.
 	BugAckBeforeFlush = "ack-before-flush"
+	// BugAckBeforeWrite acknowledges an append (and advances the high
+	// watermark) once its write is submitted, without waiting for the
+	// write to complete: a killed process takes writes not yet done with it.
+	BugAckBeforeWrite = "ack-before-write"
 	// BugReuseOffset restarts a recovered log at its checkpointed recovery
 	// point instead of the recovered end, so new appends reuse offsets.
 	BugReuseOffset = "reuse-offset"

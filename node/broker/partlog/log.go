@@ -197,7 +197,11 @@ func (l *Log) Append(batches []byte, leaderEpoch int32, done func(err error)) (b
 	if l.d.h.Bug == BugAckBeforeFlush {
 		flushSeq = 0 // the fsync still runs, but nothing waits for it
 	}
-	l.queue = append(l.queue, pendingAppend{end: off, writeSeq: l.writeSeq, flushSeq: flushSeq, bytes: int64(len(batches)), done: done})
+	writeSeq := l.writeSeq
+	if l.d.h.Bug == BugAckBeforeWrite {
+		writeSeq = 0 // the write still runs, but nothing waits for it
+	}
+	l.queue = append(l.queue, pendingAppend{end: off, writeSeq: writeSeq, flushSeq: flushSeq, bytes: int64(len(batches)), done: done})
 	l.pendingBytes += int64(len(batches))
 	return base, off - 1, logAppendTime, nil
 }
