@@ -142,11 +142,11 @@ type kafkaPart struct {
 	// a binary search.
 	acks []kafkaMark
 	hws  []kafkaMark
-	// safeAcks is acks for the checks that acknowledged records survive:
-	// acks itself on durable topics; on the others only the
-	// acknowledgements of produces sent since the latest power loss (a
-	// power loss empties it, and hws).
-	safeAcks []kafkaMark
+	// sinceLoss is acks restricted to the produces sent since the
+	// broker's latest power loss (a power loss empties it, and hws), kept
+	// on topics that do not fsync every batch only; survivalMarks says
+	// which list the survival checks use.
+	sinceLoss []kafkaMark
 }
 
 type kafkaSlot struct {
@@ -197,7 +197,7 @@ func (k *KafkaLog) PowerLoss(t int64) {
 	k.lastLoss = max(k.lastLoss, t)
 	for _, pt := range k.parts { // order-independent: only clears
 		if !pt.durable {
-			pt.safeAcks, pt.hws = nil, nil
+			pt.sinceLoss, pt.hws = nil, nil
 		}
 	}
 }
@@ -258,12 +258,19 @@ func (k *KafkaLog) ProduceDone(p *KafkaProduce) error {
 		}
 	}
 	pt.acks = appendMark(pt.acks, p, from)
-	if pt.durable {
-		pt.safeAcks = pt.acks
-	} else if k.protected(pt, p.Call) {
-		pt.safeAcks = appendMark(pt.safeAcks, p, from)
+	if !pt.durable && k.protected(pt, p.Call) {
+		pt.sinceLoss = appendMark(pt.sinceLoss, p, from)
 	}
 	return nil
+}
+
+// survivalMarks are the acknowledgements a fetch must not find lost: all of
+// them on a durable topic, on the others those since the latest power loss.
+func (pt *kafkaPart) survivalMarks() []kafkaMark {
+	if pt.durable {
+		return pt.acks
+	}
+	return pt.sinceLoss
 }
 
 // appendMark adds an acknowledgement to marks, keeping the running maximum.
@@ -327,7 +334,7 @@ func (k *KafkaLog) Fetched(f *KafkaFetch) error {
 			return err
 		}
 	}
-	if ack, ok := before(pt.safeAcks, f.Call); ok {
+	if ack, ok := before(pt.survivalMarks(), f.Call); ok {
 		switch {
 		case f.Err == 0 && f.HighWatermark < ack.value:
 			return fmt.Errorf("%s: high watermark %d, but offsets up to %d were acknowledged before it was sent (the last %s): acknowledged records lost",

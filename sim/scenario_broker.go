@@ -217,8 +217,9 @@ type brokerWorkload struct {
 	scanAt   map[checker.KafkaTP]int64 // next offset to scan, per partition
 	scanBusy map[checker.KafkaTP]bool  // a scan fetch is in flight
 	// scanEnd marks partitions of non-durable topics whose scan reached
-	// the high watermark: acknowledged records may be lost there, so the
-	// acknowledged end is no target.
+	// the high watermark: a power loss may have taken acknowledged records
+	// there, so the acknowledged end is no target (the checker knows which
+	// ones it may have taken).
 	scanEnd map[checker.KafkaTP]bool
 
 	parts      map[string]int32 // partitions per topic, as Metadata said
