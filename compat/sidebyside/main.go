@@ -38,6 +38,7 @@ type report struct {
 	P99Us     float64 `json:"p99_us"`
 	P999Us    float64 `json:"p999_us"`
 	Errors    int64   `json:"errors"`
+	Seconds   float64 `json:"seconds"`
 }
 
 type options struct {
@@ -226,7 +227,10 @@ func throughput(o options, stdout, stderr io.Writer) error {
 		fmt.Fprintln(stdout, "note:", s)
 	}
 	fmt.Fprintf(stdout, "ZooKeeper JVM flags: %s\n", strings.Join(o.jvmFlags, " "))
-	fmt.Fprintf(stdout, "%-4s %-7s %-10s %10s %10s %10s %10s\n", "K", "phase", "target", "ops/s", "p50", "p99", "p999")
+	// The phase's length and the spread of p99 over the rounds are shown
+	// because a short phase (a fast target's create or delete of --keys)
+	// weighs its start and any single stall more in its p99.
+	fmt.Fprintf(stdout, "%-4s %-7s %-10s %10s %10s %10s %10s %8s  %s\n", "K", "phase", "target", "ops/s", "p50", "p99", "p999", "time", "p99 over rounds")
 	for _, k := range o.outstanding {
 		for _, ph := range phases {
 			vals := map[ensemble.Kind][2]float64{}
@@ -238,9 +242,14 @@ func throughput(o options, stdout, stderr io.Writer) error {
 				ops := median(rs, func(r report) float64 { return r.OpsPerSec })
 				p99 := median(rs, func(r report) float64 { return r.P99Us })
 				vals[kind] = [2]float64{ops, p99}
-				fmt.Fprintf(stdout, "%-4d %-7s %-10s %10.0f %10s %10s %10s\n", k, ph, kind, ops,
+				lo, hi := rs[0].P99Us, rs[0].P99Us
+				for _, r := range rs {
+					lo, hi = min(lo, r.P99Us), max(hi, r.P99Us)
+				}
+				fmt.Fprintf(stdout, "%-4d %-7s %-10s %10.0f %10s %10s %10s %7.1fs  %s–%s\n", k, ph, kind, ops,
 					us(median(rs, func(r report) float64 { return r.P50Us })), us(p99),
-					us(median(rs, func(r report) float64 { return r.P999Us })))
+					us(median(rs, func(r report) float64 { return r.P999Us })),
+					median(rs, func(r report) float64 { return r.Seconds }), us(lo), us(hi))
 			}
 			h, okh := vals[ensemble.Herd]
 			z, okz := vals[ensemble.ZooKeeper]
