@@ -858,3 +858,16 @@ func TestCoalescingConnErrors(t *testing.T) {
 		t.Errorf("Write after Close: %v, want net.ErrClosed", err)
 	}
 }
+
+// TestKeeperWorkerPath checks the hand-built znode path against the format
+// it replaces, for indices shorter than, as long as and longer than its ten
+// digits, and that reusing the scratch buffer does not leak digits between
+// calls.
+func TestKeeperWorkerPath(t *testing.T) {
+	w := &keeperWorker{s: &keeperSession{dir: "/herd-bench/s0007"}}
+	for _, i := range []int64{0, 7, 42, 999999999, 1000000000, 9999999999, 12345678901, 3} {
+		if got, want := w.path(i), fmt.Sprintf("%s/n%010d", w.s.dir, i); got != want {
+			t.Errorf("path(%d) = %q, want %q", i, got, want)
+		}
+	}
+}
