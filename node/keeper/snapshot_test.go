@@ -38,9 +38,9 @@ func TestIncrementalSnapshotMatchesWhole(t *testing.T) {
 		var got []byte
 		for !enc.Next(step) {
 			steps++
-			got = append(got, enc.Take()...)
+			got = append(got, enc.Take(nil)...)
 		}
-		got = append(got, enc.Take()...)
+		got = append(got, enc.Take(nil)...)
 		if !bytes.Equal(got, whole) {
 			t.Fatalf("step %d: image differs from the whole encoding (%d vs %d bytes)", step, len(got), len(whole))
 		}
@@ -125,12 +125,12 @@ func TestSnapshotWhileApplying(t *testing.T) {
 		enc := tr.beginSnapshot()
 		var image []byte
 		for !enc.Next(1 + rnd.IntN(5)) {
-			image = append(image, enc.Take()...)
+			image = append(image, enc.Take(nil)...)
 			for range rnd.IntN(6) {
 				mutate()
 			}
 		}
-		image = append(image, enc.Take()...)
+		image = append(image, enc.Take(nil)...)
 		if tr.enc != nil {
 			t.Fatalf("seed %d: the tree still keeps images after the snapshot", seed)
 		}

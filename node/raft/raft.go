@@ -181,8 +181,13 @@ type SnapshotEncoder interface {
 	// about to be replaced).
 	Abort()
 	// Take returns the bytes encoded since the previous Take. They belong
-	// to raft from then on: the encoder must not touch them again.
-	Take() []byte
+	// to raft from then on: the encoder must not touch them again. reuse,
+	// if not nil, is an empty buffer raft is done with (a piece it has
+	// written) that the encoder may encode the next piece into: a fresh
+	// buffer for every piece of a large image was a page fault per 4 KiB,
+	// and under a memory limit the runtime returned memory to the OS to
+	// make room for each (a twentieth of a server's CPU in madvise).
+	Take(reuse []byte) []byte
 }
 
 // Hooks tell the host what happened. Any may be nil.

@@ -99,6 +99,9 @@ type storage struct {
 	// from an aborted one's.
 	encWriting int
 	encSeq     uint64
+	// encSpare holds written pieces' buffers (at most
+	// maxSnapshotPiecesInFlight) for the encoder to fill again (Take).
+	encSpare [][]byte
 	// encUnsynced counts the encoding's bytes written since its last
 	// sync (see Config.SnapshotSyncBytes).
 	encUnsynced int
@@ -453,13 +456,22 @@ func (s *storage) encodeStep() {
 	began := r.env.Now()
 	done := s.encoder.Next(r.cfg.SnapshotStep)
 	spent := r.env.Now().Sub(began)
-	if piece := s.encoder.Take(); len(piece) > 0 {
+	var reuse []byte
+	if k := len(s.encSpare); k > 0 {
+		reuse, s.encSpare[k-1] = s.encSpare[k-1], nil
+		s.encSpare = s.encSpare[:k-1]
+	}
+	if piece := s.encoder.Take(reuse); len(piece) > 0 {
 		seq := s.encSeq
 		s.encWriting++
 		s.do(node.WriteOp(s.encTmp, int64(snapHeader+s.encLen), piece), func(ev node.Event) {
 			if ev.Err != nil {
 				r.env.Halt(fmt.Sprintf("raft: snapshot write failed: %v", ev.Err))
 				return
+			}
+			// Written: the disk holds its own copy now.
+			if len(s.encSpare) < maxSnapshotPiecesInFlight {
+				s.encSpare = append(s.encSpare, piece[:0])
 			}
 			if seq != s.encSeq {
 				return // an aborted encoding's
