@@ -39,15 +39,33 @@ func setGCMemoryLimit() {
 	sample := []metrics.Sample{{Name: "/gc/heap/live:bytes"}, {Name: "/memory/classes/total:bytes"}, {Name: "/memory/classes/heap/objects:bytes"},
 		{Name: "/memory/classes/heap/unused:bytes"}, {Name: "/memory/classes/heap/free:bytes"}, {Name: "/memory/classes/heap/released:bytes"}}
 	metrics.Read(sample)
-	live := int64(sample[0].Value.Uint64())
-	// The limit counts all the runtime's memory, not only the heap: add
-	// what is outside the heap (stacks, GC metadata, ...). Free and unused
-	// heap memory must not count as overhead: right after a collection it
-	// is all the garbage just freed, and counting it let the heap grow to
-	// twice the tree again.
-	heap := int64(sample[2].Value.Uint64() + sample[3].Value.Uint64() + sample[4].Value.Uint64() + sample[5].Value.Uint64())
-	overhead := max(int64(sample[1].Value.Uint64())-heap, 0)
-	debug.SetMemoryLimit(live + overhead + max(gcMinHeadroom, live/2))
+	v := func(i int) int64 { return int64(sample[i].Value.Uint64()) }
+	debug.SetMemoryLimit(gcMemoryLimit(v(0), v(1), v(2)+v(3)+v(4)+v(5), v(5)))
+}
+
+// gcMemoryLimit is the memory limit after a collection that found live
+// bytes live, with total bytes mapped by the runtime, heap of them the
+// heap's (objects, unused, free and released) and released of them given
+// back to the OS.
+//
+// The limit counts all the runtime's memory, not only the heap: add what
+// is outside the heap (stacks, GC metadata, ...). Free and unused heap
+// memory must not count as overhead: right after a collection it is all
+// the garbage just freed, and counting it let the heap grow to twice the
+// tree again.
+//
+// Nor may the limit fall below the memory the process holds now (total
+// less released): when the live heap shrinks (a burst of deletes), a
+// limit below it makes every allocation return memory to the OS first
+// (the runtime's eager scavenging, in the allocating goroutine) and fault
+// it back in soon after. On this virtual machine that stalled a server's
+// loop for 100-250 ms after a collection that found the tree much
+// smaller. Above the limit's 95% the runtime's background scavenger
+// returns memory at its own slow pace, and the next collection's limit
+// follows it down.
+func gcMemoryLimit(live, total, heap, released int64) int64 {
+	overhead := max(total-heap, 0)
+	return max(live+overhead+max(gcMinHeadroom, live/2), total-released)
 }
 
 // afterEachGC calls fn after every garbage collection, from the runtime's
