@@ -19,7 +19,8 @@ import (
 // live/2) over what the last collection found live: rarely collected while
 // small, at most 1.5 times the tree when large. The limit is recomputed
 // after every collection, so it follows the heap up (a restart loading a
-// snapshot) and down.
+// snapshot) and down (no faster than the runtime gives memory back:
+// gcMemoryLimit).
 func tuneGC() {
 	if os.Getenv("GOGC") != "" || os.Getenv("GOMEMLIMIT") != "" {
 		return
