@@ -98,7 +98,7 @@ func buildConsensus(w *World) Checks {
 			Raft: raft.Config{
 				ID: id, Peers: peers, Tick: 50 * time.Millisecond, ElectionTicks: 10,
 				SnapshotEvery: 150, SnapshotKeep: 40, SegmentBytes: 32 << 10, MaxAppendBytes: 16 << 10, SnapshotChunk: 16 << 10,
-				WALFill: walFill, LogChunk: drawLogChunk(w.Seed), NoAppendCoalescing: drawNoCoalescing(w.Seed), NoPeerAcks: drawNoPeerAcks(w.Seed), Bug: w.Bug,
+				WALFill: walFill, LogChunk: drawLogChunk(w.Seed), TrimBytes: drawTrimBytes(w.Seed), NoAppendCoalescing: drawNoCoalescing(w.Seed), NoPeerAcks: drawNoPeerAcks(w.Seed), Bug: w.Bug,
 			},
 			ClientAddr: clientAddrs[i],
 			OnApply:    func(e *raft.Entry, hash uint64) { cc.applied(i, e, hash) },
@@ -360,13 +360,14 @@ func (cc *consensusChecks) Final() error {
 // their fellow followers (raft.Status.PeerCommits) in the servers' current
 // incarnations.
 func (cc *consensusChecks) Counters() map[string]uint64 {
-	var n uint64
+	var n, trimmed uint64
 	for i := range cc.servers {
 		if s := cc.server(i); s != nil {
 			n += s.Raft().Status().PeerCommits
+			trimmed += s.Raft().Status().Trimmed
 		}
 	}
-	return map[string]uint64{"peer-commits": n}
+	return map[string]uint64{"peer-commits": n, "trimmed": trimmed}
 }
 
 // drawWALFill picks how far ahead WAL segments are written with fill: not at
@@ -389,6 +390,13 @@ func drawNoCoalescing(seed uint64) bool {
 // boundaries in every run (the default, 4096, is more than a run's log).
 func drawLogChunk(seed uint64) int {
 	return []int{1, 4, 32, 0}[stream(seed, "log-chunk", 0).IntN(4)]
+}
+
+// drawTrimBytes picks how much of a discarded file each trimming step frees:
+// a sector to a few pages, so that the simulator's small snapshots and
+// segments are emptied in many steps and crashes land between them.
+func drawTrimBytes(seed uint64) int64 {
+	return []int64{512, 4 << 10, 64 << 10}[stream(seed, "trim-bytes", 0).IntN(3)]
 }
 
 // drawNoPeerAcks turns off followers' acknowledgements to each other (and

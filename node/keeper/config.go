@@ -56,10 +56,11 @@ type Config struct {
 	// Config.SnapshotStep); 0 means raft's default. The simulator makes it
 	// small so snapshots span many events.
 	SnapshotStep int
-	// WALFill and SnapshotSyncBytes are raft's (0: its defaults). The
-	// simulator draws small ones so that both happen often.
+	// WALFill, SnapshotSyncBytes and TrimBytes are raft's (0: its
+	// defaults). The simulator draws small ones so that all happen often.
 	WALFill           int64
 	SnapshotSyncBytes int
+	TrimBytes         int64
 	// LogChunk is raft's (0: its default); the simulator draws small ones.
 	LogChunk int
 	// SnapshotLoopShare is raft's (0: its default).

@@ -42,6 +42,11 @@ type Config struct {
 	// 20 MB image at the end did: writes' p99 at 16 outstanding went
 	// from 45-88 to 41-58 ms with 2 MiB).
 	SnapshotSyncBytes int
+	// TrimBytes: files no longer needed (old snapshots and segments) are
+	// emptied this many bytes per step before they are removed (0: 4 MiB;
+	// see storage.discard). The simulator draws small ones, so that its
+	// small files are trimmed in several steps too.
+	TrimBytes int64
 	// SnapshotLoopShare bounds the share of the event loop's time an
 	// incremental snapshot takes while it is encoded: after each step the
 	// next waits (1/share - 1) times as long as the step took, so writes
@@ -144,6 +149,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.SnapshotSyncBytes <= 0 {
 		c.SnapshotSyncBytes = 2 << 20
+	}
+	if c.TrimBytes <= 0 {
+		c.TrimBytes = 4 << 20
 	}
 }
 
@@ -388,6 +396,8 @@ func (r *Raft) Handle(ev node.Event) bool {
 			r.env.SetTimer(timerTick, r.cfg.Tick)
 		case timerSnap:
 			r.st.encodeStep()
+		case timerTrim:
+			r.st.trimTimer()
 		default:
 			return false
 		}
@@ -468,6 +478,9 @@ type Status struct {
 	// commit index from its fellow followers' acknowledgements before the
 	// leader told it.
 	PeerCommits uint64
+	// Trimmed counts files this server emptied step by step (more than
+	// one step) and removed (storage.discard).
+	Trimmed uint64
 	// RemoteReads counts the followers' read-index requests (their clients'
 	// syncs) this server holds as leader, not yet answered.
 	RemoteReads int
@@ -493,7 +506,7 @@ func (r *Raft) Status() Status {
 		FirstIndex: r.log.snapIndex + 1, LastIndex: r.log.lastIndex(), LastTerm: r.log.lastTerm(),
 		LastZxid: r.log.lastZxid(), SnapIndex: r.log.snapIndex, Durable: r.st.durable,
 		Progress: r.progress(),
-		Batches:  r.st.batchesSynced, BatchedEntries: r.st.entriesSynced, PeerCommits: r.peerCommits,
+		Batches:  r.st.batchesSynced, BatchedEntries: r.st.entriesSynced, PeerCommits: r.peerCommits, Trimmed: r.st.trimmed,
 		RemoteReads: r.reads.remoteHeld(),
 	}
 }

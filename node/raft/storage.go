@@ -106,6 +106,16 @@ type storage struct {
 	// sync (see Config.SnapshotSyncBytes).
 	encUnsynced int
 	recv        *snapRecv
+
+	// trash holds the paths of files no longer needed (old snapshots and
+	// segments), renamed to <name>.del; trim empties them one at a time
+	// (see discard). trimPath is the one being emptied, trimSize its size.
+	trash     []string
+	trimming  bool
+	trimPath  string
+	trimSize  int64
+	trimSteps int    // steps taken on trimPath
+	trimmed   uint64 // statistics: files emptied in more than one step
 }
 
 type segFile struct {
@@ -584,7 +594,7 @@ func (s *storage) commitSnapshot(meta snapMeta, size int64, done func()) {
 		old := s.snap.name
 		s.snap = segSnap{name: name, meta: meta, size: size}
 		if old != "" && old != name {
-			s.do(node.RemoveOp(s.path(old)), ignoreErr)
+			s.discard(old)
 		}
 		done()
 	})
@@ -598,7 +608,7 @@ func (s *storage) dropOldSegments() {
 	removed := false
 	for k, seg := range s.segs {
 		if k+1 < len(s.segs) && s.segs[k+1].first-1 <= s.snap.meta.Index {
-			s.do(node.RemoveOp(s.path(seg.name)), ignoreErr)
+			s.discard(seg.name)
 			removed = true
 			continue
 		}
@@ -606,9 +616,123 @@ func (s *storage) dropOldSegments() {
 	}
 	clear(s.segs[len(keep):])
 	s.segs = keep
-	if removed {
-		s.do(node.SyncDirOp(s.dir), nil)
+	if removed || len(s.trash) > 0 {
+		s.do(node.SyncDirOp(s.dir), func(ev node.Event) {
+			if ev.Err != nil {
+				s.r.env.Halt("raft: syncdir failed: " + ev.Err.Error())
+				return
+			}
+			s.trim() // the renames are durable: emptying cannot damage a live name
+		})
 	}
+}
+
+// ---- trash ----
+
+// A file removed whole frees all its blocks in one journal commit, and on
+// this machine's ext4 (mounted with online discard) that commit stalled
+// every fdatasync on the disk, other processes' too, about 0.4 ms per MB
+// freed: 7 ms for a 96 k-znode snapshot, 14 ms for a 36 MB segment, at
+// every snapshot of every server. ZooKeeper does not pay it during a run
+// (it purges old files only if autopurge is configured). So a file no
+// longer needed is renamed to <name>.del and, once that is durable,
+// truncated Config.TrimBytes at a time, each step's blocks freed by a
+// background sync of its own (off the WAL's lane) and trimGap apart, then
+// removed. Recovery removes .del files it finds. Steps of 1 MiB every 5 ms
+// made so many journal commits (each a device flush) that sets' p99 rose;
+// 4 MiB every 20 ms keeps each stall near 1.5 ms and empties a 57 MB
+// snapshot in about 0.3 s. Waiting for the rename to be durable is
+// caution: a planted variant that trims at once was not caught by 3,000
+// consensus seeds (recovery never reads an older snapshot while a newer
+// one is valid, nor needs segments the snapshot covers).
+const (
+	delSuffix = ".del"
+	trimGap   = 20 * time.Millisecond
+	// timerTrim paces trimming: one step per firing.
+	timerTrim node.TimerName = "raft/trim"
+)
+
+// discard renames name to its trash name; trimming it waits for the next
+// directory sync (dropOldSegments issues one).
+func (s *storage) discard(name string) {
+	del := s.path(name + delSuffix)
+	s.do(node.RenameOp(s.path(name), del), s.trashErr)
+	s.trash = append(s.trash, del)
+}
+
+// trashErr halts on a failed rename, truncate or sync of the trash: the
+// file is garbage, but the shell's send gate distrusts every later
+// acknowledgement after a failed write of any kind (fsyncgate), so going
+// on would leave this server unable to vote or acknowledge (the consensus
+// scenario stalled so, seed 144220094). A missing file is no failure.
+func (s *storage) trashErr(ev node.Event) {
+	if ev.Err != nil && !errors.Is(ev.Err, node.ErrNotExist) {
+		s.r.env.Halt(fmt.Sprintf("raft: %v of a discarded file failed: %v", ev.OpKind, ev.Err))
+	}
+}
+
+// trim starts emptying the trash unless it is under way.
+func (s *storage) trim() {
+	if s.trimming || len(s.trash) == 0 {
+		return
+	}
+	s.trimming = true
+	s.trimPath = s.trash[0]
+	s.trash = s.trash[1:]
+	path := s.trimPath
+	s.do(node.StatOp(path), func(ev node.Event) {
+		if ev.Err != nil {
+			s.trimDone() // gone (the rename failed): nothing to free
+			return
+		}
+		s.trimSize = ev.Size
+		s.trimStep()
+	})
+}
+
+// trimStep frees the next Config.TrimBytes of the file being emptied, or
+// removes it once that is all it holds.
+func (s *storage) trimStep() {
+	if !s.trimming {
+		return
+	}
+	if step := s.r.cfg.TrimBytes; s.trimSize > step {
+		s.trimSize -= step
+		s.trimSteps++
+	} else {
+		if s.trimSteps > 0 {
+			s.trimmed++
+		}
+		s.do(node.RemoveOp(s.trimPath), ignoreErr)
+		s.trimDone()
+		return
+	}
+	s.do(node.TruncateOp(s.trimPath, s.trimSize), s.trashErr)
+	s.do(node.BackgroundSyncOp(s.trimPath), func(ev node.Event) {
+		if ev.Err != nil {
+			s.trashErr(ev) // halts, unless the file is gone
+			s.trimDone()
+			return
+		}
+		s.r.env.SetTimer(timerTrim, trimGap)
+	})
+}
+
+func (s *storage) trimDone() {
+	s.trimming = false
+	s.trimPath, s.trimSize, s.trimSteps = "", 0, 0
+	if len(s.trash) > 0 {
+		s.r.env.SetTimer(timerTrim, trimGap)
+	}
+}
+
+// trimTimer continues the trimming after trimGap.
+func (s *storage) trimTimer() {
+	if s.trimming {
+		s.trimStep()
+		return
+	}
+	s.trim()
 }
 
 // readFile reads bytes [off, off+n) of a file in the raft directory.
@@ -657,7 +781,7 @@ func (s *storage) listed(ev node.Event) {
 	for _, e := range ev.Entries {
 		rc.sizes[e.Name] = e.Size
 		switch {
-		case strings.HasSuffix(e.Name, ".tmp"):
+		case strings.HasSuffix(e.Name, ".tmp"), strings.HasSuffix(e.Name, delSuffix):
 			s.do(node.RemoveOp(s.path(e.Name)), ignoreErr)
 		case strings.HasPrefix(e.Name, "snap-"):
 			if _, ok := parseSnapshotName(e.Name); ok {
