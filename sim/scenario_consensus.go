@@ -356,9 +356,10 @@ func (cc *consensusChecks) Final() error {
 	return nil
 }
 
-// Counters: "peer-commits", the commit advances followers learned from
-// their fellow followers (raft.Status.PeerCommits) in the servers' current
-// incarnations.
+// Counters, over the servers' current incarnations: "peer-commits", the
+// commit advances followers learned from their fellow followers
+// (raft.Status.PeerCommits), and "trimmed", the discarded files emptied in
+// steps (raft.Status.Trimmed).
 func (cc *consensusChecks) Counters() map[string]uint64 {
 	var n, trimmed uint64
 	for i := range cc.servers {

@@ -652,9 +652,17 @@ const (
 	timerTrim node.TimerName = "raft/trim"
 )
 
+// maxTrash bounds the files waiting to be emptied; past it (a disk too
+// slow to keep up) files are removed whole, as before trimming.
+const maxTrash = 64
+
 // discard renames name to its trash name; trimming it waits for the next
 // directory sync (dropOldSegments issues one).
 func (s *storage) discard(name string) {
+	if len(s.trash) >= maxTrash {
+		s.do(node.RemoveOp(s.path(name)), ignoreErr)
+		return
+	}
 	del := s.path(name + delSuffix)
 	s.do(node.RenameOp(s.path(name), del), s.trashErr)
 	s.trash = append(s.trash, del)
