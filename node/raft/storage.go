@@ -109,9 +109,9 @@ type storage struct {
 
 	// trash holds the paths of files no longer needed (old snapshots and
 	// segments), renamed to <name>.del; trim empties them one at a time
-	// (see discard). trimPath is the one being emptied, trimSize its size.
+	// (see discard). trimPath is the one being emptied ("": none), trimSize
+	// its size.
 	trash     []string
-	trimming  bool
 	trimPath  string
 	trimSize  int64
 	trimSteps int    // steps taken on trimPath
@@ -681,10 +681,9 @@ func (s *storage) trashErr(ev node.Event) {
 
 // trim starts emptying the trash unless it is under way.
 func (s *storage) trim() {
-	if s.trimming || len(s.trash) == 0 {
+	if s.trimPath != "" || len(s.trash) == 0 {
 		return
 	}
-	s.trimming = true
 	s.trimPath = s.trash[0]
 	s.trash = s.trash[1:]
 	path := s.trimPath
@@ -701,9 +700,6 @@ func (s *storage) trim() {
 // trimStep frees the next Config.TrimBytes of the file being emptied, or
 // removes it once that is all it holds.
 func (s *storage) trimStep() {
-	if !s.trimming {
-		return
-	}
 	if step := s.r.cfg.TrimBytes; s.trimSize > step {
 		s.trimSize -= step
 		s.trimSteps++
@@ -727,7 +723,6 @@ func (s *storage) trimStep() {
 }
 
 func (s *storage) trimDone() {
-	s.trimming = false
 	s.trimPath, s.trimSize, s.trimSteps = "", 0, 0
 	if len(s.trash) > 0 {
 		s.r.env.SetTimer(timerTrim, trimGap)
@@ -736,7 +731,7 @@ func (s *storage) trimDone() {
 
 // trimTimer continues the trimming after trimGap.
 func (s *storage) trimTimer() {
-	if s.trimming {
+	if s.trimPath != "" {
 		s.trimStep()
 		return
 	}
