@@ -44,7 +44,7 @@ type Config struct {
 	SnapshotSyncBytes int
 	// TrimBytes: files no longer needed (old snapshots and segments) are
 	// emptied this many bytes per step before they are removed (0: 4 MiB;
-	// see storage.discard). The simulator draws small ones, so that its
+	// see storage.discard and node/trash). The simulator draws small ones, so that its
 	// small files are trimmed in several steps too.
 	TrimBytes int64
 	// SnapshotLoopShare bounds the share of the event loop's time an
@@ -397,7 +397,7 @@ func (r *Raft) Handle(ev node.Event) bool {
 		case timerSnap:
 			r.st.encodeStep()
 		case timerTrim:
-			r.st.trimTimer()
+			r.st.trash.Timer()
 		default:
 			return false
 		}
@@ -479,7 +479,7 @@ type Status struct {
 	// leader told it.
 	PeerCommits uint64
 	// Trimmed counts files this server emptied step by step (more than
-	// one step) and removed (storage.discard).
+	// one step) and removed (storage.discard, node/trash).
 	Trimmed uint64
 	// RemoteReads counts the followers' read-index requests (their clients'
 	// syncs) this server holds as leader, not yet answered.
@@ -506,7 +506,7 @@ func (r *Raft) Status() Status {
 		FirstIndex: r.log.snapIndex + 1, LastIndex: r.log.lastIndex(), LastTerm: r.log.lastTerm(),
 		LastZxid: r.log.lastZxid(), SnapIndex: r.log.snapIndex, Durable: r.st.durable,
 		Progress: r.progress(),
-		Batches:  r.st.batchesSynced, BatchedEntries: r.st.entriesSynced, PeerCommits: r.peerCommits, Trimmed: r.st.trimmed,
+		Batches:  r.st.batchesSynced, BatchedEntries: r.st.entriesSynced, PeerCommits: r.peerCommits, Trimmed: r.st.trash.Stats().Emptied,
 		RemoteReads: r.reads.remoteHeld(),
 	}
 }

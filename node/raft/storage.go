@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"herd/node"
+	"herd/node/trash"
 )
 
 // storage is the server's disk: the WAL writer (group commit), recovery, and
@@ -107,15 +108,9 @@ type storage struct {
 	encUnsynced int
 	recv        *snapRecv
 
-	// trash holds the paths of files no longer needed (old snapshots and
-	// segments), renamed to <name>.del; trim empties them one at a time
-	// (see discard). trimPath is the one being emptied ("": none), trimSize
-	// its size.
-	trash     []string
-	trimPath  string
-	trimSize  int64
-	trimSteps int    // steps taken on trimPath
-	trimmed   uint64 // statistics: files emptied in more than one step
+	// trash empties files no longer needed (old snapshots and segments)
+	// step by step (see discard).
+	trash *trash.Bin
 }
 
 type segFile struct {
@@ -139,6 +134,11 @@ func (s *storage) init(r *Raft) {
 	s.r = r
 	s.dir = r.cfg.Dir
 	s.ops = make(map[node.OpID]func(node.Event))
+	s.trash = trash.New(trash.Host{
+		Disk:     func(op node.DiskOp, done func(node.Event)) { s.do(op, done) },
+		SetTimer: func(d time.Duration) { r.env.SetTimer(timerTrim, d) },
+		Fail:     func(err error) { r.env.Halt("raft: " + err.Error()) },
+	}, trash.Config{StepBytes: r.cfg.TrimBytes})
 }
 
 func (s *storage) path(name string) string { return s.dir + "/" + name }
@@ -602,141 +602,43 @@ func (s *storage) commitSnapshot(meta snapMeta, size int64, done func()) {
 
 func ignoreErr(node.Event) {}
 
-// dropOldSegments removes segments whose entries are all in the snapshot.
+// dropOldSegments discards segments whose entries are all in the snapshot.
 func (s *storage) dropOldSegments() {
 	keep := s.segs[:0]
-	removed := false
+	var gone []string
 	for k, seg := range s.segs {
 		if k+1 < len(s.segs) && s.segs[k+1].first-1 <= s.snap.meta.Index {
-			s.discard(seg.name)
-			removed = true
+			gone = append(gone, s.path(seg.name))
 			continue
 		}
 		keep = append(keep, seg)
 	}
 	clear(s.segs[len(keep):])
 	s.segs = keep
-	if removed || len(s.trash) > 0 {
-		s.do(node.SyncDirOp(s.dir), func(ev node.Event) {
-			if ev.Err != nil {
-				s.r.env.Halt("raft: syncdir failed: " + ev.Err.Error())
-				return
-			}
-			s.trim() // the renames are durable: emptying cannot damage a live name
-		})
+	if len(gone) > 0 {
+		s.trash.Discard(s.dir, gone, nil)
 	}
 }
 
-// ---- trash ----
-
-// A file removed whole frees all its blocks in one journal commit, and on
-// this machine's ext4 (mounted with online discard) that commit stalled
-// every fdatasync on the disk, other processes' too, about 0.4 ms per MB
-// freed: 7 ms for a 96 k-znode snapshot, 14 ms for a 36 MB segment, at
-// every snapshot of every server. ZooKeeper does not pay it during a run
-// (it purges old files only if autopurge is configured). So a file no
-// longer needed is renamed to <name>.del and, once that is durable,
-// truncated Config.TrimBytes at a time, each step's blocks freed by a
-// background sync of its own (off the WAL's lane) and trimGap apart, then
-// removed. Recovery removes .del files it finds. Steps of 1 MiB every 5 ms
-// made so many journal commits (each a device flush) that sets' p99 rose;
-// 4 MiB every 20 ms keeps each stall near 1.5 ms and empties a 57 MB
-// snapshot in about 0.3 s. Waiting for the rename to be durable is
-// caution: a planted variant that trims at once was not caught by 3,000
-// consensus seeds (recovery never reads an older snapshot while a newer
-// one is valid, nor needs segments the snapshot covers).
-const (
-	delSuffix = ".del"
-	trimGap   = 20 * time.Millisecond
-	// timerTrim paces trimming: one step per firing.
-	timerTrim node.TimerName = "raft/trim"
-)
-
-// maxTrash bounds the files waiting to be emptied; past it (a disk too
-// slow to keep up) files are removed whole, as before trimming.
-const maxTrash = 64
-
-// discard renames name to its trash name; trimming it waits for the next
-// directory sync (dropOldSegments issues one).
+// discard hands a file no longer needed to the trash, which renames it to
+// <name>.del and, once that is durable, empties it Config.TrimBytes at a
+// time (node/trash says why; recovery removes .del files it finds). The
+// trash halts the server if that fails: the file is garbage, but the
+// shell's send gate distrusts every later acknowledgement after a failed
+// write of any kind (fsyncgate), so going on would leave this server unable
+// to vote or acknowledge (the consensus scenario stalled so, seed
+// 144220094). The trash truncates only once the rename is durable, or a
+// crash could bring back the old name with the bytes cut
+// (node/trash's TestCrashNeverDamagesLiveName); raft would survive even that
+// (a planted variant was not caught by 3,000 consensus seeds: recovery never
+// reads an older snapshot while a newer one is valid, nor needs segments the
+// snapshot covers), but a file under its live name must mean its bytes.
 func (s *storage) discard(name string) {
-	if len(s.trash) >= maxTrash {
-		s.do(node.RemoveOp(s.path(name)), ignoreErr)
-		return
-	}
-	del := s.path(name + delSuffix)
-	s.do(node.RenameOp(s.path(name), del), s.trashErr)
-	s.trash = append(s.trash, del)
+	s.trash.Discard(s.dir, []string{s.path(name)}, nil)
 }
 
-// trashErr halts on a failed rename, truncate or sync of the trash: the
-// file is garbage, but the shell's send gate distrusts every later
-// acknowledgement after a failed write of any kind (fsyncgate), so going
-// on would leave this server unable to vote or acknowledge (the consensus
-// scenario stalled so, seed 144220094). A missing file is no failure.
-func (s *storage) trashErr(ev node.Event) {
-	if ev.Err != nil && !errors.Is(ev.Err, node.ErrNotExist) {
-		s.r.env.Halt(fmt.Sprintf("raft: %v of a discarded file failed: %v", ev.OpKind, ev.Err))
-	}
-}
-
-// trim starts emptying the trash unless it is under way.
-func (s *storage) trim() {
-	if s.trimPath != "" || len(s.trash) == 0 {
-		return
-	}
-	s.trimPath = s.trash[0]
-	s.trash = s.trash[1:]
-	path := s.trimPath
-	s.do(node.StatOp(path), func(ev node.Event) {
-		if ev.Err != nil {
-			s.trimDone() // gone (the rename failed): nothing to free
-			return
-		}
-		s.trimSize = ev.Size
-		s.trimStep()
-	})
-}
-
-// trimStep frees the next Config.TrimBytes of the file being emptied, or
-// removes it once that is all it holds.
-func (s *storage) trimStep() {
-	if step := s.r.cfg.TrimBytes; s.trimSize > step {
-		s.trimSize -= step
-		s.trimSteps++
-	} else {
-		if s.trimSteps > 0 {
-			s.trimmed++
-		}
-		s.do(node.RemoveOp(s.trimPath), ignoreErr)
-		s.trimDone()
-		return
-	}
-	s.do(node.TruncateOp(s.trimPath, s.trimSize), s.trashErr)
-	s.do(node.BackgroundSyncOp(s.trimPath), func(ev node.Event) {
-		if ev.Err != nil {
-			s.trashErr(ev) // halts, unless the file is gone
-			s.trimDone()
-			return
-		}
-		s.r.env.SetTimer(timerTrim, trimGap)
-	})
-}
-
-func (s *storage) trimDone() {
-	s.trimPath, s.trimSize, s.trimSteps = "", 0, 0
-	if len(s.trash) > 0 {
-		s.r.env.SetTimer(timerTrim, trimGap)
-	}
-}
-
-// trimTimer continues the trimming after trimGap.
-func (s *storage) trimTimer() {
-	if s.trimPath != "" {
-		s.trimStep()
-		return
-	}
-	s.trim()
-}
+// timerTrim paces the trash: one step per firing.
+const timerTrim node.TimerName = "raft/trim"
 
 // readFile reads bytes [off, off+n) of a file in the raft directory.
 func (s *storage) readFile(name string, off int64, n int, cb func(data []byte, err error)) {
@@ -784,7 +686,7 @@ func (s *storage) listed(ev node.Event) {
 	for _, e := range ev.Entries {
 		rc.sizes[e.Name] = e.Size
 		switch {
-		case strings.HasSuffix(e.Name, ".tmp"), strings.HasSuffix(e.Name, delSuffix):
+		case strings.HasSuffix(e.Name, ".tmp"), strings.HasSuffix(e.Name, trash.Suffix):
 			s.do(node.RemoveOp(s.path(e.Name)), ignoreErr)
 		case strings.HasPrefix(e.Name, "snap-"):
 			if _, ok := parseSnapshotName(e.Name); ok {

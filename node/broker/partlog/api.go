@@ -24,8 +24,10 @@ package partlog
 
 import (
 	"errors"
+	"time"
 
 	"herd/node"
+	"herd/node/trash"
 )
 
 // Host is what a Dir needs from its owner.
@@ -45,6 +47,13 @@ type Host struct {
 	// Recycle hands a read's buffer back to the shell (node.Env.Recycle;
 	// may be nil): Read recycles the buffers it read and does not return.
 	Recycle func(data []byte)
+	// After calls fn after d, on the owner's thread (a timer; at most one
+	// is pending, a later call replaces it). It paces the emptying of
+	// deleted segments (node/trash). Nil: their steps follow each other
+	// without a pause.
+	After func(d time.Duration, fn func())
+	// Trash paces that emptying (zero: node/trash's defaults).
+	Trash trash.Config
 	// Bug plants a named bug for the simulator's checkers to catch (see
 	// the Bug* constants); "" in production.
 	Bug string

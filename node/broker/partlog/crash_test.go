@@ -160,6 +160,9 @@ func runCrashSeed(t *testing.T, seed uint64) {
 	if r.IntN(4) == 0 {
 		cfg.RetentionBytes = 3 * cfg.SegmentBytes
 	}
+	// Deleted segments are emptied in steps of 128 B to 2 KiB, so crashes
+	// land in the middle of that too.
+	trimStep := int64(128 << r.IntN(5))
 	// Some seeds also fail disk operations at random: the dir must go
 	// offline (ErrStorage) without acknowledging anything it lost; the
 	// broker then halts, which here is a kill.
@@ -175,6 +178,7 @@ func runCrashSeed(t *testing.T, seed uint64) {
 	for inc := range 6 {
 		dr := newDriver(t, fs)
 		dr.wall = wall
+		dr.trash.StepBytes = trimStep
 		var d *Dir
 		var openErr error
 		OpenDir(dr.host(), path, cfg, func(x *Dir, err error) { dr.checkCallback(); d, openErr = x, err })

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"herd/node"
+	"herd/node/trash"
 )
 
 // checkpointInterval is how often Tick rewrites the dir-level checkpoint
@@ -72,6 +73,26 @@ type Dir struct {
 
 	cache     indexCache
 	deleteSeq int
+	// trash empties the files of deleted segments and logs step by step
+	// (node/trash says why).
+	trash *trash.Bin
+}
+
+// newTrash makes the Dir's trash. Its files keep Kafka's ".deleted" name,
+// which recovery removes; a failure to empty one takes the dir offline as
+// any failed write does.
+func (d *Dir) newTrash() *trash.Bin {
+	cfg := d.h.Trash
+	cfg.Suffix = deletedSuffix
+	var setTimer func(time.Duration)
+	if d.h.After != nil {
+		setTimer = func(after time.Duration) { d.h.After(after, d.trash.Timer) }
+	}
+	return trash.New(trash.Host{
+		Disk:     d.do,
+		SetTimer: setTimer,
+		Fail:     d.fail,
+	}, cfg)
 }
 
 func (d *Dir) join(name string) string {
@@ -155,6 +176,7 @@ func (d *Dir) fail(err error) {
 	}
 	d.failed = fmt.Errorf("%w: %v", ErrStorage, err)
 	d.logf("dir %q offline: %v", d.path, err)
+	d.trash.Stop()
 	for _, l := range d.sorted {
 		l.failPending(ErrStorage)
 	}
@@ -296,9 +318,11 @@ func cloneMap(m map[string]string) map[string]string {
 
 // DeleteLog removes tp's log and its files, as Kafka does: the directory is
 // renamed to "<topic>-<partition>.<tag>-delete" (durably, so a crash cannot
-// resurrect the log), the checkpoints are rewritten without it, then its
-// files and the directory are removed. Appends still waiting are answered
-// with ErrClosed. OpenDir finishes any deletion a crash interrupted.
+// resurrect the log), the checkpoints are rewritten without it, and done is
+// called; then the trash empties its files step by step and removes the
+// directory (node/trash says why; Kafka too removes the files later, after
+// file.delete.delay.ms). Appends still waiting are answered with ErrClosed.
+// OpenDir finishes any deletion a crash or Close interrupted.
 func (d *Dir) DeleteLog(tp TopicPartition, done func(error)) {
 	l := d.logs[tp]
 	err := d.usable()
@@ -320,20 +344,29 @@ func (d *Dir) DeleteLog(tp TopicPartition, done func(error)) {
 	d.do(node.RenameOp(l.path, gone), nil)
 	d.do(node.SyncDirOp(d.path), nil)
 	d.writeCheckpoints(func(err error) {
+		delete(d.busy, tp)
 		if err != nil {
-			delete(d.busy, tp)
 			done(err)
 			return
 		}
-		d.removeTree(gone, func(err error) {
-			delete(d.busy, tp)
-			done(err)
+		d.do(node.ListOp(gone), func(ev node.Event) {
+			if ev.Err != nil {
+				d.fail(fmt.Errorf("list %s: %w", gone, ev.Err))
+				return
+			}
+			files := make([]string, 0, len(ev.Entries))
+			for _, e := range ev.Entries {
+				files = append(files, gone+"/"+e.Name)
+			}
+			d.trash.Adopt(gone, files, true, nil)
 		})
+		done(nil)
 	})
 }
 
 // removeTree removes a partition directory (files only, no subdirectories)
-// and makes the removal durable.
+// at once and makes the removal durable: recovery's way with deletions a
+// crash interrupted (a live deletion goes through the trash).
 func (d *Dir) removeTree(path string, done func(error)) {
 	d.do(node.ListOp(path), func(ev node.Event) {
 		if ev.Err != nil {
@@ -455,6 +488,7 @@ func (d *Dir) Close(done func(error)) {
 	}
 	d.state = dirClosing
 	d.closeCBs = append(d.closeCBs, done)
+	d.trash.Stop() // recovery removes what is left
 	for _, l := range d.sorted {
 		l.sealIndexes(l.active())
 		l.flush()

@@ -11,6 +11,7 @@ import (
 
 	"herd/disk"
 	"herd/node"
+	"herd/node/trash"
 )
 
 // driver plays the owner of a Dir: it queues the DiskOps partlog submits,
@@ -35,6 +36,10 @@ type driver struct {
 	// while later ops run, until releaseBG (a slow background lane).
 	holdBG bool
 	bg     []queuedOp
+	// trash paces the Dir's trash; trimmedSteps counts the truncations of
+	// discarded files it made.
+	trash        trash.Config
+	trimmedSteps int
 	// recycled counts the read buffers the log handed back; each is
 	// overwritten at once, as the simulator does, so a buffer recycled
 	// while a result still lies in it shows as garbage.
@@ -66,6 +71,7 @@ func (dr *driver) host() Host {
 		},
 		Now:       func() node.Time { return dr.now },
 		WallClock: func() int64 { return dr.wall },
+		Trash:     dr.trash,
 		Logf: func(format string, args ...any) {
 			line := fmt.Sprintf(format, args...)
 			if len(dr.logs) < 10000 {
@@ -99,6 +105,9 @@ func (dr *driver) step() bool {
 func (dr *driver) deliver(qo queuedOp) {
 	ev := disk.Exec(dr.fs, qo.id, qo.op)
 	dr.executed++
+	if qo.op.Kind == node.OpTruncate && ev.Err == nil && (strings.HasSuffix(qo.op.Path, deletedSuffix) || strings.Contains(qo.op.Path, deleteDirSuffix+"/")) {
+		dr.trimmedSteps++
+	}
 	dr.delivering = true
 	qo.done(ev)
 	dr.delivering = false

@@ -502,10 +502,11 @@ func (l *Log) retain(wall int64) {
 		}
 		l.segs = slices.DeleteFunc(l.segs, func(s *segment) bool { return slices.Contains(doomed, s) })
 		l.start = max(l.start, target, l.segs[0].base)
+		var files []string
 		for _, s := range doomed {
-			l.deleteSegment(s)
+			files = append(files, l.forgetSegment(s)...)
 		}
-		l.d.do(node.SyncDirOp(l.path), nil)
+		l.d.trash.Discard(l.path, files, nil)
 		l.d.logf("%s: retention deleted %d segments; log start offset %d", l.name(), len(doomed), l.start)
 	})
 }
@@ -517,27 +518,17 @@ func (l *Log) deletable(i int) bool {
 	return !s.empty() && s.next <= l.hw
 }
 
-// deleteSegment renames a segment's files to .deleted and removes them.
-// Reads that reach them later find nothing and report the offset out of
-// range.
-func (l *Log) deleteSegment(s *segment) {
+// forgetSegment drops a segment being deleted and returns its files for the
+// trash, which renames them to .deleted (durably) and empties them step by
+// step. Reads that reach them later find nothing and report the offset out
+// of range. A sealed segment whose index files were never written (the
+// write failed, taking the dir offline) has no such files; the trash takes
+// a missing file as gone.
+func (l *Log) forgetSegment(s *segment) []string {
 	s.deleted = true
 	s.ix = nil
 	l.d.cache.drop(s)
-	for _, suffix := range []string{logSuffix, indexSuffix, timeIndexSuffix} {
-		from := l.segFile(s, suffix)
-		to := from + deletedSuffix
-		l.d.do(node.RenameOp(from, to), func(ev node.Event) {
-			switch {
-			case ev.Err == nil:
-				l.d.do(node.RemoveOp(to), nil)
-			case suffix == logSuffix:
-				l.d.fail(fmt.Errorf("rename %s: %w", from, ev.Err))
-			}
-			// A sealed segment whose index files were never written (the
-			// write failed, taking the dir offline) has nothing to rename.
-		})
-	}
+	return []string{l.segFile(s, logSuffix), l.segFile(s, indexSuffix), l.segFile(s, timeIndexSuffix)}
 }
 
 func (l *Log) checkInvariants() {

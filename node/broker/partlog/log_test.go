@@ -395,6 +395,7 @@ func TestFailedSyncIsFatal(t *testing.T) {
 func TestRetention(t *testing.T) {
 	fs := disk.NewSimFS()
 	dr := newDriver(t, fs)
+	dr.trash.StepBytes = 512 // the deleted segments are emptied in steps
 	d := dr.open("data", smallConfig())
 	l := dr.create(d, tp0, map[string]string{"retention.bytes": "10000"})
 	for i := range 100 {
@@ -422,6 +423,9 @@ func TestRetention(t *testing.T) {
 		if strings.HasSuffix(e.Name, deletedSuffix) {
 			t.Fatalf("%s left behind", e.Name)
 		}
+	}
+	if dr.trimmedSteps == 0 {
+		t.Fatal("deleted segments were removed whole, not emptied in steps")
 	}
 	// Time: make everything old; all data goes, the end offset stays.
 	l2 := dr.create(d, TopicPartition{"events", 3}, map[string]string{"retention.ms": "60000"})
@@ -628,6 +632,7 @@ func TestIndexRebuild(t *testing.T) {
 func TestDeleteLog(t *testing.T) {
 	fs := disk.NewSimFS()
 	dr := newDriver(t, fs)
+	dr.trash.StepBytes = 512
 	d := dr.open("", smallConfig())
 	l := dr.create(d, tp0, nil)
 	for i := range 20 {
@@ -651,6 +656,9 @@ func TestDeleteLog(t *testing.T) {
 		if e.IsDir {
 			t.Fatalf("%s left behind", e.Name)
 		}
+	}
+	if dr.trimmedSteps == 0 {
+		t.Fatal("the deleted log's files were removed whole, not emptied in steps")
 	}
 	if _, _, _, err := l.Append(simpleBatch(1, 1, 10, "x"), 0, func(error) {}); !errors.Is(err, ErrClosed) {
 		t.Fatalf("append to a deleted log: %v", err)

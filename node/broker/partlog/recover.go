@@ -93,6 +93,7 @@ func OpenDir(h Host, path string, defaults Config, done func(*Dir, error)) {
 		h: h, path: path, defaults: normalize(defaults),
 		logs: map[TopicPartition]*Log{}, busy: map[TopicPartition]bool{},
 	}
+	d.trash = d.newTrash()
 	o := &opener{d: d, done: done, ckptSizes: map[string]int64{}}
 	if path == "" {
 		o.list()
