@@ -23,6 +23,17 @@ type crashHistory struct {
 	// served: bytes a reader was given at each base offset; an offset never
 	// holds anything else afterwards, whatever crashes follow.
 	served map[TopicPartition]map[int64][]byte
+	// started: the largest log start offset the log reported to a reader
+	// (as Fetch and ListOffsets do); it never goes back, whatever crashes
+	// follow (a kill -9 right after retention once brought an old segment
+	// back, in the compat suite).
+	started map[TopicPartition]int64
+}
+
+// sawStart records the log start offset l reports now.
+func (h *crashHistory) sawStart(l *Log) {
+	tp := l.TopicPartition()
+	h.started[tp] = max(h.started[tp], l.LogStartOffset())
 }
 
 func newCrashHistory() *crashHistory {
@@ -30,6 +41,7 @@ func newCrashHistory() *crashHistory {
 		submitted: map[TopicPartition]map[int64][]byte{},
 		acked:     map[TopicPartition]map[int64]bool{},
 		served:    map[TopicPartition]map[int64][]byte{},
+		started:   map[TopicPartition]int64{},
 	}
 }
 
@@ -81,6 +93,10 @@ func (h *crashHistory) checkLog(t *testing.T, dr *driver, l *Log, r *rand.Rand) 
 	h.sub(tp)
 	seen := map[int64]bool{}
 	off := l.LogStartOffset()
+	if off < h.started[tp] {
+		t.Fatalf("%v: log start offset went back from %d to %d", tp, h.started[tp], off)
+	}
+	h.sawStart(l)
 	for off < l.HighWatermark() {
 		res := dr.read(l, off, 1+r.IntN(20000), true)
 		if res.Err != nil {
@@ -281,6 +297,7 @@ func runCrashSeed(t *testing.T, seed uint64) {
 				tp := l.TopicPartition()
 				l.Read(off, r.IntN(5000), r.IntN(4) > 0, func(res ReadResult) {
 					dr.checkCallback()
+					h.sawStart(l)
 					if errors.Is(res.Err, ErrStorage) && faults != (disk.Faults{}) {
 						return // a failed read (or the dir went offline)
 					}
