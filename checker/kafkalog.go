@@ -38,6 +38,20 @@ import (
 //   - the high watermark never goes back: a fetch invoked after another
 //     returned reports at least the earlier fetch's high watermark.
 //
+// Retention (topics KafkaLog.Retention names) may advance a partition's log
+// start offset, which every fetch reports: records below it are gone by
+// design. There the checks above hold at and above the log start, and also:
+//   - the log start offset never goes back (a fetch invoked after another
+//     returned reports at least the earlier one's) and is never above the
+//     high watermark reported with it (retention deletes only what every
+//     reader could have read);
+//   - OFFSET_OUT_OF_RANGE below the reported log start is no loss, and an
+//     acknowledged record below the largest log start seen need not be read
+//     back.
+//
+// On every other topic the log start must stay 0: records never vanish from
+// the front.
+//
 // For the other topics (acknowledged once in the page cache) the same three
 // hold between power losses (PowerLoss): a killed or halted process leaves
 // its completed writes in the page cache, so only a power loss may take
@@ -98,7 +112,10 @@ type KafkaFetch struct {
 	// OFFSET_OUT_OF_RANGE; 3 UNKNOWN_TOPIC_OR_PARTITION; ...).
 	Err           int16
 	HighWatermark int64
-	Batches       []KafkaBatch
+	// LogStartOffset is the partition's log start as the answer reported
+	// it (-1: not reported).
+	LogStartOffset int64
+	Batches        []KafkaBatch
 }
 
 // KafkaBatch is one served record batch, as the client decoded it.
@@ -125,6 +142,10 @@ const (
 
 // KafkaLog is the incremental checker.
 type KafkaLog struct {
+	// Retention (nil: none) names the topics whose log start offset may
+	// advance (retention by time or size).
+	Retention func(topic string) bool
+
 	durable func(topic string) bool
 	parts   map[KafkaTP]*kafkaPart
 	values  map[string]*kafkaValue
@@ -142,6 +163,9 @@ type kafkaPart struct {
 	// a binary search.
 	acks []kafkaMark
 	hws  []kafkaMark
+	// starts are the log start offsets fetches reported, in return order
+	// with running maxima (as hws).
+	starts []kafkaMark
 	// sinceLoss is acks restricted to the produces sent since the
 	// broker's latest power loss (a power loss empties it, and hws), kept
 	// on topics that do not fsync every batch only; survivalMarks says
@@ -197,7 +221,7 @@ func (k *KafkaLog) PowerLoss(t int64) {
 	k.lastLoss = max(k.lastLoss, t)
 	for _, pt := range k.parts { // order-independent: only clears
 		if !pt.durable {
-			pt.sinceLoss, pt.hws = nil, nil
+			pt.sinceLoss, pt.hws, pt.starts = nil, nil, nil
 		}
 	}
 }
@@ -334,7 +358,13 @@ func (k *KafkaLog) Fetched(f *KafkaFetch) error {
 			return err
 		}
 	}
-	if ack, ok := before(pt.survivalMarks(), f.Call); ok {
+	retained := k.Retention != nil && k.Retention(f.TP.Topic)
+	if err := k.logStart(pt, f, where, retained); err != nil {
+		return err
+	}
+	// Below the log start retention took the records: no loss.
+	belowStart := retained && f.Err == kafkaOffsetOutOfRange && f.Offset < f.LogStartOffset
+	if ack, ok := before(pt.survivalMarks(), f.Call); ok && !belowStart {
 		switch {
 		case f.Err == 0 && f.HighWatermark < ack.value:
 			return fmt.Errorf("%s: high watermark %d, but offsets up to %d were acknowledged before it was sent (the last %s): acknowledged records lost",
@@ -362,6 +392,32 @@ func (k *KafkaLog) Fetched(f *KafkaFetch) error {
 		}
 	}
 	return k.records(pt, f, where)
+}
+
+// logStart checks the log start offset a fetch reported and records it.
+func (k *KafkaLog) logStart(pt *kafkaPart, f *KafkaFetch, where string, retained bool) error {
+	if f.Err != 0 && f.Err != kafkaOffsetOutOfRange || f.LogStartOffset < 0 {
+		return nil
+	}
+	start := f.LogStartOffset
+	switch {
+	case !retained && start > 0:
+		return fmt.Errorf("%s: log start offset %d on a topic without retention: records vanished from the front", where, start)
+	case f.HighWatermark >= 0 && start > f.HighWatermark:
+		return fmt.Errorf("%s: log start offset %d above the high watermark %d: retention deleted records not every reader could read", where, start, f.HighWatermark)
+	case !k.protected(pt, f.Call):
+		return nil // a power loss since may have taken it back (non-durable topics)
+	}
+	if prev, ok := before(pt.starts, f.Call); ok && start < prev.value {
+		return fmt.Errorf("%s: log start offset %d, below the %d %s: the log start went back", where, start, prev.value, prev.from)
+	}
+	if n := len(pt.starts); n > 0 && pt.starts[n-1].value > start {
+		pt.starts = append(pt.starts, pt.starts[n-1])
+		pt.starts[n].at = f.Return
+	} else {
+		pt.starts = append(pt.starts, kafkaMark{at: f.Return, value: start, from: "seen by " + where})
+	}
+	return nil
 }
 
 // structure checks a fetch's batches on their own.
@@ -425,13 +481,18 @@ func (k *KafkaLog) records(pt *kafkaPart, f *KafkaFetch, where string) error {
 // Final checks that every acknowledged record of a durable topic, and of the
 // others every one whose produce was sent after the latest power loss, was
 // read back at its offset by a fetch sent after the acknowledgement (the
-// workload's final scan makes sure one is).
+// workload's final scan makes sure one is), unless retention took it (below
+// the largest log start seen).
 func (k *KafkaLog) Final() error {
 	var missing []string
 	for _, pt := range k.sortedParts() {
 		offs := make([]int64, 0, len(pt.at))
+		start := int64(0) // below it retention may have taken them
+		if n := len(pt.starts); n > 0 {
+			start = pt.starts[n-1].value
+		}
 		for off, s := range pt.at { // order-independent: sorted below
-			if s.ackedAt != 0 && !s.readBack && k.protected(pt, s.ackCall) {
+			if s.ackedAt != 0 && !s.readBack && k.protected(pt, s.ackCall) && off >= start {
 				offs = append(offs, off)
 			}
 		}
@@ -478,6 +539,11 @@ func (k *KafkaLog) sortedParts() []*kafkaPart {
 // losses are the times the broker lost power (PowerLoss), applied before
 // anything else that happened at the same time.
 func CheckKafka(produces []KafkaProduce, fetches []KafkaFetch, durable func(topic string) bool, losses ...int64) error {
+	return NewKafkaLog(durable).replay(produces, fetches, losses)
+}
+
+// replay feeds k a recorded history (as CheckKafka says) and checks Final.
+func (k *KafkaLog) replay(produces []KafkaProduce, fetches []KafkaFetch, losses []int64) error {
 	type event struct {
 		t    int64
 		rank int
@@ -497,7 +563,6 @@ func CheckKafka(produces []KafkaProduce, fetches []KafkaFetch, durable func(topi
 		evs = append(evs, event{t, -1, i})
 	}
 	slices.SortStableFunc(evs, func(a, b event) int { return cmp.Or(cmp.Compare(a.t, b.t), cmp.Compare(a.rank, b.rank)) })
-	k := NewKafkaLog(durable)
 	for _, e := range evs {
 		var err error
 		switch e.rank {

@@ -227,3 +227,71 @@ func TestKafkaDuplicateAfterUnknownIsTolerated(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// retainedHistory: a, b acknowledged at 0-1, c at 2; retention then moved the
+// log start to 2. A fetch below it is out of range, c is read back, and a
+// and b (read back before) need not be again.
+func retainedHistory() ([]KafkaProduce, []KafkaFetch) {
+	produces := []KafkaProduce{acked(10, 20, 0, "a", "b"), acked(30, 40, 2, "c"), acked(41, 42, 3, "never-read")}
+	below := fetch(50, 60, 0, 4)
+	below.Err, below.LogStartOffset = 1, 2
+	tail := fetch(70, 80, 2, 4, batch(2, "c"))
+	tail.LogStartOffset = 2
+	return produces, []KafkaFetch{below, tail}
+}
+
+// TestKafkaRetention: on a topic with retention, records below the log start
+// are gone by design; the log start never goes back, never passes the high
+// watermark, and stays 0 on topics without retention.
+func TestKafkaRetention(t *testing.T) {
+	check := func(p []KafkaProduce, f []KafkaFetch, retained bool) error {
+		k := NewKafkaLog(onlyT)
+		if retained {
+			k.Retention = onlyT
+		}
+		return k.replay(p, f, nil)
+	}
+	p, f := retainedHistory()
+	// Offset 3 was acknowledged and never read back: move the log start
+	// past it in a later fetch and it is excused.
+	last := fetch(90, 95, 4, 4)
+	last.LogStartOffset = 4
+	if err := check(p, append(f, last), true); err != nil {
+		t.Fatalf("a clean history with retention: %v", err)
+	}
+	if err := check(p, f, true); err == nil || !strings.Contains(err.Error(), "never read back") {
+		t.Fatalf("an acknowledged record at or above the log start never read: %v", err)
+	}
+	cases := []struct {
+		name     string
+		edit     func(f []KafkaFetch) []KafkaFetch
+		retained bool
+		wants    string
+	}{
+		{"no retention on the topic", func(f []KafkaFetch) []KafkaFetch { return append(f, last) }, false, "without retention"},
+		{"log start went back", func(f []KafkaFetch) []KafkaFetch {
+			back := fetch(100, 101, 3, 4, batch(3, "never-read"))
+			back.LogStartOffset = 1
+			return append(f, last, back)
+		}, true, "log start went back"},
+		{"log start above the high watermark", func(f []KafkaFetch) []KafkaFetch {
+			over := fetch(90, 95, 4, 4)
+			over.LogStartOffset = 5
+			return append(f, over)
+		}, true, "above the high watermark"},
+		{"out of range at or above the log start", func(f []KafkaFetch) []KafkaFetch {
+			oor := fetch(90, 95, 2, 4)
+			oor.Err, oor.LogStartOffset = 1, 2
+			return append(f, oor, last)
+		}, true, "acknowledged records lost"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			p, f := retainedHistory()
+			err := check(p, tc.edit(f), tc.retained)
+			if err == nil || !strings.Contains(err.Error(), tc.wants) {
+				t.Fatalf("reported %v, want it to mention %q", err, tc.wants)
+			}
+		})
+	}
+}

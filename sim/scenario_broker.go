@@ -28,10 +28,12 @@ import (
 // partition, and Final requires every acknowledged record read back.
 //
 // Topics: "durable" (3 partitions, created with CreateTopics), "auto" (2
-// partitions, auto-created by the first produce) and "lazy" (1 partition,
+// partitions, auto-created by the first produce), "lazy" (1 partition,
 // flush.messages=Long.MAX_VALUE: acknowledged once in the page cache, so a
 // power loss may take back what was acknowledged before it, but a kill or a
-// halt may not: the same checks hold there between power losses).
+// halt may not: the same checks hold there between power losses) and
+// "retained" (1 partition, 1 KiB segments, retention.bytes=3072: the log
+// start moves, never back, and what is below it may be gone).
 
 // brokerProfile: no corruption, misdirected writes or wipes, which a single
 // copy cannot survive (as the demo's single-copy log).
@@ -65,13 +67,14 @@ func (e lyingDiskEnv) Disk(op node.DiskOp) node.OpID {
 	return e.Env.Disk(op)
 }
 
-// brokerCoreBugs are planted in the broker's storage (broker.Config.Bug,
-// passed to partlog).
+// brokerCoreBugs are planted in the broker (broker.Config.Bug; partlog's
+// are passed on to its storage).
 var brokerCoreBugs = map[string]string{
 	partlog.BugAckBeforeFlush: "produces on flush.messages=1 topics are acknowledged before their fsync: a power loss loses acknowledged records",
 	partlog.BugAckBeforeWrite: "produces are acknowledged before their write completes: a kill (the page cache survives) loses acknowledged records on the lazy topic",
 	partlog.BugReuseOffset:    "after recovery, offsets restart from the recovery-point checkpoint instead of the recovered log end: offsets hold two records",
 	partlog.BugServeTorn:      "recovery and reads skip the batch CRC check: a torn tail is served (bad CRC, or records never produced)",
+	broker.BugFetchStartZero:  "Fetch reports log start 0 when retention moved it: an offset out of range below the start looks like acknowledged records lost",
 }
 
 func brokerBugs() map[string]string {
@@ -107,6 +110,7 @@ type brokerTopic struct {
 	create     bool        // created with CreateTopics (else auto-created by a produce)
 	configs    [][2]string // CreateTopics configs
 	durable    bool
+	retained   bool // retention by size: the log start moves
 }
 
 var brokerTopics = []brokerTopic{
@@ -114,6 +118,29 @@ var brokerTopics = []brokerTopic{
 	{name: "auto", partitions: 2, durable: true},
 	{name: "lazy", partitions: 1, create: true, durable: false,
 		configs: [][2]string{{"flush.messages", fmt.Sprint(int64(math.MaxInt64))}}},
+	// Segments of 1 KiB and 3 KiB kept: retention deletes segments (its
+	// files through the trash, emptied step by step) while clients read.
+	{name: "retained", partitions: 1, create: true, durable: true, retained: true,
+		configs: [][2]string{{"segment.bytes", "1024"}, {"retention.bytes", "3072"}}},
+}
+
+// minFetchVersion: fetches of a retained topic speak v5 or later, which
+// report the log start offset (the checker needs it to tell retention from
+// loss); the others speak whatever their connection drew.
+func minFetchVersion(topic string) int16 {
+	if brokerRetained(topic) {
+		return 5
+	}
+	return 0
+}
+
+func brokerRetained(topic string) bool {
+	for _, t := range brokerTopics {
+		if t.name == topic {
+			return t.retained
+		}
+	}
+	return false
 }
 
 func brokerDurable(topic string) bool {
@@ -136,12 +163,16 @@ type brokerChecks struct {
 	fetches  map[[2]int]int64 // call time
 	acks     int
 	served   int // fetched records
+	// logStart is the largest log start offset a fetch of the retained
+	// topic reported (a counter: retention ran).
+	logStart int64
 }
 
 func buildBroker(w *World) Checks {
 	r := stream(w.Seed, "broker", 0)
 	bc := &brokerChecks{w: w, log: checker.NewKafkaLog(brokerDurable),
 		produces: map[[2]int]*checker.KafkaProduce{}, fetches: map[[2]int]int64{}}
+	bc.log.Retention = brokerRetained
 
 	cfg := broker.DefaultConfig("")
 	cfg.Listeners = []broker.Listener{{Name: "PLAINTEXT", Host: "b1", Port: 9092}}
@@ -158,6 +189,7 @@ func buildBroker(w *World) Checks {
 	// Short logs: record sets are sent from the read's buffer (and it is
 	// recycled after the send) only if the copy threshold is low.
 	cfg.FetchCopyBelow = []int{1, 100, 2048, 0}[r.IntN(4)]
+	cfg.TrashStepBytes = drawTrashStep(w.Seed)
 	factory := broker.New(cfg)
 	switch {
 	case w.Bug == brokerDiskBugLyingFsync:
@@ -227,10 +259,14 @@ type brokerWorkload struct {
 	metaBusy   bool
 }
 
+// partitions lists every partition to scan: those each topic was created
+// with, or more if Metadata reported more (a topic whose CreateTopics a
+// crash took back is auto-created with the broker's default count by the
+// next Metadata that names it; seed 144348394 produced to such a partition).
 func (wl *brokerWorkload) partitions() []checker.KafkaTP {
 	var out []checker.KafkaTP
 	for _, t := range brokerTopics {
-		for p := range t.partitions {
+		for p := range max(t.partitions, wl.parts[t.name]) {
 			out = append(out, checker.KafkaTP{Topic: t.name, Partition: p})
 		}
 	}
@@ -305,7 +341,7 @@ func (wl *brokerWorkload) next(r *node.Rand) (kafkaclient.Op, bool) {
 	tp := known[r.IntN(len(known))]
 	hw := wl.hw[tp]
 	op := kafkaclient.Op{Kind: kafkaclient.Fetch, Topic: tp.Topic, Partition: tp.Partition,
-		MaxBytes: int32(256 << r.IntN(6))}
+		MaxBytes: int32(256 << r.IntN(6)), MinVersion: minFetchVersion(tp.Topic)}
 	switch x := r.Float64(); {
 	case x < 0.2:
 		op.Offset = 0
@@ -343,7 +379,7 @@ func (wl *brokerWorkload) nextScan() (kafkaclient.Op, bool) {
 		}
 		wl.scanBusy[tp] = true
 		return kafkaclient.Op{Kind: kafkaclient.Fetch, Topic: tp.Topic, Partition: tp.Partition,
-			Offset: wl.scanAt[tp], MaxBytes: 64 << 10, Unpaced: true}, true
+			Offset: wl.scanAt[tp], MaxBytes: 64 << 10, Unpaced: true, MinVersion: minFetchVersion(tp.Topic)}, true
 	}
 	if busy {
 		return kafkaclient.Op{Kind: kafkaclient.Idle}, true
@@ -407,6 +443,11 @@ func (wl *brokerWorkload) returned(op kafkaclient.Op, res kafkaclient.Result) {
 		}
 		wl.hw[tp] = res.HighWatermark
 		if !op.Unpaced || op.Offset != wl.scanAt[tp] {
+			return
+		}
+		const offsetOutOfRange = 1
+		if res.Err == offsetOutOfRange && res.LogStartOffset > op.Offset && brokerRetained(tp.Topic) {
+			wl.scanAt[tp] = res.LogStartOffset // retention took the rest
 			return
 		}
 		for _, b := range res.Batches {
@@ -496,7 +537,7 @@ func (bc *brokerChecks) returned(client, id int, op kafkaclient.Op, res kafkacli
 			return
 		}
 		f := &checker.KafkaFetch{Client: bc.loads[client].name, TP: checker.KafkaTP{Topic: op.Topic, Partition: op.Partition},
-			Offset: op.Offset, Call: call, Return: now, Err: res.Err, HighWatermark: res.HighWatermark}
+			Offset: op.Offset, Call: call, Return: now, Err: res.Err, HighWatermark: res.HighWatermark, LogStartOffset: res.LogStartOffset}
 		for _, b := range res.Batches {
 			kb := checker.KafkaBatch{BaseOffset: b.BaseOffset, LastOffsetDelta: b.LastOffsetDelta, NumRecords: b.NumRecords,
 				CRCValid: b.CRCValid, Problem: b.Problem}
@@ -508,6 +549,9 @@ func (bc *brokerChecks) returned(client, id int, op kafkaclient.Op, res kafkacli
 		}
 		if err := bc.log.Fetched(f); err != nil {
 			bc.fail(err)
+		}
+		if brokerRetained(op.Topic) && (res.Err == 0 || res.Err == 1) {
+			bc.logStart = max(bc.logStart, res.LogStartOffset)
 		}
 	}
 }
@@ -528,6 +572,25 @@ func (bc *brokerChecks) Converged() (bool, string) {
 		return false, strings.Join(waiting, "; ")
 	}
 	return true, ""
+}
+
+// drawTrashStep: in two runs of three deleted segments (of the retained
+// topic) are emptied in steps of 128 or 512 bytes, so the trash truncates,
+// syncs and pauses under the faults too; in the third, at the default 4 MiB,
+// they go back to back.
+func drawTrashStep(seed uint64) int64 {
+	return []int64{128, 512, 0}[stream(seed, "trash-step", 0).IntN(3)]
+}
+
+// Counters: "log-start", the largest log start offset the retained topic
+// reported (retention ran), and "trash-emptied", the files the broker's
+// current incarnation emptied in more than one step.
+func (bc *brokerChecks) Counters() map[string]uint64 {
+	out := map[string]uint64{"log-start": uint64(max(bc.logStart, 0))}
+	if b, ok := bc.server.Machine().(*broker.Broker); ok {
+		out["trash-emptied"] = b.TrashStats().Emptied
+	}
+	return out
 }
 
 func (bc *brokerChecks) Final() error {

@@ -256,6 +256,9 @@ func (f *fetch) respond() {
 			o.errCode = storageErrorCode(fp.res.Err)
 			o.hw = fp.p.log.HighWatermark()
 			o.logStart = fp.p.log.LogStartOffset()
+			if b.cfg.Bug == BugFetchStartZero {
+				o.logStart = 0
+			}
 		case !fp.have:
 			// Not read: the budget was spent on earlier partitions.
 			o.hw = fp.p.log.HighWatermark()

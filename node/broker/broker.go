@@ -177,7 +177,7 @@ func (b *Broker) host() partlog.Host {
 			b.trashFire = fn
 			b.env.SetTimer(timerTrash, d)
 		},
-		Trash: brokerTrash,
+		Trash: b.trashConfig(),
 		Bug:   b.cfg.Bug,
 	}
 }
@@ -188,6 +188,23 @@ func (b *Broker) host() partlog.Host {
 // frees must come back in bounded time). Removed whole, 1 GiB files stalled a
 // broker's fsyncs 370-460 ms (DESIGN.md, section 11).
 var brokerTrash = trash.Config{StepBytes: 4 << 20, Gap: 10 * time.Millisecond, MaxFiles: 4096, MaxBytes: 4 << 30}
+
+func (b *Broker) trashConfig() trash.Config {
+	cfg := brokerTrash
+	if b.cfg.TrashStepBytes > 0 {
+		cfg.StepBytes = b.cfg.TrashStepBytes
+	}
+	return cfg
+}
+
+// TrashStats reports what the log directory's trash did (zero before the
+// directory is open).
+func (b *Broker) TrashStats() trash.Stats {
+	if b.dir == nil {
+		return trash.Stats{}
+	}
+	return b.dir.TrashStats()
+}
 
 func (b *Broker) start() {
 	b.env.Logf("broker %d: opening logs", b.cfg.BrokerID)

@@ -49,15 +49,24 @@ type Config struct {
 	Props map[string]string
 	// Warnings are what the parser ignored, for the operator.
 	Warnings []string
-	// Bug plants a named bug for the simulator (partlog.Bug*); "" in
-	// production.
+	// Bug plants a named bug for the simulator (partlog.Bug*, or
+	// BugFetchStartZero); "" in production.
 	Bug string
 	// FetchCopyBelow: a Fetch response copies record sets smaller than
 	// this into its own buffer and sends larger ones from the disk read's
 	// buffer (0: copyRecordsBelow). Not a Kafka key: the simulator draws
 	// small values so that its short logs are sent from read buffers too.
 	FetchCopyBelow int
+	// TrashStepBytes: deleted segments are emptied this many bytes per
+	// step (0: brokerTrash's 4 MiB). Not a Kafka key: the simulator draws
+	// small ones, so that its small segments are emptied in steps too.
+	TrashStepBytes int64
 }
+
+// BugFetchStartZero makes Fetch report log start offset 0 however far
+// retention moved it: a consumer reading below the start gets
+// OFFSET_OUT_OF_RANGE with no hint that retention, not loss, is the cause.
+const BugFetchStartZero = "fetch-start-zero"
 
 // Listener is one entry of listeners= or advertised.listeners=.
 type Listener struct {

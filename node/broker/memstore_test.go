@@ -6,6 +6,7 @@ import (
 
 	"herd/node"
 	"herd/node/broker/partlog"
+	"herd/node/trash"
 )
 
 // memDir is an in-memory stand-in for partlog.Dir, for tests of the core
@@ -72,6 +73,7 @@ func (d *memDir) OnHighWatermark(fn func(partitionLog)) { d.hw = fn }
 
 func (d *memDir) OnFailure(fn func(error)) {}
 func (d *memDir) Tick()                    {}
+func (d *memDir) TrashStats() trash.Stats  { return trash.Stats{} }
 func (d *memDir) Close(done func(error))   { d.later(func() { done(nil) }) }
 
 type memBatch struct {

@@ -2,6 +2,7 @@ package broker
 
 import (
 	"herd/node/broker/partlog"
+	"herd/node/trash"
 )
 
 // logDir is the subset of *partlog.Dir the broker uses, behind an interface
@@ -15,6 +16,7 @@ type logDir interface {
 	OnHighWatermark(fn func(partitionLog))
 	OnFailure(fn func(error))
 	Tick()
+	TrashStats() trash.Stats
 	Close(done func(error))
 }
 
@@ -85,5 +87,6 @@ func (a dirAdapter) OnHighWatermark(fn func(partitionLog)) {
 
 func (a dirAdapter) OnFailure(fn func(error)) { a.d.OnFailure(fn) }
 
-func (a dirAdapter) Tick()                  { a.d.Tick() }
-func (a dirAdapter) Close(done func(error)) { a.d.Close(done) }
+func (a dirAdapter) Tick()                   { a.d.Tick() }
+func (a dirAdapter) TrashStats() trash.Stats { return a.d.Trash() }
+func (a dirAdapter) Close(done func(error))  { a.d.Close(done) }

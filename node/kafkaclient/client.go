@@ -71,6 +71,9 @@ type Op struct {
 	Offset   int64
 	MaxBytes int32
 	MaxWait  time.Duration // long-poll bound (MaxWaitMillis); 0 answers at once
+	// MinVersion: speak at least this Fetch version, if both sides can,
+	// instead of the connection's (v5 reports the log start offset).
+	MinVersion int16
 	// Unpaced: issue the next operation without waiting Interval (a
 	// catch-up read).
 	Unpaced bool
@@ -191,6 +194,7 @@ type Client struct {
 	corr     int32
 	pending  []pending
 	versions map[int16]int16 // API key -> version used on this connection
+	highest  map[int16]int16 // API key -> highest version both sides speak
 	format   *kmsg.RequestFormatter
 
 	opID     int
@@ -425,7 +429,7 @@ func (c *Client) apiVersions(r *kmsg.ApiVersionsResponse) {
 		c.drop()
 		return
 	}
-	c.versions = map[int16]int16{}
+	c.versions, c.highest = map[int16]int16{}, map[int16]int16{}
 	for _, k := range r.ApiKeys {
 		ours, ok := ourVersions[k.ApiKey]
 		if !ok {
@@ -438,6 +442,7 @@ func (c *Client) apiVersions(r *kmsg.ApiVersionsResponse) {
 		// Each connection speaks a version drawn from the overlap, so a
 		// run covers the versions both sides claim.
 		c.versions[k.ApiKey] = lo + int16(c.env.Rand().IntN(int(hi-lo)+1))
+		c.highest[k.ApiKey] = hi
 	}
 	for _, key := range []int16{0, 1, 3} {
 		if _, ok := c.versions[key]; !ok {
@@ -589,6 +594,9 @@ func (c *Client) issue(id int, op Op) {
 	case Fetch:
 		req := kmsg.NewPtrFetchRequest()
 		req.Version = c.versions[1]
+		if op.MinVersion > req.Version && op.MinVersion <= c.highest[1] {
+			req.Version = op.MinVersion
+		}
 		req.ReplicaID = -1
 		req.MaxWaitMillis = int32(op.MaxWait / time.Millisecond)
 		req.MinBytes = 1

@@ -76,6 +76,10 @@ const (
 	// BugServeTorn skips the CRC check when recovery scans a segment and
 	// when a read serves a batch.
 	BugServeTorn = "serve-torn"
+	// BugStartBeforeCheckpoint lets retention advance the log start
+	// offset readers see before the checkpoint that records it is durable:
+	// a crash then brings the old start (and its segments) back.
+	BugStartBeforeCheckpoint = "start-before-checkpoint"
 )
 
 // Config is the per-log configuration: broker defaults from

@@ -78,6 +78,9 @@ type Dir struct {
 	trash *trash.Bin
 }
 
+// Trash reports what the Dir's trash did.
+func (d *Dir) Trash() trash.Stats { return d.trash.Stats() }
+
 // newTrash makes the Dir's trash. Its files keep Kafka's ".deleted" name,
 // which recovery removes; a failure to empty one takes the dir offline as
 // any failed write does.

@@ -40,6 +40,7 @@ type driver struct {
 	// discarded files it made.
 	trash        trash.Config
 	trimmedSteps int
+	bug          string // Host.Bug
 	// recycled counts the read buffers the log handed back; each is
 	// overwritten at once, as the simulator does, so a buffer recycled
 	// while a result still lies in it shows as garbage.
@@ -72,6 +73,7 @@ func (dr *driver) host() Host {
 		Now:       func() node.Time { return dr.now },
 		WallClock: func() int64 { return dr.wall },
 		Trash:     dr.trash,
+		Bug:       dr.bug,
 		Logf: func(format string, args ...any) {
 			line := fmt.Sprintf(format, args...)
 			if len(dr.logs) < 10000 {

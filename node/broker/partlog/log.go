@@ -494,6 +494,9 @@ func (l *Log) retain(wall int64) {
 	// Until then the segments stay readable.
 	doomed := slices.Clone(l.segs[:n])
 	l.retainStart = l.segs[n].base
+	if l.d.h.Bug == BugStartBeforeCheckpoint {
+		l.start = max(l.start, l.retainStart)
+	}
 	l.d.writeCheckpoints(func(err error) {
 		target := l.retainStart
 		l.retainStart = 0
