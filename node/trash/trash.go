@@ -170,16 +170,19 @@ func (b *Bin) Discard(dir string, paths []string, done func()) {
 		renamed = append(renamed, to)
 		b.submit(node.RenameOp(p, to), nil)
 	}
-	b.submit(node.BackgroundSyncDirOp(dir), func(ok bool) {
-		if ok {
+	b.submit(node.BackgroundSyncDirOp(dir), func(bool) {
+		if !b.stopped { // failed: stopped; dir missing: the stats say gone
 			b.stat(bt, renamed) // a rename that failed as missing: the stat says gone
 		}
 	})
 }
 
-// Adopt empties files that need no rename (in a directory already renamed
-// durably for removal, for instance), and removes dir after them if
-// removeDir. done (may be nil) runs once all are gone.
+// Adopt empties files that need no rename (in a directory renamed for
+// removal, or named for the trash by a run that crashed), and removes dir
+// after them if removeDir. It syncs dir first: the names it was handed are
+// what the directory holds now, not necessarily what a crash would leave,
+// and a file must not be cut under a name that could come back as a live
+// one. done (may be nil) runs once all are gone.
 func (b *Bin) Adopt(dir string, paths []string, removeDir bool, done func()) {
 	if b.stopped {
 		return
@@ -189,7 +192,11 @@ func (b *Bin) Adopt(dir string, paths []string, removeDir bool, done func()) {
 		b.finishEmpty(bt)
 		return
 	}
-	b.stat(bt, paths)
+	b.submit(node.BackgroundSyncDirOp(dir), func(bool) {
+		if !b.stopped { // failed: stopped; dir missing: the stats say gone
+			b.stat(bt, paths)
+		}
+	})
 }
 
 // submit submits op; then (may be nil) learns whether it succeeded. A

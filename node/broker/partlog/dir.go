@@ -367,33 +367,6 @@ func (d *Dir) DeleteLog(tp TopicPartition, done func(error)) {
 	})
 }
 
-// removeTree removes a partition directory (files only, no subdirectories)
-// at once and makes the removal durable: recovery's way with deletions a
-// crash interrupted (a live deletion goes through the trash).
-func (d *Dir) removeTree(path string, done func(error)) {
-	d.do(node.ListOp(path), func(ev node.Event) {
-		if ev.Err != nil {
-			d.fail(fmt.Errorf("list %s: %w", path, ev.Err))
-			done(ErrStorage)
-			return
-		}
-		for _, e := range ev.Entries {
-			d.do(node.RemoveOp(path+"/"+e.Name), nil)
-		}
-		d.do(node.RemoveOp(path), nil)
-		d.do(node.SyncDirOp(d.path), func(ev node.Event) {
-			if ev.Err != nil {
-				d.fail(fmt.Errorf("syncdir %s: %w", d.path, ev.Err))
-			}
-			if d.failed != nil {
-				done(ErrStorage)
-				return
-			}
-			done(nil)
-		})
-	})
-}
-
 // Tick does time-driven work: flush.ms flushes, segment roll by time,
 // retention, checkpoint files. The owner calls it about once a second.
 func (d *Dir) Tick() {

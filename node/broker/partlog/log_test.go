@@ -667,17 +667,24 @@ func TestDeleteLog(t *testing.T) {
 	if l.LogEndOffset() != 0 {
 		t.Fatal("recreated log not empty")
 	}
-	// A deletion interrupted by a crash is finished at open.
-	dr.appendSync(l, simpleBatch(1, 1, 10, "y"))
+	// A deletion interrupted by a crash is finished once the Dir is open,
+	// by the trash, step by step.
+	for i := range 20 {
+		dr.appendSync(l, simpleBatch(1, 1, 300, fmt.Sprint("y", i)))
+	}
 	d.DeleteLog(tp0, func(error) {})
 	for i := 0; i < 3; i++ { // the rename and its directory sync
 		dr.step()
 	}
 	dr.drop()
 	dr2 := newDriver(t, fs.Crash(nodeRand(3)))
+	dr2.trash.StepBytes = 512
 	d2 := dr2.open("", smallConfig())
 	if d2.Log(tp0) != nil {
 		t.Fatal("deleted log came back")
+	}
+	if dr2.trimmedSteps == 0 {
+		t.Fatal("the interrupted deletion's files were removed whole, not emptied in steps")
 	}
 	ents, _ = dr2.fs.List("")
 	for _, e := range ents {

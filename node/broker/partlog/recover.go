@@ -74,11 +74,15 @@ type opener struct {
 	done     func(*Dir, error)
 	finished bool
 
-	clean                bool
-	rps, starts, hws     map[TopicPartition]int64
-	parts                []node.DirEntry
-	deletes              []string
-	ckptSizes            map[string]int64
+	clean            bool
+	rps, starts, hws map[TopicPartition]int64
+	parts            []node.DirEntry
+	deletes          []string
+	ckptSizes        map[string]int64
+	// leftovers are deletions a crash or Close interrupted: once the Dir is
+	// open the trash empties them step by step (a topic's segments may be
+	// gigabytes; removed whole they would stall every fsync on the disk).
+	leftovers            []leftover
 	pendingCheckpointIOs int
 }
 
@@ -108,6 +112,12 @@ func OpenDir(h Host, path string, defaults Config, done func(*Dir, error)) {
 		// created it without syncing its parent.
 		o.step(node.SyncDirOp(node.Dir(path)), func(node.Event) { o.list() })
 	})
+}
+
+type leftover struct {
+	dir       string
+	files     []string
+	removeDir bool // a <topic>-<partition>.<tag>-delete directory
 }
 
 func (o *opener) fail(err error) {
@@ -188,19 +198,31 @@ func (o *opener) list() {
 	})
 }
 
-// deleteNext finishes deletions a crash interrupted.
+// deleteNext lists the partition deletions a crash or Close interrupted,
+// for the trash.
 func (o *opener) deleteNext(i int) {
 	if i == len(o.deletes) {
 		o.recoverNext(0)
 		return
 	}
-	o.d.removeTree(o.d.join(o.deletes[i]), func(err error) {
-		if err != nil {
-			o.fail(err)
-			return
+	dir := o.d.join(o.deletes[i])
+	o.step(node.ListOp(dir), func(ev node.Event) {
+		lo := leftover{dir: dir, removeDir: true}
+		for _, e := range ev.Entries {
+			lo.files = append(lo.files, dir+"/"+e.Name)
 		}
+		o.leftovers = append(o.leftovers, lo)
 		o.deleteNext(i + 1)
 	})
+}
+
+// removeLeftovers hands the deletions a crash or Close interrupted to the
+// trash, once the Dir is open.
+func (o *opener) removeLeftovers() {
+	for _, lo := range o.leftovers {
+		o.d.trash.Adopt(lo.dir, lo.files, lo.removeDir, nil)
+	}
+	o.leftovers = nil
 }
 
 func (o *opener) recoverNext(i int) {
@@ -244,6 +266,7 @@ func (o *opener) finish() {
 			for _, l := range d.sorted {
 				l.checkInvariants()
 			}
+			o.removeLeftovers()
 			o.done(d, nil)
 		})
 	})
@@ -294,7 +317,11 @@ func (lr *logRecovery) start() {
 				over = e
 			case isIdx && logs[idxBase], isTidx && logs[tidxBase]:
 				lr.indexSizes[e.Name] = e.Size
-			case isIdx, isTidx, strings.HasSuffix(e.Name, deletedSuffix), strings.HasSuffix(e.Name, tmpSuffix),
+			case strings.HasSuffix(e.Name, deletedSuffix):
+				// A segment's file retention was emptying: the trash
+				// goes on with it once the Dir is open.
+				o.leftovers = append(o.leftovers, leftover{dir: l.path, files: []string{l.file(e.Name)}})
+			case isIdx, isTidx, strings.HasSuffix(e.Name, tmpSuffix),
 				strings.HasSuffix(e.Name, ".cleaned"), strings.HasSuffix(e.Name, ".swap"):
 				// Leftovers: a deletion or rewrite that a crash interrupted,
 				// or the index of a segment that is gone.
