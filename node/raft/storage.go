@@ -622,7 +622,7 @@ func (s *storage) dropOldSegments() {
 
 // discard hands a file no longer needed to the trash, which renames it to
 // <name>.del and, once that is durable, empties it Config.TrimBytes at a
-// time (node/trash says why; recovery removes .del files it finds). The
+// time (node/trash says why; recovery hands .del files it finds back). The
 // trash halts the server if that fails: the file is garbage, but the
 // shell's send gate distrusts every later acknowledgement after a failed
 // write of any kind (fsyncgate), so going on would leave this server unable

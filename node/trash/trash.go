@@ -10,8 +10,8 @@
 // a file no longer needed is renamed to <name>.del and, once that rename
 // is durable, truncated Config.StepBytes at a time, each step's blocks freed
 // by a background sync of its own (off the node's main disk lane) and
-// Config.Gap apart, then removed. Owners remove such files they find when
-// they recover: a crash forgets the trash.
+// Config.Gap apart, then removed. A crash forgets what the trash held: owners
+// hand such files they find when they recover back to a Bin (Adopt).
 //
 // A Bin is sans-I/O and single-threaded like the rest of node/: it submits
 // node.DiskOp values through its Host and continues when the owner hands back

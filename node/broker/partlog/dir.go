@@ -81,9 +81,9 @@ type Dir struct {
 // Trash reports what the Dir's trash did.
 func (d *Dir) Trash() trash.Stats { return d.trash.Stats() }
 
-// newTrash makes the Dir's trash. Its files keep Kafka's ".deleted" name,
-// which recovery removes; a failure to empty one takes the dir offline as
-// any failed write does.
+// newTrash makes the Dir's trash. Its files keep Kafka's ".deleted" name
+// (recovery hands those it finds back to it); a failure to empty one takes
+// the dir offline as any failed write does.
 func (d *Dir) newTrash() *trash.Bin {
 	cfg := d.h.Trash
 	cfg.Suffix = deletedSuffix
@@ -464,7 +464,7 @@ func (d *Dir) Close(done func(error)) {
 	}
 	d.state = dirClosing
 	d.closeCBs = append(d.closeCBs, done)
-	d.trash.Stop() // recovery removes what is left
+	d.trash.Stop() // the next OpenDir hands what is left back to the trash
 	for _, l := range d.sorted {
 		l.sealIndexes(l.active())
 		l.flush()
