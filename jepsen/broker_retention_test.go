@@ -7,7 +7,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -51,47 +50,31 @@ func TestBrokerRetentionSurvivesKill9(t *testing.T) {
 	}
 	defer cl.Close()
 
-	var mu sync.Mutex
 	acks := map[string]int64{} // value -> offset its acknowledgement named
 	failed := 0
-	var wg sync.WaitGroup
-	stop := make(chan struct{})
-	producerDone := make(chan struct{})
 	pad := bytes.Repeat([]byte("x"), 1000)
-	produced := 0
-	go func() {
-		defer close(producerDone)
-		for ; ; produced++ {
-			select {
-			case <-stop:
-				return
-			default:
-			}
-			v := fmt.Sprintf("v%07d", produced)
-			wg.Add(1)
-			cl.Produce(ctx, &kgo.Record{Key: []byte(v), Value: append([]byte(v), pad...)}, func(r *kgo.Record, err error) {
-				defer wg.Done()
-				mu.Lock()
-				defer mu.Unlock()
-				if err != nil {
-					failed++
-					return
-				}
-				acks[string(r.Key)] = r.Offset
-			})
+	prod := startProducer(ctx, cl, func(i int) *kgo.Record {
+		v := []byte(fmt.Sprintf("v%07d", i))
+		return &kgo.Record{Key: v, Value: append(v, pad...)}
+	}, func(r *kgo.Record, err error) {
+		if err != nil {
+			failed++
+			return
 		}
-	}()
+		acks[string(r.Key)] = r.Offset
+	})
 
 	// The reader: the log start it saw, in order, must never go back.
 	adm := kadm.NewClient(newClient(t, b.Addr))
 	var starts []int64
+	stopReader := make(chan struct{})
 	readerDone := make(chan struct{})
 	var wentBack string
 	go func() {
 		defer close(readerDone)
 		for {
 			select {
-			case <-stop:
+			case <-stopReader:
 				return
 			case <-time.After(20 * time.Millisecond):
 			}
@@ -123,9 +106,8 @@ func TestBrokerRetentionSurvivesKill9(t *testing.T) {
 		}
 	}
 	time.Sleep(1500 * time.Millisecond)
-	close(stop)
-	<-producerDone
-	wg.Wait()
+	prod.stop()
+	close(stopReader)
 	<-readerDone
 	if wentBack != "" {
 		t.Fatalf("the log start went back: %s (starts seen: %v)", wentBack, compress(starts))

@@ -56,40 +56,23 @@ func brokerKill9(t *testing.T, extra map[string]string) {
 		partition int32
 		offset    int64
 	}
-	var mu sync.Mutex
 	acks := map[string]acked{} // value -> where its acknowledgement put it
 	var failed int
 	var firstErr error
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	var wg sync.WaitGroup
-	stop := make(chan struct{})
-	var produced int
-	producerDone := make(chan struct{})
-	go func() {
-		defer close(producerDone)
-		for ; ; produced++ {
-			select {
-			case <-stop:
-				return
-			default:
+	prod := startProducer(ctx, cl, func(i int) *kgo.Record {
+		v := []byte(fmt.Sprintf("v%07d", i))
+		return &kgo.Record{Key: v, Value: v}
+	}, func(r *kgo.Record, err error) {
+		if err != nil {
+			if failed++; firstErr == nil {
+				firstErr = err
 			}
-			v := fmt.Sprintf("v%07d", produced)
-			wg.Add(1)
-			cl.Produce(ctx, &kgo.Record{Key: []byte(v), Value: []byte(v)}, func(r *kgo.Record, err error) {
-				defer wg.Done()
-				mu.Lock()
-				defer mu.Unlock()
-				if err != nil {
-					if failed++; firstErr == nil {
-						firstErr = err
-					}
-					return
-				}
-				acks[string(r.Value)] = acked{r.Partition, r.Offset}
-			})
+			return
 		}
-	}()
+		acks[string(r.Value)] = acked{r.Partition, r.Offset}
+	})
 	const kills = 3
 	for k := range kills {
 		time.Sleep(400 * time.Millisecond) // kill with produce requests in flight
@@ -98,9 +81,7 @@ func brokerKill9(t *testing.T, extra map[string]string) {
 		}
 	}
 	time.Sleep(400 * time.Millisecond)
-	close(stop)
-	<-producerDone
-	wg.Wait()
+	produced := prod.stop()
 	if len(acks) < produced/2 || len(acks) < 1000 {
 		t.Fatalf("only %d of %d records acknowledged (%d failed, the first with %v): too little to check", len(acks), produced, failed, firstErr)
 	}
@@ -153,4 +134,46 @@ func brokerKill9(t *testing.T, extra map[string]string) {
 	}
 	t.Logf("%d of %d records acknowledged (%d failed), all read back at their offsets; %d appear twice (retries of produces whose answer the kill lost)",
 		len(acks), produced, failed, dups)
+}
+
+// producer produces the records rec(0), rec(1), ... from a goroutine of its
+// own through a kgo client until stopped; done gets each outcome, one at a
+// time.
+type producer struct {
+	mu       sync.Mutex
+	wg       sync.WaitGroup
+	halt     chan struct{}
+	finished chan struct{}
+	produced int
+}
+
+func startProducer(ctx context.Context, cl *kgo.Client, rec func(i int) *kgo.Record, done func(r *kgo.Record, err error)) *producer {
+	p := &producer{halt: make(chan struct{}), finished: make(chan struct{})}
+	go func() {
+		defer close(p.finished)
+		for ; ; p.produced++ {
+			select {
+			case <-p.halt:
+				return
+			default:
+			}
+			p.wg.Add(1)
+			cl.Produce(ctx, rec(p.produced), func(r *kgo.Record, err error) {
+				defer p.wg.Done()
+				p.mu.Lock()
+				defer p.mu.Unlock()
+				done(r, err)
+			})
+		}
+	}()
+	return p
+}
+
+// stop ends the producing, waits for every outcome and returns how many
+// records were handed to the client.
+func (p *producer) stop() int {
+	close(p.halt)
+	<-p.finished
+	p.wg.Wait()
+	return p.produced
 }
