@@ -150,7 +150,7 @@ func (b *Bin) Stats() Stats {
 }
 
 // Stop ends the emptying: nothing more is submitted (the owner is closing
-// or has failed). Files left are the owner's recovery's to remove.
+// or has failed). The owner's recovery hands files left back (Adopt).
 func (b *Bin) Stop() { b.stopped = true }
 
 // Discard renames each of paths (files in dir) to path+Config.Suffix, syncs dir,
@@ -171,8 +171,10 @@ func (b *Bin) Discard(dir string, paths []string, done func()) {
 		b.submit(node.RenameOp(p, to), nil)
 	}
 	b.submit(node.BackgroundSyncDirOp(dir), func(bool) {
-		if !b.stopped { // failed: stopped; dir missing: the stats say gone
-			b.stat(bt, renamed) // a rename that failed as missing: the stat says gone
+		// A failed sync stopped the Bin; a missing dir, or a rename that
+		// failed as missing, leaves files the stats report gone.
+		if !b.stopped {
+			b.stat(bt, renamed)
 		}
 	})
 }
@@ -193,7 +195,7 @@ func (b *Bin) Adopt(dir string, paths []string, removeDir bool, done func()) {
 		return
 	}
 	b.submit(node.BackgroundSyncDirOp(dir), func(bool) {
-		if !b.stopped { // failed: stopped; dir missing: the stats say gone
+		if !b.stopped { // as in Discard
 			b.stat(bt, paths)
 		}
 	})
@@ -227,15 +229,14 @@ func (b *Bin) stat(bt *batch, paths []string) {
 				b.gone(bt) // missing (a stat changes nothing): nothing to free
 				return
 			}
-			size := ev.Size
-			f := &file{path: p, size: size, b: bt}
-			if b.Stats().Queued+1 > b.cfg.MaxFiles || b.queuedBytes+size > b.cfg.MaxBytes {
+			f := &file{path: p, size: ev.Size, b: bt}
+			if b.Stats().Queued+1 > b.cfg.MaxFiles || b.queuedBytes+f.size > b.cfg.MaxBytes {
 				b.stats.Whole++
 				b.remove(f)
 				return
 			}
 			b.queued = append(b.queued, f)
-			b.queuedBytes += size
+			b.queuedBytes += f.size
 			b.next()
 		})
 	}
@@ -256,6 +257,9 @@ func (b *Bin) next() {
 // holds.
 func (b *Bin) step() {
 	f := b.cur
+	if f.size < 0 || b.queuedBytes < f.size {
+		panic(fmt.Sprintf("trash: %s has %d bytes left of the %d queued", f.path, f.size, b.queuedBytes))
+	}
 	if f.size <= b.cfg.StepBytes {
 		b.cur = nil
 		b.queuedBytes -= f.size
