@@ -41,19 +41,11 @@ func TestBrokerRetentionSurvivesKill9(t *testing.T) {
 	const topic = "retained"
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	cl, err := kgo.NewClient(kgo.SeedBrokers(b.Addr), kgo.DefaultProduceTopic(topic),
-		kgo.RequiredAcks(kgo.AllISRAcks()), kgo.DisableIdempotentWrite(),
-		kgo.ProducerBatchCompression(kgo.NoCompression()), kgo.RecordRetries(1000),
-		kgo.RetryTimeout(time.Minute), kgo.ProducerLinger(time.Millisecond), kgo.AllowAutoTopicCreation())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
 
 	acks := map[string]int64{} // value -> offset its acknowledgement named
 	failed := 0
 	pad := bytes.Repeat([]byte("x"), 1000)
-	prod := startProducer(ctx, cl, func(i int) *kgo.Record {
+	prod := startProducer(ctx, t, b.Addr, topic, func(i int) *kgo.Record {
 		v := []byte(fmt.Sprintf("v%07d", i))
 		return &kgo.Record{Key: v, Value: append(v, pad...)}
 	}, func(r *kgo.Record, err error) {
@@ -176,17 +168,6 @@ func TestBrokerRetentionSurvivesKill9(t *testing.T) {
 	}
 	t.Logf("%d records acknowledged (%d failed), %d at or above the final log start %d read back; %d log starts seen, never going back: %v",
 		len(acks), failed, checked, start, len(starts), compress(starts))
-}
-
-// newClient is a kgo client with opts, closed with the test.
-func newClient(t *testing.T, addr string, opts ...kgo.Opt) *kgo.Client {
-	t.Helper()
-	c, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(addr)}, opts...)...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(c.Close)
-	return c
 }
 
 // deletedFiles lists files on their way out under the broker's log dir.

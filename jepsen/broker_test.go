@@ -43,14 +43,6 @@ func brokerKill9(t *testing.T, extra map[string]string) {
 	defer b.Stop()
 
 	const topic = "kill9"
-	cl, err := kgo.NewClient(kgo.SeedBrokers(b.Addr), kgo.DefaultProduceTopic(topic),
-		kgo.RequiredAcks(kgo.AllISRAcks()), kgo.DisableIdempotentWrite(),
-		kgo.ProducerBatchCompression(kgo.NoCompression()), kgo.RecordRetries(1000),
-		kgo.RetryTimeout(time.Minute), kgo.ProducerLinger(time.Millisecond), kgo.AllowAutoTopicCreation())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
 
 	type acked struct {
 		partition int32
@@ -61,7 +53,7 @@ func brokerKill9(t *testing.T, extra map[string]string) {
 	var firstErr error
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	prod := startProducer(ctx, cl, func(i int) *kgo.Record {
+	prod := startProducer(ctx, t, b.Addr, topic, func(i int) *kgo.Record {
 		v := []byte(fmt.Sprintf("v%07d", i))
 		return &kgo.Record{Key: v, Value: v}
 	}, func(r *kgo.Record, err error) {
@@ -87,7 +79,6 @@ func brokerKill9(t *testing.T, extra map[string]string) {
 	}
 
 	// Read every partition from offset 0 to its end.
-	cl.Close()
 	ends := map[int32]int64{}
 	for _, a := range acks {
 		ends[a.partition] = max(ends[a.partition], a.offset+1)
@@ -136,9 +127,10 @@ func brokerKill9(t *testing.T, extra map[string]string) {
 		len(acks), produced, failed, dups)
 }
 
-// producer produces the records rec(0), rec(1), ... from a goroutine of its
-// own through a kgo client until stopped; done gets each outcome, one at a
-// time.
+// producer produces the records rec(0), rec(1), ... to topic from a
+// goroutine of its own until stopped, through a kgo client that waits out
+// kills (acks=all, no idempotence, a minute of retries); done gets each
+// outcome, one at a time.
 type producer struct {
 	mu       sync.Mutex
 	wg       sync.WaitGroup
@@ -147,7 +139,11 @@ type producer struct {
 	produced int
 }
 
-func startProducer(ctx context.Context, cl *kgo.Client, rec func(i int) *kgo.Record, done func(r *kgo.Record, err error)) *producer {
+func startProducer(ctx context.Context, t *testing.T, addr, topic string, rec func(i int) *kgo.Record, done func(r *kgo.Record, err error)) *producer {
+	cl := newClient(t, addr, kgo.DefaultProduceTopic(topic),
+		kgo.RequiredAcks(kgo.AllISRAcks()), kgo.DisableIdempotentWrite(),
+		kgo.ProducerBatchCompression(kgo.NoCompression()), kgo.RecordRetries(1000),
+		kgo.RetryTimeout(time.Minute), kgo.ProducerLinger(time.Millisecond), kgo.AllowAutoTopicCreation())
 	p := &producer{halt: make(chan struct{}), finished: make(chan struct{})}
 	go func() {
 		defer close(p.finished)
@@ -176,4 +172,15 @@ func (p *producer) stop() int {
 	<-p.finished
 	p.wg.Wait()
 	return p.produced
+}
+
+// newClient is a kgo client with opts, closed with the test.
+func newClient(t *testing.T, addr string, opts ...kgo.Opt) *kgo.Client {
+	t.Helper()
+	c, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(addr)}, opts...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	return c
 }

@@ -88,5 +88,5 @@ func (a dirAdapter) OnHighWatermark(fn func(partitionLog)) {
 func (a dirAdapter) OnFailure(fn func(error)) { a.d.OnFailure(fn) }
 
 func (a dirAdapter) Tick()                   { a.d.Tick() }
-func (a dirAdapter) TrashStats() trash.Stats { return a.d.Trash() }
+func (a dirAdapter) TrashStats() trash.Stats { return a.d.TrashStats() }
 func (a dirAdapter) Close(done func(error))  { a.d.Close(done) }

@@ -43,9 +43,10 @@ type Config struct {
 	// from 45-88 to 41-58 ms with 2 MiB).
 	SnapshotSyncBytes int
 	// TrimBytes: files no longer needed (old snapshots and segments) are
-	// emptied this many bytes per step before they are removed (0: 4 MiB;
-	// see storage.discard and node/trash). The simulator draws small ones, so that its
-	// small files are trimmed in several steps too.
+	// emptied this many bytes per step before they are removed (0: the
+	// trash's 4 MiB; see storage.discard and node/trash). The simulator
+	// draws small ones, so that its small files are trimmed in several
+	// steps too.
 	TrimBytes int64
 	// SnapshotLoopShare bounds the share of the event loop's time an
 	// incremental snapshot takes while it is encoded: after each step the
@@ -149,9 +150,6 @@ func (c *Config) setDefaults() {
 	}
 	if c.SnapshotSyncBytes <= 0 {
 		c.SnapshotSyncBytes = 2 << 20
-	}
-	if c.TrimBytes <= 0 {
-		c.TrimBytes = 4 << 20
 	}
 }
 

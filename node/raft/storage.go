@@ -616,7 +616,7 @@ func (s *storage) dropOldSegments() {
 	clear(s.segs[len(keep):])
 	s.segs = keep
 	if len(gone) > 0 {
-		s.trash.Discard(s.dir, gone, nil)
+		s.trash.Discard(s.dir, gone)
 	}
 }
 
@@ -634,7 +634,7 @@ func (s *storage) dropOldSegments() {
 // reads an older snapshot while a newer one is valid, nor needs segments the
 // snapshot covers), but a file under its live name must mean its bytes.
 func (s *storage) discard(name string) {
-	s.trash.Discard(s.dir, []string{s.path(name)}, nil)
+	s.trash.Discard(s.dir, []string{s.path(name)})
 }
 
 // timerTrim paces the trash: one step per firing.
@@ -705,7 +705,7 @@ func (s *storage) listed(ev node.Event) {
 		}
 	}
 	if len(discarded) > 0 {
-		s.trash.Adopt(s.dir, discarded, false, nil)
+		s.trash.Adopt(s.dir, discarded, false)
 	}
 	slices.SortFunc(rc.snaps, func(a, b node.DirEntry) int { return strings.Compare(b.Name, a.Name) })
 	slices.SortFunc(rc.segs, func(a, b segFile) int { return cmp.Compare(a.seq, b.seq) })

@@ -84,13 +84,12 @@ func (c Config) withDefaults() Config {
 	return c
 }
 
-// batch is one Discard or Adopt call: its files, and what to do when the
-// last of them is gone.
+// batch is one Discard or Adopt call: its files, and whether dir goes when
+// the last of them is gone.
 type batch struct {
 	dir       string
 	left      int  // files not yet removed
 	removeDir bool // remove dir once they are
-	done      func()
 }
 
 type file struct {
@@ -154,16 +153,12 @@ func (b *Bin) Stats() Stats {
 func (b *Bin) Stop() { b.stopped = true }
 
 // Discard renames each of paths (files in dir) to path+Config.Suffix, syncs dir,
-// and then empties them. done (may be nil) runs once all are gone.
-func (b *Bin) Discard(dir string, paths []string, done func()) {
-	if b.stopped {
+// and then empties them.
+func (b *Bin) Discard(dir string, paths []string) {
+	if b.stopped || len(paths) == 0 {
 		return
 	}
-	bt := &batch{dir: dir, left: len(paths), done: done}
-	if len(paths) == 0 {
-		b.finishEmpty(bt)
-		return
-	}
+	bt := &batch{dir: dir, left: len(paths)}
 	renamed := make([]string, 0, len(paths))
 	for _, p := range paths {
 		to := p + b.cfg.Suffix
@@ -184,14 +179,14 @@ func (b *Bin) Discard(dir string, paths []string, done func()) {
 // after them if removeDir. It syncs dir first: the names it was handed are
 // what the directory holds now, not necessarily what a crash would leave,
 // and a file must not be cut under a name that could come back as a live
-// one. done (may be nil) runs once all are gone.
-func (b *Bin) Adopt(dir string, paths []string, removeDir bool, done func()) {
+// one.
+func (b *Bin) Adopt(dir string, paths []string, removeDir bool) {
 	if b.stopped {
 		return
 	}
-	bt := &batch{dir: dir, left: len(paths), removeDir: removeDir, done: done}
+	bt := &batch{dir: dir, left: len(paths), removeDir: removeDir}
 	if len(paths) == 0 {
-		b.finishEmpty(bt)
+		b.finish(bt) // an empty directory: only it goes
 		return
 	}
 	b.submit(node.BackgroundSyncDirOp(dir), func(bool) {
@@ -347,35 +342,9 @@ func (b *Bin) gone(bt *batch) {
 	}
 }
 
+// finish removes bt's directory if it was to go.
 func (b *Bin) finish(bt *batch) {
-	if b.stopped {
-		return
-	}
-	if !bt.removeDir {
-		if bt.done != nil {
-			bt.done()
-		}
-		return
-	}
-	b.submit(node.RemoveOp(bt.dir), func(bool) {
-		if bt.done != nil && !b.stopped {
-			bt.done()
-		}
-	})
-}
-
-// finishEmpty finishes a batch without files, later (never from inside the
-// call that made it).
-func (b *Bin) finishEmpty(bt *batch) {
-	if bt.removeDir {
-		b.finish(bt) // submits the removal
-		return
-	}
-	if bt.done != nil {
-		b.h.Disk(node.StatOp(bt.dir), func(node.Event) {
-			if !b.stopped {
-				bt.done()
-			}
-		})
+	if !b.stopped && bt.removeDir {
+		b.submit(node.RemoveOp(bt.dir), nil)
 	}
 }

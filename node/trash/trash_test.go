@@ -29,7 +29,9 @@ type driver struct {
 	bin      *Bin
 	trace    []string
 	failures []error
-	inCall   bool // inside a call into the Bin: no callback may run
+	// traceAtFail is the trace's length when Fail was called.
+	traceAtFail int
+	inCall      bool // inside a call into the Bin: no callback may run
 	// failOp makes the first op of this kind on a path with this suffix fail
 	// with an I/O error.
 	failKind node.DiskOpKind
@@ -62,7 +64,10 @@ func newDriver(t *testing.T, cfg Config, timers bool) *driver {
 			}
 			dr.trace = append(dr.trace, line)
 		},
-		Fail: func(err error) { dr.failures = append(dr.failures, err) },
+		Fail: func(err error) {
+			dr.failures = append(dr.failures, err)
+			dr.traceAtFail = len(dr.trace)
+		},
 	}
 	if timers {
 		h.SetTimer = func(d time.Duration) {
@@ -140,13 +145,12 @@ func (dr *driver) exists(path string) bool {
 
 // TestDiscardInSteps: a discarded file is renamed, the rename made durable,
 // then the file is truncated a step at a time, each step synced and a gap
-// apart, then removed; done runs once it is gone.
+// apart, then removed.
 func TestDiscardInSteps(t *testing.T) {
 	dr := newDriver(t, Config{StepBytes: 1000, Gap: 7 * time.Millisecond}, true)
 	dr.write("d/a", 3500)
 	dr.write("d/b", 600)
-	done := 0
-	dr.call(func() { dr.bin.Discard("d", []string{"d/a", "d/b"}, func() { done++ }) })
+	dr.call(func() { dr.bin.Discard("d", []string{"d/a", "d/b"}) })
 	if st := dr.bin.Stats(); st.Queued != 0 {
 		t.Fatalf("queued before the rename is durable: %+v", st)
 	}
@@ -161,8 +165,8 @@ func TestDiscardInSteps(t *testing.T) {
 	if !slices.Equal(dr.trace, want) {
 		t.Fatalf("trace:\n%s\nwant:\n%s", strings.Join(dr.trace, "\n"), strings.Join(want, "\n"))
 	}
-	if done != 1 || dr.exists("d/a") || dr.exists("d/a.del") || dr.exists("d/b.del") {
-		t.Fatalf("done %d, files left: %v %v %v", done, dr.exists("d/a"), dr.exists("d/a.del"), dr.exists("d/b.del"))
+	if dr.exists("d/a") || dr.exists("d/a.del") || dr.exists("d/b.del") {
+		t.Fatalf("files left: %v %v %v", dr.exists("d/a"), dr.exists("d/a.del"), dr.exists("d/b.del"))
 	}
 	st := dr.bin.Stats()
 	if st.Emptied != 1 || st.Removed != 2 || st.Whole != 0 || st.Queued != 0 || st.Bytes != 0 {
@@ -180,7 +184,7 @@ func TestSmallFilesBackToBack(t *testing.T) {
 		dr.write(p, 400)
 		paths = append(paths, p)
 	}
-	dr.call(func() { dr.bin.Discard("d", paths, nil) })
+	dr.call(func() { dr.bin.Discard("d", paths) })
 	dr.run()
 	var got []string
 	for _, l := range dr.trace {
@@ -201,7 +205,7 @@ func TestBounds(t *testing.T) {
 		dr := newDriver(t, cfg, true)
 		dr.write("d/a", 1000)
 		dr.write("d/b", 1000)
-		dr.call(func() { dr.bin.Discard("d", []string{"d/a", "d/b"}, nil) })
+		dr.call(func() { dr.bin.Discard("d", []string{"d/a", "d/b"}) })
 		dr.run()
 		st := dr.bin.Stats()
 		if st.Whole != 1 || st.Emptied != 1 || st.Removed != 2 {
@@ -222,37 +226,32 @@ func TestAdoptRemovesDir(t *testing.T) {
 	}
 	dr.write("d/gone/x.log", 2500)
 	dr.write("d/gone/x.index", 10)
-	done := false
-	dr.call(func() {
-		dr.bin.Adopt("d/gone", []string{"d/gone/x.log", "d/gone/x.index"}, true, func() { done = true })
-	})
+	dr.call(func() { dr.bin.Adopt("d/gone", []string{"d/gone/x.log", "d/gone/x.index"}, true) })
 	dr.run()
-	if !done || dr.exists("d/gone") {
-		t.Fatalf("done %v, dir left %v:\n%s", done, dr.exists("d/gone"), strings.Join(dr.trace, "\n"))
+	if dr.exists("d/gone") {
+		t.Fatalf("dir left:\n%s", strings.Join(dr.trace, "\n"))
 	}
 	if st := dr.bin.Stats(); st.Emptied != 1 || st.Removed != 2 {
 		t.Fatalf("stats %+v", st)
 	}
-	// Without files, done still runs, later.
-	called := false
-	dr.call(func() { dr.bin.Discard("", nil, func() { called = true }) })
-	if called {
-		t.Fatal("done ran inside Discard")
+	// An empty directory goes too.
+	if err := dr.fs.Mkdir("d/empty"); err != nil {
+		t.Fatal(err)
 	}
+	dr.call(func() { dr.bin.Adopt("d/empty", nil, true) })
 	dr.run()
-	if !called {
-		t.Fatal("done of an empty batch never ran")
+	if dr.exists("d/empty") {
+		t.Fatal("an adopted empty directory was left")
 	}
 }
 
 // TestMissing: a file that is not there is no failure.
 func TestMissing(t *testing.T) {
 	dr := newDriver(t, Config{}, true)
-	done := false
-	dr.call(func() { dr.bin.Discard("", []string{"nothing"}, func() { done = true }) })
+	dr.call(func() { dr.bin.Discard("", []string{"nothing"}) })
 	dr.run()
-	if !done || len(dr.failures) > 0 {
-		t.Fatalf("done %v, failures %v", done, dr.failures)
+	if st := dr.bin.Stats(); len(dr.failures) > 0 || st.Removed != 0 || st.Queued != 0 {
+		t.Fatalf("stats %+v, failures %v", st, dr.failures)
 	}
 }
 
@@ -264,18 +263,21 @@ func TestFailureStops(t *testing.T) {
 		dr.write("a", 1000)
 		dr.write("b", 1000)
 		dr.failKind, dr.failPath = kind, ""
-		done := false
-		dr.call(func() { dr.bin.Discard("", []string{"a", "b"}, func() { done = true }) })
+		dr.call(func() { dr.bin.Discard("", []string{"a", "b"}) })
 		dr.run()
 		if len(dr.failures) != 1 || !errors.Is(dr.failures[0], node.ErrIO) {
 			t.Fatalf("%v: failures %v", kind, dr.failures)
 		}
-		if done {
-			t.Fatalf("%v: done ran after a failure", kind)
+		// After the report only timers set before it may fire; the Bin
+		// submits nothing and sets no timer.
+		for _, l := range dr.trace[dr.traceAtFail:] {
+			if l != "fire" {
+				t.Fatalf("%v: ops submitted after the failure was reported: %v", kind, dr.trace[dr.traceAtFail:])
+			}
 		}
 		last := dr.trace[len(dr.trace)-1]
 		n := len(dr.trace)
-		dr.call(func() { dr.bin.Discard("", []string{"b"}, nil) })
+		dr.call(func() { dr.bin.Discard("", []string{"b"}) })
 		dr.bin.Timer()
 		dr.run()
 		if len(dr.trace) != n {
@@ -295,7 +297,7 @@ func TestCrashNeverDamagesLiveName(t *testing.T) {
 		want := dr.write("seg", 1000+r.IntN(2000))
 		dr.write("keep", 100)
 		dr.crashAfter = 1 + r.IntN(14)
-		dr.call(func() { dr.bin.Discard("", []string{"seg"}, nil) })
+		dr.call(func() { dr.bin.Discard("", []string{"seg"}) })
 		dr.run()
 		after := dr.fs.Crash(r)
 		got, err := after.ReadAt("seg", 0, 1<<20)

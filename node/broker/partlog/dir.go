@@ -78,8 +78,8 @@ type Dir struct {
 	trash *trash.Bin
 }
 
-// Trash reports what the Dir's trash did.
-func (d *Dir) Trash() trash.Stats { return d.trash.Stats() }
+// TrashStats reports what the Dir's trash did.
+func (d *Dir) TrashStats() trash.Stats { return d.trash.Stats() }
 
 // newTrash makes the Dir's trash. Its files keep Kafka's ".deleted" name
 // (recovery hands those it finds back to it); a failure to empty one takes
@@ -361,7 +361,7 @@ func (d *Dir) DeleteLog(tp TopicPartition, done func(error)) {
 			for _, e := range ev.Entries {
 				files = append(files, gone+"/"+e.Name)
 			}
-			d.trash.Adopt(gone, files, true, nil)
+			d.trash.Adopt(gone, files, true)
 		})
 		done(nil)
 	})

@@ -509,7 +509,7 @@ func (l *Log) retain(wall int64) {
 		for _, s := range doomed {
 			files = append(files, l.forgetSegment(s)...)
 		}
-		l.d.trash.Discard(l.path, files, nil)
+		l.d.trash.Discard(l.path, files)
 		l.d.logf("%s: retention deleted %d segments; log start offset %d", l.name(), len(doomed), l.start)
 	})
 }

@@ -220,7 +220,7 @@ func (o *opener) deleteNext(i int) {
 // trash, once the Dir is open.
 func (o *opener) removeLeftovers() {
 	for _, lo := range o.leftovers {
-		o.d.trash.Adopt(lo.dir, lo.files, lo.removeDir, nil)
+		o.d.trash.Adopt(lo.dir, lo.files, lo.removeDir)
 	}
 	o.leftovers = nil
 }
