@@ -31,6 +31,7 @@ var keeperBugs = map[string]string{
 	keeper.BugFuzzySnapshot:  "setData keeps no image for a snapshot being encoded: the snapshot holds later data",
 	keeper.BugQuotaForgotten: "a tree restored from a snapshot forgets which paths are under quota",
 	keeper.BugQuotaMulti:     "changes made inside a multi are not counted in quota stats",
+	keeper.BugStuckConnect:   "a handshake whose session creation or read point was lost is never answered nor closed",
 }
 
 func init() {
@@ -75,6 +76,9 @@ type keeperChecks struct {
 	sessions []int64                   // per client: current session
 }
 
+// keeperTickTime is the simulated servers' tickTime.
+const keeperTickTime = 200 * time.Millisecond
+
 func buildKeeper(w *World) Checks {
 	r := stream(w.Seed, "keeper", 0)
 	nServers := 3
@@ -96,7 +100,7 @@ func buildKeeper(w *World) Checks {
 		i := i
 		cfg := keeper.Config{
 			ID: raft.ID(i + 1), ClientAddr: clientAddrs[i], Servers: specs, DataDir: "/data",
-			TickTime: 200 * time.Millisecond, SyncLimit: 5, FourLetter: []string{"*"}, TTLEnabled: true,
+			TickTime: keeperTickTime, SyncLimit: 5, FourLetter: []string{"*"}, TTLEnabled: true,
 			ContainerCheck: time.Second, RaftTick: 50 * time.Millisecond, ElectionTicks: 10, SnapshotEvery: 200, SnapshotStep: 1 + r.IntN(40),
 			WALFill: walFill, SnapshotSyncBytes: snapSync, LogChunk: drawLogChunk(w.Seed), TrimBytes: drawTrimBytes(w.Seed), NoAppendCoalescing: drawNoCoalescing(w.Seed), NoPeerAcks: drawNoPeerAcks(w.Seed), Bug: w.Bug,
 		}
@@ -330,7 +334,28 @@ func (kc *keeperChecks) periodic() {
 		return
 	}
 	kc.checkTrees()
+	kc.checkHandshakes()
 	kc.w.Q.After(500*time.Millisecond, funcHandler(kc.periodic), 0)
+}
+
+// checkHandshakes fails the run if a running server leaves a handshake
+// unanswered past its deadline (keeper's writeTimeout) by more than a tick
+// period: a client that waits for the answer as long as the connection
+// stays open, as go-zookeeper 1.0.4 does, would wait for ever. The
+// simulated clients give up after their session timeout, so without this
+// check the liveness phase would not notice (the jepsen partition test,
+// with go-zookeeper, hung on it).
+func (kc *keeperChecks) checkHandshakes() {
+	for i, n := range kc.servers {
+		s := kc.server(i)
+		if s == nil || n.Paused() || n.draining || len(n.backlog) > 0 {
+			continue
+		}
+		if id, late, ok := s.OverdueHandshake(keeperTickTime); ok {
+			kc.w.Fail(FailCorrectness, "handshake", "%s: connection %d's handshake is unanswered %v past its deadline", n.Name, id, late)
+			return
+		}
+	}
 }
 
 func (kc *keeperChecks) checkTrees() {

@@ -9,6 +9,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime/pprof"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -19,6 +20,11 @@ import (
 	"herd/node/shell"
 )
 
+// keeperPlantableBugs are the planted bugs `herd keeper --plant-bug` takes:
+// those whose effect a real-process test can see.
+var keeperPlantableBugs = []string{keeper.BugStaleSync, keeper.BugLateWatch, keeper.BugServeBehind,
+	raft.BugAckBeforeDurable, raft.BugCommitOnMinority, raft.BugNoTruncate}
+
 func runKeeper(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("herd keeper", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -28,7 +34,13 @@ func runKeeper(args []string, stdout, stderr io.Writer) int {
 		"data: starting empty, it neither votes nor acknowledges until the others have caught it up "+
 		"(without it, an empty server may help a stale leader overwrite committed data); ignored when "+
 		"the data directory is not empty, so keep it on restarts until the server logs \"caught up\"")
+	plant := fs.String("plant-bug", "", "for fault tests only: switch on one of the planted bugs the simulator's checkers "+
+		"are shown to catch ("+strings.Join(keeperPlantableBugs, ", ")+"), so a real-process test can show that it catches it too")
 	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if *plant != "" && !slices.Contains(keeperPlantableBugs, *plant) {
+		fmt.Fprintf(stderr, "herd keeper: --plant-bug %q: want one of %s\n", *plant, strings.Join(keeperPlantableBugs, ", "))
 		return 2
 	}
 	if *config == "" {
@@ -41,6 +53,10 @@ func runKeeper(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	cfg.Rejoin = *rejoin
+	if *plant != "" {
+		cfg.Bug = *plant
+		fmt.Fprintf(stderr, "herd keeper: warning: planted bug %q switched on: this server is wrong on purpose\n", *plant)
+	}
 	var logw io.Writer
 	if *verbose {
 		logw = stderr

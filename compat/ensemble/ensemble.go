@@ -58,6 +58,13 @@ type Options struct {
 
 	// StartTimeout bounds Start and Restart (default 60s).
 	StartTimeout time.Duration
+
+	// PeerPort, if set, gives the port on 127.0.0.1 that server `from` is
+	// told (in its own zoo.cfg) to reach server `to`'s quorum port at, for
+	// a fault-injecting proxy in between (ids are 1-based; port is the
+	// real quorum port). The configs then differ per server, which herd
+	// allows; ZooKeeper's election port is not proxied.
+	PeerPort func(from, to, port int) (int, error)
 }
 
 // Paths and flags used to run Apache ZooKeeper. They are variables so a
@@ -373,7 +380,15 @@ func (e *Ensemble) writeConfig(s *server) error {
 		{"clientPortAddress", "127.0.0.1"},
 	}
 	for _, o := range e.servers {
-		cfg = append(cfg, procutil.KV{fmt.Sprintf("server.%d", o.id), fmt.Sprintf("127.0.0.1:%d:%d", o.quorum, o.el)})
+		quorum := o.quorum
+		if e.opts.PeerPort != nil && o != s {
+			p, err := e.opts.PeerPort(s.id, o.id, o.quorum)
+			if err != nil {
+				return err
+			}
+			quorum = p
+		}
+		cfg = append(cfg, procutil.KV{fmt.Sprintf("server.%d", o.id), fmt.Sprintf("127.0.0.1:%d:%d", quorum, o.el)})
 	}
 	cfg = append(cfg, procutil.KV{"4lw.commands.whitelist", "*"}, procutil.KV{"admin.enableServer", "false"})
 	return os.WriteFile(s.cfg, []byte(procutil.Properties(cfg, e.opts.Extra)), 0o644)

@@ -90,6 +90,7 @@ const (
 	BugFuzzySnapshot  = "fuzzy-snapshot"  // setData keeps no image for a snapshot being encoded
 	BugQuotaForgotten = "quota-forgotten" // a tree restored from a snapshot forgets which paths are under quota
 	BugQuotaMulti     = "quota-multi"     // changes made inside a multi are not counted in quota stats
+	BugStuckConnect   = "stuck-connect"   // a handshake whose session creation or read point was lost waits for ever
 )
 
 // ServerSpec is one server.N line.

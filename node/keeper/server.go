@@ -51,10 +51,16 @@ type conn struct {
 	peek    []byte // the first bytes, until we know it is not a four-letter word
 	checked bool
 	state   connState
-	session int64
-	timeout int32
-	hasRO   bool
-	passwd  [16]byte
+	// pendingUntil is when a connect in cPending (a session being created,
+	// or a reconnect waiting for a read point) is given up: its entry or
+	// read may have been lost with a leader, and a client that waits for
+	// the handshake as long as the connection stays open (go-zookeeper
+	// 1.0.4 does, for ten read timeouts) must not wait for ever.
+	pendingUntil node.Time
+	session      int64
+	timeout      int32
+	hasRO        bool
+	passwd       [16]byte
 	// key names this connection in the log; seq numbers its writes. The
 	// data tree uses both to keep a session's writes in order.
 	key   uint64
@@ -206,6 +212,24 @@ func raftBug(b string) string {
 		return b
 	}
 	return ""
+}
+
+// OverdueHandshake reports a connection whose handshake (a session being
+// created, or a reconnect waiting for a read point) is still unanswered
+// more than slack past its deadline, and by how much: the simulator checks
+// that no client is left waiting for ever (the lowest such id, so the
+// answer does not depend on map order).
+func (s *Server) OverdueHandshake(slack time.Duration) (node.ConnID, time.Duration, bool) {
+	now := s.env.Now()
+	var id node.ConnID
+	var late time.Duration
+	found := false
+	for _, c := range s.conns { // order-independent: the lowest id wins
+		if c.state == cPending && now.Sub(c.pendingUntil) > slack && (!found || c.id < id) {
+			id, late, found = c.id, now.Sub(c.pendingUntil), true
+		}
+	}
+	return id, late, found
 }
 
 // Tree exposes the data tree (checkers, tools).
@@ -390,6 +414,7 @@ func (s *Server) connect(c *conn, body []byte) {
 		}
 		s.pending[s.req] = pending{kind: pendCreateSession, c: c}
 		c.state = cPending
+		c.pendingUntil = s.env.Now().Add(s.writeTimeout)
 		return
 	}
 	// A connect for an existing session ends the session's other
@@ -405,6 +430,7 @@ func (s *Server) connect(c *conn, body []byte) {
 		s.req++
 		s.reads[s.req] = readWait{c: c, connect: true}
 		c.state = cPending
+		c.pendingUntil = s.env.Now().Add(s.writeTimeout)
 		s.raft.ReadIndex(s.req)
 		return
 	}
@@ -972,16 +998,39 @@ func (s *Server) tick() {
 		}
 	}
 	s.late = s.late[:0]
-	// Requests that waited too long: their write or sync was lost.
+	// Requests and handshakes that waited too long: their write, sync or
+	// session was lost with a leader. Closing the connection tells the
+	// client to try again (ZooKeeper closes its clients' connections
+	// when it loses its leader).
 	var stale []*conn
 	for _, c := range s.conns { // order-independent: collected and sorted below
-		if len(c.queue) > 0 && c.queue[0].deadline != 0 && now > c.queue[0].deadline {
+		switch {
+		case c.state == cPending && now > c.pendingUntil && s.cfg.Bug != BugStuckConnect:
+			stale = append(stale, c)
+		case len(c.queue) > 0 && c.queue[0].deadline != 0 && now > c.queue[0].deadline:
 			stale = append(stale, c)
 		}
 	}
 	slices.SortFunc(stale, func(a, b *conn) int { return int(a.id) - int(b.id) })
 	for _, c := range stale {
-		s.drop(c, "request timed out (no leader applied it)")
+		if c.state == cPending {
+			s.drop(c, "handshake timed out (no leader created or confirmed the session)")
+		} else {
+			s.drop(c, "request timed out (no leader applied it)")
+		}
+	}
+	// What closed connections still wait for is forgotten: an entry lost
+	// with a leader never applies, and a read whose answer comes has
+	// nobody to serve; either would otherwise be held for ever.
+	for req, p := range s.pending { // order-independent: deletes only
+		if p.c.state == cClosed {
+			delete(s.pending, req)
+		}
+	}
+	for req, w := range s.reads { // order-independent: deletes only
+		if w.c.state == cClosed {
+			delete(s.reads, req)
+		}
 	}
 	if !s.leading {
 		if len(s.touched) > 0 {
