@@ -30,9 +30,8 @@ import (
 // (liveness: no connection left hanging, no server left out).
 func TestKeeperLinearizableUnderPartitions(t *testing.T) {
 	links := newLinkSet()
-	defer links.Close()
+	t.Cleanup(links.Close) // after the servers stop (cleanups run last first)
 	e, w, leaders, rounds := runPartitions(t, links, "", 24*time.Second)
-	defer e.Stop() // before the links close (defers run last first)
 	w.finish(100, 50)
 
 	// Liveness: every link is up; each server, asked alone, must take a
@@ -67,7 +66,7 @@ func TestKeeperLinearizableUnderPartitions(t *testing.T) {
 	for from := 1; from <= 3; from++ {
 		for to := 1; to <= 3; to++ {
 			if l := links.Get(from, to); l != nil {
-				a, r, _ := l.Stats()
+				a, r := l.Stats()
 				accepted += a
 				resets += r
 			}
@@ -107,6 +106,7 @@ func runPartitions(t *testing.T, links *linkSet, bug string, d time.Duration) (*
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { e.Stop() }) // also when the workload fails to start
 	w := startKeeperWorkload(t, e, d)
 	rng := rand.New(rand.NewPCG(3, 4))
 	leaders := map[int]bool{}

@@ -5,8 +5,6 @@ import (
 	"io"
 	"log"
 	"math/rand/v2"
-	"os"
-	"os/exec"
 	"runtime"
 	"strings"
 	"sync"
@@ -183,8 +181,6 @@ func (w *keeperWorkload) wait() {
 			cons = append(cons, fmt.Sprintf("s%d cons (%v):\n%s", i+1, err, out))
 			cons = append(cons, fmt.Sprintf("s%d log:\n%s", i+1, w.e.LogTail(i)))
 		}
-		ssOut, _ := exec.Command("ss", "-tnp").CombinedOutput()
-		cons = append(cons, "ss:\n"+string(ssOut), fmt.Sprintf("pids %v test %d", w.e.PIDs(), os.Getpid()))
 		w.t.Fatalf("clients still waiting for answers a minute after the workload ended: a request hangs\n%s\ngoroutines:\n%s",
 			strings.Join(cons, "\n"), buf)
 	}

@@ -48,7 +48,6 @@ func (s linkState) String() string {
 // its peers for what it sends (raft's outbound connections), so a link
 // carries exactly one direction of one pair's traffic.
 type link struct {
-	name   string
 	target string
 	ln     net.Listener
 
@@ -61,17 +60,16 @@ type link struct {
 
 	// counters, under mu
 	accepted, resets int
-	forwarded        int64
 }
 
 // newLink listens on a fresh loopback port and carries what it accepts to
 // target.
-func newLink(name, target string) (*link, error) {
+func newLink(target string) (*link, error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return nil, err
 	}
-	l := &link{name: name, target: target, ln: ln, conns: make(map[net.Conn]bool)}
+	l := &link{target: target, ln: ln, conns: make(map[net.Conn]bool)}
 	l.cond = sync.NewCond(&l.mu)
 	l.wg.Add(1)
 	go l.acceptLoop()
@@ -97,19 +95,11 @@ func (l *link) Set(s linkState) {
 	l.cond.Broadcast()
 }
 
-// State reports what the link does now.
-func (l *link) State() linkState {
+// Stats reports connections accepted and connections closed by refusing.
+func (l *link) Stats() (accepted, resets int) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return l.state
-}
-
-// Stats reports connections accepted, connections closed by refusing, and
-// bytes delivered.
-func (l *link) Stats() (accepted, resets int, forwarded int64) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.accepted, l.resets, l.forwarded
+	return l.accepted, l.resets
 }
 
 // Close stops the link and waits for its goroutines.
@@ -203,9 +193,6 @@ func (l *link) carry(in net.Conn) {
 				if _, werr := dst.Write(buf[:n]); werr != nil {
 					return
 				}
-				l.mu.Lock()
-				l.forwarded += int64(n)
-				l.mu.Unlock()
 			}
 			if err != nil {
 				return
@@ -233,7 +220,7 @@ func (s *linkSet) PeerPort(from, to, port int) (int, error) {
 	if old := s.links[[2]int{from, to}]; old != nil {
 		old.Close() // a retried start picked new ports
 	}
-	l, err := newLink(fmt.Sprintf("s%d->s%d", from, to), fmt.Sprintf("127.0.0.1:%d", port))
+	l, err := newLink(fmt.Sprintf("127.0.0.1:%d", port))
 	if err != nil {
 		return 0, err
 	}
@@ -294,7 +281,7 @@ func TestLink(t *testing.T) {
 		echo.Close()
 		echoes.Wait()
 	}()
-	l, err := newLink("test", echo.Addr().String())
+	l, err := newLink(echo.Addr().String())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -357,7 +344,7 @@ func TestLink(t *testing.T) {
 	if n, err := refused.Read(make([]byte, 8)); err == nil {
 		t.Fatalf("read %d bytes through a refusing link", n)
 	}
-	if _, resets, _ := l.Stats(); resets != 2 {
+	if _, resets := l.Stats(); resets != 2 {
 		t.Fatalf("%d connections reset, want 2", resets)
 	}
 	l.Set(linkUp)
