@@ -29,6 +29,10 @@ import (
 
 var herdBin string
 
+// herdBinEnv names a herd binary already built, for a test process that
+// runInNetns started.
+const herdBinEnv = "HERD_JEPSEN_BIN"
+
 func TestMain(m *testing.M) {
 	dir, err := os.MkdirTemp("", "herd-jepsen-")
 	if err != nil {
@@ -36,11 +40,15 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	herdBin = filepath.Join(dir, "herd")
-	build := exec.Command("go", "build", "-o", herdBin, "herd/cmd/herd")
-	build.Stderr = os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "building herd:", err)
-		os.Exit(1)
+	if bin := os.Getenv(herdBinEnv); bin != "" {
+		herdBin = bin // a test run again by runInNetns: the parent built it
+	} else {
+		build := exec.Command("go", "build", "-o", herdBin, "herd/cmd/herd")
+		build.Stderr = os.Stderr
+		if err := build.Run(); err != nil {
+			fmt.Fprintln(os.Stderr, "building herd:", err)
+			os.Exit(1)
+		}
 	}
 	code := m.Run()
 	os.RemoveAll(dir)

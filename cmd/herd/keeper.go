@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -13,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 
 	"herd/disk"
 	"herd/node/keeper"
@@ -140,12 +142,15 @@ func startKeeper(cfg keeper.Config, logw io.Writer) (*shell.Shell, func(), error
 		return nil, nil, err
 	}
 	listen := []string{cfg.ClientAddr}
+	var dialFrom string
 	for _, s := range cfg.Servers {
 		if s.ID == cfg.ID && len(cfg.Servers) > 1 {
 			listen = append(listen, s.PeerAddr())
+			dialFrom = listenIP(s.PeerAddr())
 		}
 	}
 	sh, err := shell.New(shell.Config{Name: fmt.Sprintf("keeper%d", cfg.ID), FS: f, Listen: listen, Log: logw,
+		DialFrom: dialFrom, DialUserTimeout: peerUserTimeout(cfg),
 		NoCombining: noCombining()}, keeper.New(cfg))
 	if err != nil {
 		f.Close()
@@ -153,6 +158,31 @@ func startKeeper(cfg keeper.Config, logw io.Writer) (*shell.Shell, func(), error
 		return nil, nil, err
 	}
 	return sh, func() { f.Close(); stopTrim() }, nil
+}
+
+// listenIP is the IP address a listener on addr binds (a host name resolved
+// as net.Listen resolves it), or "" for a wildcard or unresolvable host. A
+// server dials its peers from the address it listens on for them, so that
+// they (and packet filters between them) see its connections come from the
+// address its server.N line names.
+func listenIP(addr string) string {
+	a, err := net.ResolveTCPAddr("tcp", addr)
+	if err != nil || a.IP == nil || a.IP.IsUnspecified() {
+		return ""
+	}
+	return a.IP.String()
+}
+
+// peerUserTimeout bounds how long a peer connection may hold data its peer
+// has not acknowledged (shell.Config.DialUserTimeout): syncLimit ticks,
+// ZooKeeper's bound on a follower's silence. HERD_PEER_USER_TIMEOUT (a Go
+// duration, 0 for none) overrides it, a knob for fault tests that show
+// what the bound is for.
+func peerUserTimeout(cfg keeper.Config) time.Duration {
+	if v, err := time.ParseDuration(os.Getenv("HERD_PEER_USER_TIMEOUT")); err == nil && v >= 0 {
+		return v
+	}
+	return time.Duration(cfg.SyncLimit) * cfg.TickTime
 }
 
 // startEnvCPUProfile profiles the process into $HERD_CPUPROFILE (with %d

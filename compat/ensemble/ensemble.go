@@ -65,6 +65,12 @@ type Options struct {
 	// real quorum port). The configs then differ per server, which herd
 	// allows; ZooKeeper's election port is not proxied.
 	PeerPort func(from, to, port int) (int, error)
+
+	// Host, if set, gives the loopback address server id (1-based) listens
+	// on, clients and peers alike (zoo.cfg's clientPortAddress and its
+	// server.N line), instead of 127.0.0.1: with one address per server, a
+	// test can drop packets between two servers by address (`ip rule`).
+	Host func(id int) string
 }
 
 // Paths and flags used to run Apache ZooKeeper. They are variables so a
@@ -184,7 +190,7 @@ func start(kind Kind, opts Options, deadline time.Time, retry bool) (*Ensemble, 
 			}
 		}
 		e.servers = append(e.servers, s)
-		e.Addrs = append(e.Addrs, net.JoinHostPort("127.0.0.1", strconv.Itoa(s.client)))
+		e.Addrs = append(e.Addrs, net.JoinHostPort(e.host(s.id), strconv.Itoa(s.client)))
 	}
 	for _, s := range e.servers {
 		if err := e.writeConfig(s); err != nil {
@@ -364,6 +370,14 @@ func (e *Ensemble) Stop() error {
 	return first
 }
 
+// host is the address server id listens on (Options.Host).
+func (e *Ensemble) host(id int) string {
+	if e.opts.Host != nil {
+		return e.opts.Host(id)
+	}
+	return "127.0.0.1"
+}
+
 func (e *Ensemble) writeConfig(s *server) error {
 	if err := os.MkdirAll(s.data, 0o755); err != nil {
 		return err
@@ -377,7 +391,7 @@ func (e *Ensemble) writeConfig(s *server) error {
 		{"syncLimit", "5"},
 		{"dataDir", s.data},
 		{"clientPort", strconv.Itoa(s.client)},
-		{"clientPortAddress", "127.0.0.1"},
+		{"clientPortAddress", e.host(s.id)},
 	}
 	for _, o := range e.servers {
 		quorum := o.quorum
@@ -388,7 +402,11 @@ func (e *Ensemble) writeConfig(s *server) error {
 			}
 			quorum = p
 		}
-		cfg = append(cfg, procutil.KV{fmt.Sprintf("server.%d", o.id), fmt.Sprintf("127.0.0.1:%d:%d", quorum, o.el)})
+		host := e.host(o.id)
+		if quorum != o.quorum {
+			host = "127.0.0.1" // PeerPort's proxy
+		}
+		cfg = append(cfg, procutil.KV{fmt.Sprintf("server.%d", o.id), fmt.Sprintf("%s:%d:%d", host, quorum, o.el)})
 	}
 	cfg = append(cfg, procutil.KV{"4lw.commands.whitelist", "*"}, procutil.KV{"admin.enableServer", "false"})
 	return os.WriteFile(s.cfg, []byte(procutil.Properties(cfg, e.opts.Extra)), 0o644)

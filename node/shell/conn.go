@@ -495,7 +495,22 @@ func (s *Shell) resetConn(c *conn) {
 // dial runs on its own goroutine.
 func (s *Shell) dial(ctx context.Context, c *conn, addr string) {
 	defer c.cancelDial()
-	var d net.Dialer
+	d := net.Dialer{LocalAddr: s.dialFrom}
+	if s.cfg.DialUserTimeout > 0 {
+		ms := int(max(s.cfg.DialUserTimeout/time.Millisecond, 1))
+		d.Control = func(network, _ string, rc syscall.RawConn) error {
+			if network != "tcp" && network != "tcp4" && network != "tcp6" {
+				return nil
+			}
+			var serr error
+			if err := rc.Control(func(fd uintptr) {
+				serr = syscall.SetsockoptInt(int(fd), syscall.IPPROTO_TCP, tcpUserTimeout, ms)
+			}); err != nil {
+				return err
+			}
+			return serr
+		}
+	}
 	nc, err := d.DialContext(ctx, "tcp", addr)
 	it := item{kind: itDialed, c: c, nc: nc}
 	if err != nil {
@@ -505,6 +520,10 @@ func (s *Shell) dial(ctx context.Context, c *conn, addr string) {
 		abortNetConn(nc)
 	}
 }
+
+// tcpUserTimeout is Linux's TCP_USER_TIMEOUT socket option (linux/tcp.h),
+// which package syscall does not name.
+const tcpUserTimeout = 18
 
 // dialErr maps a dial failure onto the two outcomes the simulator knows:
 // the attempt ran out of time, or it was turned away (refused, unreachable,

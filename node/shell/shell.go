@@ -100,6 +100,21 @@ type Config struct {
 	Log io.Writer
 	// DialTimeout bounds each Env.Dial; default 3s.
 	DialTimeout time.Duration
+	// DialFrom, if set, is the local IP address dialed connections are
+	// made from (the kernel picks the port), so that peers and packet
+	// filters see a node's connections come from the address its
+	// configuration names for it, not from whichever the route prefers
+	// (on loopback, always 127.0.0.1).
+	DialFrom string
+	// DialUserTimeout, if positive, is set as TCP_USER_TIMEOUT on dialed
+	// connections: data the peer has not acknowledged for that long (a
+	// network dropping packets) aborts the connection, and the core sees
+	// EvClosed and can dial again. Without it a socket retransmits for
+	// about 15 minutes (tcp_retries2) at doubling intervals, so after a
+	// long partition heals nothing crosses until its next retransmission,
+	// seconds to minutes later; the simulator's network kills such a
+	// connection after its retransmission timeout instead (netsim).
+	DialUserTimeout time.Duration
 	// MaxSendQueueBytes bounds the bytes queued on one connection and not yet
 	// accepted by the kernel. A Send that would exceed it resets the
 	// connection (EvClosed{ErrReset}), as the simulator does; a peer that
@@ -229,6 +244,7 @@ type Shell struct {
 	nextOp     node.OpID
 	halted     bool
 	haltReason string
+	dialFrom   net.Addr // Config.DialFrom, parsed
 	dialCtx    context.Context
 	dialCancel context.CancelFunc
 	// dirty lists the connections Send queued data on since the loop last
@@ -268,23 +284,32 @@ func New(cfg Config, f node.Factory) (*Shell, error) {
 	if cfg.MaxSendQueueBytes <= 0 {
 		cfg.MaxSendQueueBytes = defaultMaxSendQueueBytes
 	}
+	var dialFrom net.Addr
+	if cfg.DialFrom != "" {
+		ip := net.ParseIP(cfg.DialFrom)
+		if ip == nil {
+			return nil, fmt.Errorf("shell: DialFrom %q is not an IP address", cfg.DialFrom)
+		}
+		dialFrom = &net.TCPAddr{IP: ip}
+	}
 	if cfg.Log == nil {
 		cfg.Log = io.Discard
 	}
 	s := &Shell{
-		cfg:     cfg,
-		factory: f,
-		seed:    cfg.Seed,
-		done:    make(chan struct{}),
-		events:  make(chan item, eventQueueLen),
-		doCh:    make(chan doReq),
-		kick:    make(chan struct{}, 1),
-		stopCh:  make(chan struct{}),
-		conns:   make(map[node.ConnID]*conn),
-		timers:  make(map[node.TimerName]*timer),
-		disk:    newDiskLane(),
-		bg:      newDiskLane(),
-		socks:   make(map[*conn]struct{}),
+		cfg:      cfg,
+		factory:  f,
+		dialFrom: dialFrom,
+		seed:     cfg.Seed,
+		done:     make(chan struct{}),
+		events:   make(chan item, eventQueueLen),
+		doCh:     make(chan doReq),
+		kick:     make(chan struct{}, 1),
+		stopCh:   make(chan struct{}),
+		conns:    make(map[node.ConnID]*conn),
+		timers:   make(map[node.TimerName]*timer),
+		disk:     newDiskLane(),
+		bg:       newDiskLane(),
+		socks:    make(map[*conn]struct{}),
 	}
 	for _, a := range cfg.Listen {
 		ln, err := net.Listen("tcp", a)

@@ -2,6 +2,7 @@ package shell
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -116,6 +117,48 @@ func TestDialTimeout(t *testing.T) {
 	e := r.nextFor(t, c)
 	if e.ev.Kind != node.EvClosed || !errors.Is(e.ev.Err, node.ErrTimeout) {
 		t.Fatalf("dial: %v %v, want closed ErrTimeout", e.ev.Kind, e.ev.Err)
+	}
+}
+
+// A shell with DialFrom dials from that address (the peer's accept names
+// it), and DialUserTimeout is on the dialed socket as TCP_USER_TIMEOUT;
+// without them, neither. A DialFrom that is not an IP is refused by New.
+func TestDialFromAndUserTimeout(t *testing.T) {
+	leakCheck(t)
+	a := start(t, Config{Name: "a"}, nil)
+	for _, tc := range []struct {
+		from    string
+		timeout time.Duration
+		wantMS  int
+	}{{"127.0.0.7", 2500 * time.Millisecond, 2500}, {"", 0, 0}} {
+		b := start(t, Config{Name: "b", DialFrom: tc.from, DialUserTimeout: tc.timeout}, nil)
+		var c node.ConnID
+		b.do(t, func(p *probe) { c = p.env.Dial(a.sh.Addrs()[0]) })
+		if e := b.nextFor(t, c); e.ev.Kind != node.EvConnected {
+			t.Fatalf("dial: %v %v", e.ev.Kind, e.ev.Err)
+		}
+		acc := a.waitKind(t, node.EvAccepted).ev
+		host, _, _ := net.SplitHostPort(acc.Remote)
+		if want := cmp.Or(tc.from, "127.0.0.1"); host != want {
+			t.Fatalf("DialFrom %q: the peer accepted a connection from %s, want %s", tc.from, acc.Remote, want)
+		}
+		var ms int
+		var serr error
+		b.do(t, func(p *probe) {
+			raw, err := b.sh.conns[c].nc.(syscall.Conn).SyscallConn()
+			if err != nil {
+				serr = err
+				return
+			}
+			raw.Control(func(fd uintptr) { ms, serr = syscall.GetsockoptInt(int(fd), syscall.IPPROTO_TCP, tcpUserTimeout) })
+		})
+		if serr != nil || ms != tc.wantMS {
+			t.Fatalf("DialUserTimeout %v: TCP_USER_TIMEOUT is %d ms (%v), want %d", tc.timeout, ms, serr, tc.wantMS)
+		}
+		b.stop(t)
+	}
+	if _, err := New(Config{FS: newMemFS(), DialFrom: "localhost"}, func(node.Env) node.Machine { return nil }); err == nil || !strings.Contains(err.Error(), "DialFrom") {
+		t.Fatalf("New with DialFrom \"localhost\": %v, want an error naming DialFrom", err)
 	}
 }
 
