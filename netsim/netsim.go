@@ -20,6 +20,7 @@ package netsim
 import (
 	"fmt"
 	"math"
+	"slices"
 	"strings"
 	"time"
 	"unsafe"
@@ -173,6 +174,8 @@ type flow struct {
 	isStalled bool   // the link is blocked; waiting in Network.stalled
 	isClogged bool   // armed for its link's clog to end; in Network.clogged
 	stallGen  uint64 // bumps when a stall ends, invalidating its timeout
+	stalledAt sched.Time
+	stallDead bool // the stall outlasted RetransmitTimeout: the sender's end is dead
 	ready     bool   // the sender may transmit: the connection is established
 }
 
@@ -741,10 +744,31 @@ func (f *flow) nextData(now sched.Time) []byte {
 	return buf
 }
 
+// tcpMinRTO is Linux's minimum retransmission timeout (TCP_RTO_MIN): a
+// lost segment is sent again this long plus a round trip after it was
+// sent, then at doubling intervals.
+const tcpMinRTO = 200 * time.Millisecond
+
 func (f *flow) stall() {
 	f.isStalled = true
+	f.stallDead = false
+	f.stalledAt = f.n.q.Now()
 	f.n.stalled = append(f.n.stalled, f)
 	f.n.q.After(f.n.cfg.RetransmitTimeout, retransmitTimeout{f: f, gen: f.stallGen}, 0)
+}
+
+// nextRetransmit is when a flow stalled since f.stalledAt next sends its
+// head again, as TCP does (tcpMinRTO plus a round trip, doubling), and
+// false if that comes after its RetransmitTimeout, which kills it first.
+func (n *Network) nextRetransmit(f *flow) (sched.Time, bool) {
+	now := n.q.Now()
+	step := tcpMinRTO + 2*n.links[f.from.host.idx][f.to.host.idx].p.Latency
+	at := f.stalledAt.Add(step)
+	for at < now {
+		step *= 2
+		at = at.Add(step)
+	}
+	return at, at < f.stalledAt.Add(n.cfg.RetransmitTimeout)
 }
 
 func (n *Network) resumeStalled() {
@@ -754,15 +778,29 @@ func (n *Network) resumeStalled() {
 			kept = append(kept, f)
 			continue
 		}
-		f.isStalled = false
-		f.stallGen++
-		if f.pending() > 0 && !f.armed {
-			// The retransmission gets through one latency after the heal.
-			f.arm(n.q.Now().Add(n.delay(f.from.host, f.to.host, 0)))
+		at := n.q.Now() // a dead flow's RST goes at once
+		if !f.stallDead {
+			var ok bool
+			if at, ok = n.nextRetransmit(f); !ok {
+				// Its timeout comes first, and resumes it (retransmitTimeout).
+				kept = append(kept, f)
+				continue
+			}
 		}
+		f.resume(at)
 	}
 	clear(n.stalled[len(kept):])
 	n.stalled = kept
+}
+
+// resume ends f's stall: what it holds gets through one latency after at.
+// The caller takes f off Network.stalled.
+func (f *flow) resume(at sched.Time) {
+	f.isStalled = false
+	f.stallGen++
+	if f.pending() > 0 && !f.armed {
+		f.arm(at.Add(f.n.delay(f.from.host, f.to.host, 0)))
+	}
 }
 
 type retransmitTimeout struct {
@@ -779,9 +817,16 @@ func (r retransmitTimeout) Fire(uint64) {
 	n.stats.RetransmitTimeouts++
 	// Stay in n.stalled with isStalled until the heal: a new RST pushed
 	// below must not slip through the partition.
+	f.stallDead = true
 	f.drop()
 	if f.from.state != stDead {
 		n.reset(f.from, node.ErrTimeout)
+	}
+	if !n.links[f.from.host.idx][f.to.host.idx].blocked {
+		// Healed while waiting for a retransmission that came too late
+		// (resumeStalled kept it for this).
+		n.stalled = slices.DeleteFunc(n.stalled, func(g *flow) bool { return g == f })
+		f.resume(n.q.Now())
 	}
 }
 

@@ -405,6 +405,55 @@ func TestPartitionStallsThenTimesOut(t *testing.T) {
 	}
 }
 
+// A flow stalled by a partition resumes at TCP's next retransmission after
+// the heal (tcpMinRTO plus a round trip, doubling), not at the heal; one
+// whose next retransmission would come after RetransmitTimeout dies at the
+// timeout, healed or not.
+func TestPartitionResumesAtRetransmission(t *testing.T) {
+	for _, tc := range []struct {
+		heal      time.Duration // after the send
+		delivered time.Duration // when the bytes arrive, at the earliest (0: never)
+	}{
+		{100 * time.Millisecond, 200 * time.Millisecond},
+		{1500 * time.Millisecond, 3000 * time.Millisecond}, // after 0.2, 0.6, 1.4: 3.0
+		{7 * time.Second, 0},                               // next at 12.6 > 10
+	} {
+		w := newWorld(5, false)
+		n := w.n
+		n.cfg.RetransmitTimeout = 10 * time.Second
+		a := w.connect("h0", "h1:1")
+		n.Partition([]string{"h0"}, []string{"h1"})
+		sent := w.q.Now()
+		n.Send("h0", a, []byte("hello"))
+		w.eps[a].sent = []byte("hello")
+		w.q.RunUntil(sent.Add(tc.heal), nil)
+		n.Heal()
+		ea, eb := w.eps[a], w.eps[w.eps[a].peer]
+		if tc.delivered > 0 {
+			w.q.RunUntil(sent.Add(tc.delivered-time.Millisecond), nil)
+			if len(eb.recv) != 0 {
+				t.Fatalf("healed at %v: delivered before the retransmission at %v", tc.heal, tc.delivered)
+			}
+			w.q.RunUntil(sent.Add(tc.delivered+100*time.Millisecond), nil)
+			if string(eb.recv) != "hello" || ea.closed {
+				t.Fatalf("healed at %v: got %q by %v, sender closed=%v", tc.heal, eb.recv, tc.delivered+100*time.Millisecond, ea.closed)
+			}
+		} else {
+			w.q.RunUntil(sent.Add(9900*time.Millisecond), nil)
+			if ea.closed || len(eb.recv) != 0 {
+				t.Fatalf("healed at %v: before the timeout sender closed=%v, receiver got %q", tc.heal, ea.closed, eb.recv)
+			}
+			w.q.RunUntil(sent.Add(11*time.Second), nil)
+			if !errors.Is(ea.closeErr, node.ErrTimeout) || !errors.Is(eb.closeErr, node.ErrReset) || len(eb.recv) != 0 {
+				t.Fatalf("healed at %v: sender %v, receiver %v with %q", tc.heal, ea.closeErr, eb.closeErr, eb.recv)
+			}
+		}
+		if err := w.check(false); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
 // A heal ends a clog at once, for data already waiting behind it too (keeper
 // seed 130024859: a flow armed for a 39 s clog's end kept waiting after the
 // heal, past the liveness phase).
