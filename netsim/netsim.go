@@ -176,7 +176,7 @@ type flow struct {
 	stallGen  uint64 // bumps when a stall ends, invalidating its timeout
 	stalledAt sched.Time
 	stallDead bool // the stall outlasted RetransmitTimeout: the sender's end is dead
-	ready     bool   // the sender may transmit: the connection is established
+	ready     bool // the sender may transmit: the connection is established
 }
 
 // New returns an empty network on queue q, drawing from rng.
