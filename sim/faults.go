@@ -3,6 +3,7 @@ package sim
 import (
 	"fmt"
 	"math"
+	"slices"
 	"time"
 
 	"herd/disk"
@@ -13,11 +14,10 @@ import (
 // nemesis is the fault schedule of the safety phase: one Poisson process per
 // enabled fault kind, each drawing from its own stream.
 type nemesis struct {
-	w       *World
-	profile FaultProfile
-	rng     *node.Rand
-	active  bool
-	kinds   []*faultKind
+	w      *World
+	rng    *node.Rand
+	active bool
+	kinds  []*faultKind
 }
 
 type faultKind struct {
@@ -27,8 +27,8 @@ type faultKind struct {
 	inject func()
 }
 
-func newNemesis(w *World, profile FaultProfile) *nemesis {
-	nm := &nemesis{w: w, profile: profile, rng: stream(w.Seed, "nemesis", 0), active: true}
+func newNemesis(w *World) *nemesis {
+	nm := &nemesis{w: w, rng: stream(w.Seed, "nemesis", 0), active: true}
 	f := w.params.Faults
 	add := func(name string, mean time.Duration, inject func()) {
 		if mean > 0 {
@@ -83,11 +83,29 @@ func (f funcHandler) Fire(uint64) { f() }
 func (nm *nemesis) targets(wantUp bool) []*Node {
 	var out []*Node
 	for _, n := range nm.w.Nodes {
-		if (!n.Client || nm.profile.Clients) && n.up == wantUp {
+		if (!n.Client || nm.w.params.Faults.ClientShare > 0) && n.up == wantUp {
 			out = append(out, n)
 		}
 	}
 	return out
+}
+
+// pickTarget picks a node of ns, a client only FaultRates.ClientShare of
+// the time when ns holds both kinds, so that the servers keep most of the
+// schedule.
+func (nm *nemesis) pickTarget(ns []*Node) *Node {
+	var servers, clients []*Node
+	for _, n := range ns {
+		if n.Client {
+			clients = append(clients, n)
+		} else {
+			servers = append(servers, n)
+		}
+	}
+	if len(clients) > 0 && (len(servers) == 0 || nm.rng.Chance(nm.w.params.Faults.ClientShare)) {
+		return nm.pick(clients)
+	}
+	return nm.pick(servers)
 }
 
 func (nm *nemesis) pick(ns []*Node) *Node {
@@ -132,7 +150,7 @@ func (nm *nemesis) crash() {
 		})
 		return
 	}
-	n := nm.pick(up)
+	n := nm.pickTarget(up)
 	if n == nil {
 		return
 	}
@@ -170,7 +188,7 @@ func (nm *nemesis) crashGroup(group []*Node) {
 }
 
 func (nm *nemesis) kill() {
-	if n := nm.pick(nm.targets(true)); n != nil {
+	if n := nm.pickTarget(nm.targets(true)); n != nil {
 		n.Kill()
 		nm.after(nm.w.params.Faults.Downtime.draw(nm.rng), n.Restart)
 	}
@@ -183,7 +201,7 @@ func (nm *nemesis) pause() {
 			ns = append(ns, n)
 		}
 	}
-	if n := nm.pick(ns); n != nil {
+	if n := nm.pickTarget(ns); n != nil {
 		n.Pause()
 		nm.after(nm.w.params.Faults.Outage.draw(nm.rng), n.Resume)
 	}
@@ -283,7 +301,7 @@ func (nm *nemesis) connReset() {
 }
 
 func (nm *nemesis) diskErrors() {
-	n := nm.pick(nm.targets(true))
+	n := nm.pick(slices.DeleteFunc(nm.targets(true), func(n *Node) bool { return n.Client })) // clients use no disk
 	if n == nil {
 		return
 	}

@@ -137,6 +137,9 @@ func (n *Node) down(crash bool) {
 	if crash && n.OnPowerLoss != nil {
 		n.OnPowerLoss()
 	}
+	if n.OnDown != nil {
+		n.OnDown()
+	}
 }
 
 // Crash kills the machine (power loss: unsynced data may be lost or torn).

@@ -66,7 +66,8 @@ type FaultProfile struct {
 	Corruption bool // bit flips in durable data
 	Misdirect  bool // a write lands at the wrong offset
 	Wipe       bool // a server's disk is replaced by a blank one
-	// Clients lets crash, kill and pause hit client nodes too.
+	// Clients lets crash, kill and pause hit client nodes too
+	// (FaultRates.ClientShare).
 	Clients bool
 }
 
@@ -84,6 +85,9 @@ type FaultRates struct {
 	// DiskErrorRate is the per-operation failure probability inside a
 	// disk-error window.
 	DiskErrorRate float64
+	// ClientShare is the share of crashes, kills and pauses that hit a
+	// client rather than a server (0 unless FaultProfile.Clients).
+	ClientShare float64
 }
 
 // Params is everything about a run's environment that a seed may vary.
@@ -144,6 +148,9 @@ func DefaultParams(p FaultProfile) Params {
 	set(p.Corruption, &r.Corruption, 10*time.Second)
 	set(p.Misdirect, &r.Misdirect, 20*time.Second)
 	set(p.Wipe, &r.Wipe, 20*time.Second)
+	if p.Clients {
+		r.ClientShare = 0.2
+	}
 	prm.Faults = r
 	return prm
 }
@@ -193,6 +200,12 @@ func SwarmParams(seed uint64, p FaultProfile) Params {
 	maybe(p.Corruption, &f.Corruption)
 	maybe(p.Misdirect, &f.Misdirect)
 	maybe(p.Wipe, &f.Wipe)
+	if p.Clients && r.Chance(0.5) {
+		// Clients go down in half the runs (drawn last, so that profiles
+		// without it draw as before): what they leave behind, requests of
+		// unknown outcome, also makes histories less telling.
+		f.ClientShare = logUniformF(r, 0.05, 0.5)
+	}
 	return prm
 }
 

@@ -172,7 +172,7 @@ func Run(o Options) (res Result) {
 	}()
 	checks := sc.Build(w)
 	w.checks = checks
-	nm := newNemesis(w, sc.Profile)
+	nm := newNemesis(w)
 	w.faults = nm
 	res.Faults = strings.TrimSpace(nm.String())
 	w.runUntil(sched.Time(p.Safety))

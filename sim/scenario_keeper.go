@@ -38,11 +38,17 @@ func init() {
 	Register(&Scenario{
 		Name:    "keeper",
 		Doc:     "the ZooKeeper-compatible keeper on 3 or 5 servers, ZooKeeper clients over jute, every fault; Porcupine, watch, session and ephemeral checks",
-		Profile: AllFaults,
+		Profile: keeperFaults,
 		Bugs:    keeperBugs,
 		Build:   buildKeeper,
 	})
 }
+
+// keeperFaults is every fault, clients included: a client that crashes,
+// is killed or stops leaves its session to expire at the servers, with its
+// ephemerals and its watches, and its requests in flight to be applied or
+// not.
+var keeperFaults = func() FaultProfile { p := AllFaults; p.Clients = true; return p }()
 
 var keeperKeys = []string{"/k/0", "/k/1", "/k/2", "/k/3"}
 
@@ -133,7 +139,8 @@ func buildKeeper(w *World) Checks {
 			SessionChanged: func(old, new int64) { kc.sessionChanged(ci, old, new, wl) },
 			OnViolation:    func(msg string) { w.Fail(FailCorrectness, "zk-client", "%s", msg) },
 		}
-		kc.clients = append(kc.clients, w.AddNode(NodeSpec{Name: name, Factory: zkclient.New(cfg), Client: true}))
+		kc.clients = append(kc.clients, w.AddNode(NodeSpec{Name: name, Factory: zkclient.New(cfg), Client: true,
+			OnDown: func() { kc.clientDown(ci, wl) }}))
 	}
 	w.Q.After(500*time.Millisecond, funcHandler(kc.periodic), 0)
 	return kc
@@ -325,6 +332,35 @@ func (kc *keeperChecks) sessionChanged(client int, old, new int64, wl *keeperWor
 		wl.ephemerals = nil
 	}
 	kc.sessions[client] = new
+}
+
+// clientDown records what a client's crash or kill leaves behind: its
+// operations in flight have unknown outcomes (the servers may apply them
+// yet), and its session lives on at the servers until it expires, with its
+// ephemerals, so the run converges only once no server has it. The next
+// incarnation starts a session of its own.
+func (kc *keeperChecks) clientDown(client int, wl *keeperWorkload) {
+	var ids []int
+	for k := range kc.ops { // order-independent: sorted below
+		if k[0] == client {
+			ids = append(ids, k[1])
+		}
+	}
+	slices.Sort(ids)
+	for _, id := range ids {
+		k := [2]int{client, id}
+		zo := kc.ops[k]
+		delete(kc.ops, k)
+		zo.Unknown = true
+		zo.Return = int64(kc.w.Now())
+		kc.history = append(kc.history, *zo)
+	}
+	if s := kc.sessions[client]; s != 0 {
+		kc.ended[s] = true
+		kc.sessions[client] = 0
+	}
+	wl.ephemerals = nil
+	wl.asked = false
 }
 
 // ---- checks ----

@@ -83,6 +83,10 @@ type NodeSpec struct {
 	// that hold only between power losses (what sits in the page cache
 	// outlives a killed process) reset there.
 	OnPowerLoss func()
+	// OnDown, if set, is called whenever the process stops (crash, kill or
+	// halt), after its core was dropped: a client's checks learn that its
+	// operations in flight will never return.
+	OnDown func()
 }
 
 // World is one simulation run.
