@@ -30,7 +30,7 @@ import (
 var herdBin string
 
 // herdBinEnv names a herd binary already built, for a test process that
-// runInNetns started.
+// runInNamespaces started.
 const herdBinEnv = "HERD_JEPSEN_BIN"
 
 func TestMain(m *testing.M) {
@@ -41,7 +41,7 @@ func TestMain(m *testing.M) {
 	}
 	herdBin = filepath.Join(dir, "herd")
 	if bin := os.Getenv(herdBinEnv); bin != "" {
-		herdBin = bin // a test run again by runInNetns: the parent built it
+		herdBin = bin // a test run again by runInNamespaces: the parent built it
 	} else {
 		build := exec.Command("go", "build", "-o", herdBin, "herd/cmd/herd")
 		build.Stderr = os.Stderr

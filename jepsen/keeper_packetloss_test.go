@@ -15,8 +15,8 @@ import (
 	"herd/compat/ensemble"
 )
 
-// netnsEnv marks a test process that runs inside its own network
-// namespace (runInNetns), where it may change routing.
+// netnsEnv marks a test process that runs inside namespaces of its own
+// (runInNamespaces), where it may change routing and mount file systems.
 const netnsEnv = "HERD_JEPSEN_NETNS"
 
 // packetLossHost is server id's address: one per server, so that a filter
@@ -49,7 +49,7 @@ const (
 // servers without their bound on unacknowledged data) makes it fail.
 func TestKeeperRecoversFromPacketLoss(t *testing.T) {
 	if os.Getenv(netnsEnv) == "" {
-		runInNetns(t, "TestKeeperRecoversFromPacketLoss")
+		runInNamespaces(t, "TestKeeperRecoversFromPacketLoss")
 		return
 	}
 	netnsSetup(t)
@@ -188,11 +188,12 @@ func netnsSetup(t *testing.T) {
 	tc(t, "qdisc", "add", "dev", "lo", "ingress")
 }
 
-// runInNetns runs test (this binary's test of that name) again in a
-// network namespace of its own, where it may change routing without
-// touching the machine's: `unshare -n` as root, else `unshare -rn` (an
-// unprivileged user namespace). Its output is this test's log.
-func runInNetns(t *testing.T, test string) {
+// runInNamespaces runs test (this binary's test of that name) again in a
+// network and a mount namespace of its own, where it may change routing
+// and mount file systems without touching the machine's: `unshare -nm` as
+// root, else `unshare -rnm` (an unprivileged user namespace). Its output is
+// this test's log.
+func runInNamespaces(t *testing.T, test string) {
 	t.Helper()
 	if _, err := exec.LookPath("ip"); err != nil {
 		t.Fatal("this test needs `ip` (Debian package iproute2)")
@@ -200,12 +201,12 @@ func runInNetns(t *testing.T, test string) {
 	if _, err := exec.LookPath("tc"); err != nil {
 		t.Fatal("this test needs `tc` (Debian package iproute2)")
 	}
-	unshare := []string{"unshare", "-n"}
+	unshare := []string{"unshare", "-nm"}
 	if os.Geteuid() != 0 {
-		unshare = []string{"unshare", "-rn"}
+		unshare = []string{"unshare", "-rnm"}
 	}
 	if out, err := exec.Command(unshare[0], append(unshare[1:], "true")...).CombinedOutput(); err != nil {
-		t.Fatalf("this test needs a network namespace of its own, and `%s true` failed: %v %s\n(run as root, or enable unprivileged user namespaces: sysctl kernel.unprivileged_userns_clone=1)",
+		t.Fatalf("this test needs namespaces of its own, and `%s true` failed: %v %s\n(run as root, or enable unprivileged user namespaces: sysctl kernel.unprivileged_userns_clone=1)",
 			strings.Join(unshare, " "), err, bytes.TrimSpace(out))
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
@@ -220,9 +221,9 @@ func runInNetns(t *testing.T, test string) {
 		t.Log(l)
 	}
 	if err != nil {
-		t.Fatalf("%s in its network namespace: %v", test, err)
+		t.Fatalf("%s in its namespaces: %v", test, err)
 	}
 	if !strings.Contains(out.String(), "--- PASS: "+test+" ") {
-		t.Fatalf("%s did not run in its network namespace", test)
+		t.Fatalf("%s did not run in its namespaces", test)
 	}
 }
