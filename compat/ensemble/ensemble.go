@@ -470,7 +470,7 @@ func (e *Ensemble) launch(s *server) error {
 			return err
 		}
 		s.logFile = f
-		out = f
+		out = procutil.BestEffort{W: f} // the tail must get the output on a full disk too
 	}
 	w := io.MultiWriter(out, s.tail)
 	fmt.Fprintf(w, "=== ensemble: starting server %d: %s\n", s.id, strings.Join(cmd.Args, " "))

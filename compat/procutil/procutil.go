@@ -125,6 +125,17 @@ func (p *PrefixWriter) Write(b []byte) (int, error) {
 	return len(b), nil
 }
 
+// BestEffort writes to W and reports success whatever W answers: a
+// server's log file on a full disk must neither keep its output from the
+// writers beside it in an io.MultiWriter (which stops at the first error)
+// nor break the pipe the server writes its output to.
+type BestEffort struct{ W io.Writer }
+
+func (b BestEffort) Write(p []byte) (int, error) {
+	b.W.Write(p)
+	return len(p), nil
+}
+
 // KV is one key=value line of a properties file (zoo.cfg,
 // server.properties): {key, value}.
 type KV [2]string

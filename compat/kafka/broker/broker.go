@@ -224,7 +224,7 @@ func (b *Broker) launch() error {
 			return err
 		}
 		b.logFile = f
-		out = f
+		out = procutil.BestEffort{W: f} // the tail must get the output on a full disk too
 	}
 	w := io.MultiWriter(out, b.tail)
 	fmt.Fprintf(w, "=== broker: starting %s\n", strings.Join(cmd.Args, " "))
