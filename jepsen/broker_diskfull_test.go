@@ -6,8 +6,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
-	"strings"
 	"testing"
 	"time"
 
@@ -30,14 +28,8 @@ func TestBrokerDiskFull(t *testing.T) {
 	}
 	netnsSetup(t)
 	dir := t.TempDir()
-	mount := func(args ...string) {
-		t.Helper()
-		if out, err := exec.Command("mount", args...).CombinedOutput(); err != nil {
-			t.Fatalf("mount %s: %v\n%s", strings.Join(args, " "), err, out)
-		}
-	}
-	mount("-t", "tmpfs", "-o", "size=12m", "tmpfs", dir)
-	t.Cleanup(func() { exec.Command("umount", dir).Run() }) // before TempDir's removal
+
+	resize := mountTmpfs(t, dir, "12m")
 	// The output goes to the test's tail buffer only: a log file on the
 	// full tmpfs would fail with it.
 	b, err := broker.Start(broker.Herd, broker.Options{Bin: herdBin, Dir: dir, Partitions: 1, AutoCreate: true, Log: io.Discard,
@@ -72,21 +64,15 @@ func TestBrokerDiskFull(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	tail := b.LogTail(20)
-	var why string
-	for _, l := range strings.Split(tail, "\n") {
-		if strings.Contains(l, "no space left on device") {
-			why = strings.TrimSpace(l)
-		}
-	}
+	why := diskFullLine(b.LogTail(20))
 	if why == "" {
 		prod.stop()
-		t.Fatalf("the broker stopped without saying its disk is full:\n%s", tail)
+		t.Fatalf("the broker stopped without saying its disk is full:\n%s", b.LogTail(20))
 	}
 	prod.mu.Lock()
 	before := len(acks)
 	prod.mu.Unlock()
-	mount("-o", "remount,size=256m", dir)
+	resize("256m")
 	if err := b.Restart(); err != nil {
 		prod.stop()
 		t.Fatal(err)

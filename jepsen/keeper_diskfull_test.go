@@ -6,9 +6,7 @@ import (
 	"io"
 	"log"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -37,15 +35,8 @@ func TestKeeperDiskFull(t *testing.T) {
 	if err := os.MkdirAll(small, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	mount := func(args ...string) {
-		t.Helper()
-		if out, err := exec.Command("mount", args...).CombinedOutput(); err != nil {
-			t.Fatalf("mount %s: %v\n%s", strings.Join(args, " "), err, out)
-		}
-	}
-	mount("-t", "tmpfs", "-o", "size=6m", "tmpfs", small)
-	t.Cleanup(func() { exec.Command("umount", small).Run() }) // before TempDir's removal
-	e, err := ensemble.Start(ensemble.Herd, ensemble.Options{HerdBin: herdBin, Dir: dir, Host: packetLossHost,
+	resize := mountTmpfs(t, small, "6m")
+	e, err := ensemble.Start(ensemble.Herd, ensemble.Options{HerdBin: herdBin, Dir: dir, Host: serverHost,
 		Extra: map[string]string{"tickTime": "500", "snapCount": "2000"}})
 	if err != nil {
 		t.Fatal(err)
@@ -102,15 +93,9 @@ func TestKeeperDiskFull(t *testing.T) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	tail := e.LogTail(2)
-	if !strings.Contains(tail, "no space left on device") {
-		t.Fatalf("s3 stopped without saying its disk is full:\n%s", tail)
-	}
-	var why string
-	for _, l := range strings.Split(tail, "\n") {
-		if strings.Contains(l, "no space left on device") {
-			why = strings.TrimSpace(l)
-		}
+	why := diskFullLine(e.LogTail(2))
+	if why == "" {
+		t.Fatalf("s3 stopped without saying its disk is full:\n%s", e.LogTail(2))
 	}
 	mu.Lock()
 	stopped := len(created)
@@ -122,7 +107,7 @@ func TestKeeperDiskFull(t *testing.T) {
 		}
 	}
 	time.Sleep(2 * time.Second) // more for s3 to catch up on
-	mount("-o", "remount,size=256m", small)
+	resize("256m")
 	if err := e.Restart(2); err != nil {
 		t.Fatal(err)
 	}

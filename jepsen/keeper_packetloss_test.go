@@ -1,11 +1,8 @@
 package jepsen
 
 import (
-	"bytes"
-	"context"
 	"fmt"
 	"os"
-	"os/exec"
 	"strconv"
 	"strings"
 	"sync"
@@ -14,15 +11,6 @@ import (
 
 	"herd/compat/ensemble"
 )
-
-// netnsEnv marks a test process that runs inside namespaces of its own
-// (runInNamespaces), where it may change routing and mount file systems.
-const netnsEnv = "HERD_JEPSEN_NETNS"
-
-// packetLossHost is server id's address: one per server, so that a filter
-// can drop the packets between two of them (the servers dial their peers
-// from the address they listen on).
-func packetLossHost(id int) string { return fmt.Sprintf("127.0.0.%d", 10+id) }
 
 // Cut lengths and the bound on recovery. A socket whose data goes
 // unacknowledged retransmits after 0.2, 0.6, 1.4, 3.0, 6.2, 12.6 and 25.4
@@ -40,7 +28,8 @@ const (
 // network namespace of the test's own, each on its own loopback address,
 // and makes partitions the way a network does: the packets between two
 // servers are dropped, both ways (blackhole), so connections are not reset
-// but go silent, and TCP retransmits into the void at growing intervals. One round isolates a follower, the next the leader, each for
+// but go silent, and TCP retransmits into the void at growing intervals.
+// One round isolates a follower, the next the leader, each for
 // packetLossCut, under the keeper workload (keeper_workload_test.go),
 // whose history must be linearizable. After each heal every server, asked
 // alone, must take a write and answer a sync + read within
@@ -53,7 +42,7 @@ func TestKeeperRecoversFromPacketLoss(t *testing.T) {
 		return
 	}
 	netnsSetup(t)
-	e, err := ensemble.Start(ensemble.Herd, ensemble.Options{HerdBin: herdBin, Host: packetLossHost,
+	e, err := ensemble.Start(ensemble.Herd, ensemble.Options{HerdBin: herdBin, Host: serverHost,
 		Extra: map[string]string{"tickTime": "500", "syncLimit": "5", "snapCount": "200"}})
 	if err != nil {
 		t.Fatal(err)
@@ -156,74 +145,9 @@ func blackhole(t *testing.T, add bool, from, to int) {
 	prio := strconv.Itoa(10*from + to)
 	if add {
 		tc(t, "filter", "add", "dev", "lo", "parent", "ffff:", "protocol", "ip", "prio", prio, "u32",
-			"match", "ip", "src", packetLossHost(from)+"/32", "match", "ip", "dst", packetLossHost(to)+"/32",
+			"match", "ip", "src", serverHost(from)+"/32", "match", "ip", "dst", serverHost(to)+"/32",
 			"action", "mirred", "egress", "redirect", "dev", "drop0")
 	} else {
 		tc(t, "filter", "del", "dev", "lo", "parent", "ffff:", "protocol", "ip", "prio", prio)
-	}
-}
-
-func tc(t *testing.T, args ...string) {
-	t.Helper()
-	if out, err := exec.Command("tc", args...).CombinedOutput(); err != nil {
-		t.Fatalf("tc %s: %v\n%s", strings.Join(args, " "), err, out)
-	}
-}
-
-func ip(t *testing.T, args ...string) {
-	t.Helper()
-	if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
-		t.Fatalf("ip %s: %v\n%s", strings.Join(args, " "), err, out)
-	}
-}
-
-// netnsSetup prepares a fresh network namespace: loopback up, with an
-// ingress qdisc for blackhole's filters, and drop0, a veth whose peer is
-// down, for them to send what they drop to.
-func netnsSetup(t *testing.T) {
-	t.Helper()
-	ip(t, "link", "set", "lo", "up")
-	ip(t, "link", "add", "drop0", "type", "veth", "peer", "name", "drop1")
-	ip(t, "link", "set", "drop0", "up")
-	tc(t, "qdisc", "add", "dev", "lo", "ingress")
-}
-
-// runInNamespaces runs test (this binary's test of that name) again in a
-// network and a mount namespace of its own, where it may change routing
-// and mount file systems without touching the machine's: `unshare -nm` as
-// root, else `unshare -rnm` (an unprivileged user namespace). Its output is
-// this test's log.
-func runInNamespaces(t *testing.T, test string) {
-	t.Helper()
-	if _, err := exec.LookPath("ip"); err != nil {
-		t.Fatal("this test needs `ip` (Debian package iproute2)")
-	}
-	if _, err := exec.LookPath("tc"); err != nil {
-		t.Fatal("this test needs `tc` (Debian package iproute2)")
-	}
-	unshare := []string{"unshare", "-nm"}
-	if os.Geteuid() != 0 {
-		unshare = []string{"unshare", "-rnm"}
-	}
-	if out, err := exec.Command(unshare[0], append(unshare[1:], "true")...).CombinedOutput(); err != nil {
-		t.Fatalf("this test needs namespaces of its own, and `%s true` failed: %v %s\n(run as root, or enable unprivileged user namespaces: sysctl kernel.unprivileged_userns_clone=1)",
-			strings.Join(unshare, " "), err, bytes.TrimSpace(out))
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
-	args := append(unshare[1:], os.Args[0], "-test.run", "^"+test+"$", "-test.count", "1", "-test.v")
-	cmd := exec.CommandContext(ctx, unshare[0], args...)
-	cmd.Env = append(os.Environ(), netnsEnv+"=1", herdBinEnv+"="+herdBin)
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	err := cmd.Run()
-	for _, l := range strings.Split(strings.TrimRight(out.String(), "\n"), "\n") {
-		t.Log(l)
-	}
-	if err != nil {
-		t.Fatalf("%s in its namespaces: %v", test, err)
-	}
-	if !strings.Contains(out.String(), "--- PASS: "+test+" ") {
-		t.Fatalf("%s did not run in its namespaces", test)
 	}
 }
