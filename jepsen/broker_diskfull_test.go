@@ -5,7 +5,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"os"
 	"testing"
 	"time"
 
@@ -22,11 +21,9 @@ import (
 // cut short, and take the producer's retries. Every acknowledged record
 // must then be at the offset its acknowledgement named, offsets dense.
 func TestBrokerDiskFull(t *testing.T) {
-	if os.Getenv(netnsEnv) == "" {
-		runInNamespaces(t, "TestBrokerDiskFull")
+	if !inNamespaces(t) {
 		return
 	}
-	netnsSetup(t)
 	dir := t.TempDir()
 
 	resize := mountTmpfs(t, dir, "12m")

@@ -25,11 +25,9 @@ import (
 // have cut short) and catch up; at the end every server holds every znode
 // the filler was told it created, and the history is linearizable.
 func TestKeeperDiskFull(t *testing.T) {
-	if os.Getenv(netnsEnv) == "" {
-		runInNamespaces(t, "TestKeeperDiskFull")
+	if !inNamespaces(t) {
 		return
 	}
-	netnsSetup(t)
 	dir := t.TempDir()
 	small := filepath.Join(dir, "server-3")
 	if err := os.MkdirAll(small, 0o755); err != nil {

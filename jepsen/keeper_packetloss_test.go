@@ -2,7 +2,6 @@ package jepsen
 
 import (
 	"fmt"
-	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -37,11 +36,9 @@ const (
 // retransmission to hear its peers again. HERD_PEER_USER_TIMEOUT=0 (the
 // servers without their bound on unacknowledged data) makes it fail.
 func TestKeeperRecoversFromPacketLoss(t *testing.T) {
-	if os.Getenv(netnsEnv) == "" {
-		runInNamespaces(t, "TestKeeperRecoversFromPacketLoss")
+	if !inNamespaces(t) {
 		return
 	}
-	netnsSetup(t)
 	e, err := ensemble.Start(ensemble.Herd, ensemble.Options{HerdBin: herdBin, Host: serverHost,
 		Extra: map[string]string{"tickTime": "500", "syncLimit": "5", "snapCount": "200"}})
 	if err != nil {

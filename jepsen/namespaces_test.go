@@ -77,6 +77,19 @@ func netnsSetup(t *testing.T) {
 	tc(t, "qdisc", "add", "dev", "lo", "ingress")
 }
 
+// inNamespaces reports whether t runs in namespaces of its own, set up by
+// netnsSetup. If not, it runs t again inside them, with that run's result
+// as t's, and returns false: the caller returns at once.
+func inNamespaces(t *testing.T) bool {
+	t.Helper()
+	if os.Getenv(netnsEnv) == "" {
+		runInNamespaces(t, t.Name())
+		return false
+	}
+	netnsSetup(t)
+	return true
+}
+
 // runInNamespaces runs test (this binary's test of that name) again in a
 // network and a mount namespace of its own, where it may change routing
 // and mount file systems without touching the machine's: `unshare -nm` as
