@@ -81,6 +81,7 @@ type keeperConfig struct {
 	coalesce       bool // --coalesce-writes
 	verbose        bool
 	cpuProfile     string // --cpuprofile: the load generator's own CPU profile
+	procs          int    // --procs: GOMAXPROCS for the load generator (0: Go's default)
 }
 
 func (c *keeperConfig) has(op string) bool {
@@ -119,6 +120,7 @@ func parseKeeperFlags(args []string, stderr io.Writer) (*keeperConfig, error) {
 	connectTimeout := fs.Duration("connect-timeout", 10*time.Second, "give up if a session cannot be established within this time")
 	sessionTimeout := fs.Duration("session-timeout", 30*time.Second, "ZooKeeper session timeout asked for (the client drops a connection silent for 2/3 of it)")
 	verbose := fs.Bool("v", false, "log the go-zookeeper client's messages to stderr")
+	procs := fs.Int("procs", 0, "GOMAXPROCS of this load generator (0: Go's default, every CPU); on a machine it shares with the servers, 1 keeps it from competing with them for more than a core")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of this load generator (not the servers) to this file")
 	readBuffer := fs.Int("read-buffer", 64<<10, "bytes of replies each session reads from its socket at once (0: as go-zookeeper does, a read for each reply's length and another for its body)")
 	coalesce := fs.Bool("coalesce-writes", true, "a session's requests that are ready while its previous write is in the kernel go out in one write (false: a write for each request, as go-zookeeper does)")
@@ -139,6 +141,7 @@ func parseKeeperFlags(args []string, stderr io.Writer) (*keeperConfig, error) {
 		size: *size, keys: *keys, root: *root, populate: *populate, json: *jsonOut,
 		keep: *keep, clean: *clean, connectTimeout: *connectTimeout, sessionTimeout: *sessionTimeout,
 		verbose: *verbose, readBuffer: *readBuffer, coalesce: *coalesce, cpuProfile: *cpuProfile,
+		procs: *procs,
 	}
 	var err error
 	if c.servers, err = parseKeeperServers(*servers); err != nil {
@@ -153,6 +156,8 @@ func parseKeeperFlags(args []string, stderr io.Writer) (*keeperConfig, error) {
 		return nil, fmt.Errorf("--clients %d x --outstanding %d: too many", c.clients, c.outstanding)
 	case c.duration <= 0:
 		return nil, fmt.Errorf("--duration %v: want more than 0", c.duration)
+	case c.procs < 0:
+		return nil, fmt.Errorf("--procs %d: want 0 or more", c.procs)
 	case c.warmup < 0:
 		return nil, fmt.Errorf("--warmup %v: want 0 or more", c.warmup)
 	case c.size < 0 || c.size > keeperMaxSize:
@@ -269,6 +274,9 @@ func benchKeeper(args []string, stdout, stderr io.Writer) int {
 	defer stop()
 	context.AfterFunc(ctx, stop)
 
+	if cfg.procs > 0 {
+		defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(cfg.procs))
+	}
 	if cfg.cpuProfile != "" {
 		stopProfile, err := startCPUProfile(cfg.cpuProfile)
 		if err != nil {

@@ -175,6 +175,7 @@ func TestKeeperFlags(t *testing.T) {
 		{s, "--duration", "0s"},
 		{s, "--duration", "ten"},
 		{s, "--warmup", "-1s"},
+		{s, "--procs", "-1"},
 		{s, "--size", "-1"},
 		{s, "--size", "2000000"},
 		{s, "--keys", "-5"},

@@ -55,6 +55,7 @@ type options struct {
 	znodes      int
 	keys        int
 	keep        bool
+	clientProcs int
 }
 
 func main() {
@@ -78,6 +79,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.IntVar(&o.znodes, "znodes", 1_000_000, "znodes for --memory")
 	fs.IntVar(&o.keys, "keys", 0, "znodes each round's create phase makes (herd bench keeper --keys), so both targets' set, get and delete phases work on trees of the same size; 0: as many as --duration allows (the faster target then holds a bigger tree)")
 	fs.BoolVar(&o.keep, "keep", false, "keep the ensembles' directories")
+	fs.IntVar(&o.clientProcs, "client-procs", 0, "GOMAXPROCS of the load generator (herd bench keeper --procs; 0: Go's default)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -137,7 +139,7 @@ func startEnsemble(o options, kind ensemble.Kind, stderr io.Writer) (*ensemble.E
 
 // bench runs `herd bench keeper` against hosts and returns its JSON lines.
 func bench(o options, hosts string, extra ...string) ([]report, error) {
-	args := append([]string{"bench", "keeper", "--servers", hosts, "--json"}, extra...)
+	args := append([]string{"bench", "keeper", "--servers", hosts, "--json", "--procs", strconv.Itoa(o.clientProcs)}, extra...)
 	cmd := exec.Command(o.herdBin, args...)
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
