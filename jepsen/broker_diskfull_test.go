@@ -1,7 +1,6 @@
 package jepsen
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -39,19 +38,8 @@ func TestBrokerDiskFull(t *testing.T) {
 	const topic = "full"
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	acks := map[string]int64{} // key -> offset its acknowledgement named
-	failed := 0
-	pad := bytes.Repeat([]byte("x"), 1000)
-	prod := startProducer(ctx, t, b.Addr, topic, func(i int) *kgo.Record {
-		k := []byte(fmt.Sprintf("v%07d", i))
-		return &kgo.Record{Key: k, Value: append(k, pad...)}
-	}, func(r *kgo.Record, err error) {
-		if err != nil {
-			failed++
-			return
-		}
-		acks[string(r.Key)] = r.Offset
-	})
+	prod, acked := startKiBProducer(ctx, t, b.Addr, topic)
+	acks := acked.offsets
 
 	deadline := time.Now().Add(30 * time.Second)
 	for !b.Exited() {
@@ -66,9 +54,7 @@ func TestBrokerDiskFull(t *testing.T) {
 		prod.stop()
 		t.Fatalf("the broker stopped without saying its disk is full:\n%s", b.LogTail(20))
 	}
-	prod.mu.Lock()
-	before := len(acks)
-	prod.mu.Unlock()
+	before := prod.count(acked)
 	resize("256m")
 	if err := b.Restart(); err != nil {
 		prod.stop()
@@ -77,16 +63,13 @@ func TestBrokerDiskFull(t *testing.T) {
 	// Enough after the restart to show it takes writes, and stop well
 	// before the larger tmpfs fills too (the producer writes about 250 MB/s).
 	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
-		prod.mu.Lock()
-		n := len(acks)
-		prod.mu.Unlock()
-		if n >= before+2000 {
+		if prod.count(acked) >= before+2000 {
 			break
 		}
 	}
 	produced := prod.stop()
 	if len(acks) <= before {
-		t.Fatalf("nothing acknowledged after the restart (%d before, %d failed)", before, failed)
+		t.Fatalf("nothing acknowledged after the restart (%d before, %d failed)", before, acked.failed)
 	}
 
 	end := int64(0)
@@ -113,5 +96,5 @@ func TestBrokerDiskFull(t *testing.T) {
 		}
 	}
 	t.Logf("the broker stopped after %d acknowledged records: %s", before, why)
-	t.Logf("%d of %d records acknowledged in all (%d failed), all read back at their offsets after the restart", len(acks), produced, failed)
+	t.Logf("%d of %d records acknowledged in all (%d failed), all read back at their offsets after the restart", len(acks), produced, acked.failed)
 }

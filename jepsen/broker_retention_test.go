@@ -1,7 +1,6 @@
 package jepsen
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"os"
@@ -42,19 +41,8 @@ func TestBrokerRetentionSurvivesKill9(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 
-	acks := map[string]int64{} // value -> offset its acknowledgement named
-	failed := 0
-	pad := bytes.Repeat([]byte("x"), 1000)
-	prod := startProducer(ctx, t, b.Addr, topic, func(i int) *kgo.Record {
-		v := []byte(fmt.Sprintf("v%07d", i))
-		return &kgo.Record{Key: v, Value: append(v, pad...)}
-	}, func(r *kgo.Record, err error) {
-		if err != nil {
-			failed++
-			return
-		}
-		acks[string(r.Key)] = r.Offset
-	})
+	prod, acked := startKiBProducer(ctx, t, b.Addr, topic)
+	acks := acked.offsets
 
 	// The reader: the log start it saw, in order, must never go back.
 	adm := kadm.NewClient(newClient(t, b.Addr))
@@ -118,7 +106,7 @@ func TestBrokerRetentionSurvivesKill9(t *testing.T) {
 	start := o.Offset
 	starts = append(starts, start)
 	if start == 0 {
-		t.Fatalf("retention never moved the log start (%d records acknowledged, %d failed)", len(acks), failed)
+		t.Fatalf("retention never moved the log start (%d records acknowledged, %d failed)", len(acks), acked.failed)
 	}
 
 	// Everything acknowledged at or above the start is there, dense.
@@ -167,7 +155,7 @@ func TestBrokerRetentionSurvivesKill9(t *testing.T) {
 		t.Fatalf("deleted segments still on disk 15 s later: %v", left)
 	}
 	t.Logf("%d records acknowledged (%d failed), %d at or above the final log start %d read back; %d log starts seen, never going back: %v",
-		len(acks), failed, checked, start, len(starts), compress(starts))
+		len(acks), acked.failed, checked, start, len(starts), compress(starts))
 }
 
 // deletedFiles lists files on their way out under the broker's log dir.

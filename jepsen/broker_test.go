@@ -1,6 +1,7 @@
 package jepsen
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"sync"
@@ -163,6 +164,41 @@ func startProducer(ctx context.Context, t *testing.T, addr, topic string, rec fu
 		}
 	}()
 	return p
+}
+
+// acked is what a producer of keyed records was told: the offset each
+// key's acknowledgement named, and how many records failed. The producer's
+// mu guards it while the producer runs.
+type acked struct {
+	offsets map[string]int64
+	failed  int
+}
+
+// startKiBProducer produces records of about 1 KiB keyed v0000000,
+// v0000001, ... (the key also begins the value) and records what each
+// acknowledgement said.
+func startKiBProducer(ctx context.Context, t *testing.T, addr, topic string) (*producer, *acked) {
+	a := &acked{offsets: map[string]int64{}}
+	pad := bytes.Repeat([]byte("x"), 1000)
+	p := startProducer(ctx, t, addr, topic, func(i int) *kgo.Record {
+		k := []byte(fmt.Sprintf("v%07d", i))
+		return &kgo.Record{Key: k, Value: append(k, pad...)}
+	}, func(r *kgo.Record, err error) {
+		if err != nil {
+			a.failed++
+			return
+		}
+		a.offsets[string(r.Key)] = r.Offset
+	})
+	return p, a
+}
+
+// count is how many records a says were acknowledged so far, read while p
+// may still be producing.
+func (p *producer) count(a *acked) int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(a.offsets)
 }
 
 // stop ends the producing, waits for every outcome and returns how many
