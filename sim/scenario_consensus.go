@@ -400,6 +400,14 @@ func drawTrimBytes(seed uint64) int64 {
 	return []int64{512, 4 << 10, 64 << 10}[stream(seed, "trim-bytes", 0).IntN(3)]
 }
 
+// drawRestoreRead picks how much of a snapshot file one read during
+// recovery brings into a state machine that decodes it as it comes (the
+// keeper's): odd sizes smaller than the simulator's snapshots, so that
+// pieces end inside records of every kind, or the default (all at once).
+func drawRestoreRead(seed uint64) int {
+	return []int{61, 509, 4093, 0}[stream(seed, "restore-read", 0).IntN(4)]
+}
+
 // drawNoPeerAcks turns off followers' acknowledgements to each other (and
 // so their commits from them) in one run out of four: both ways of learning
 // commits are swept.

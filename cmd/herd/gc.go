@@ -15,9 +15,10 @@ import (
 // ensemble the mark phase was a third of the CPU; a broker, whose heap is
 // small and which allocates a buffer for every produce request, spent half
 // its user time collecting), and for a large one it lets resident memory
-// reach twice the tree. Instead the heap may grow by max(gcMinHeadroom,
-// live/2) over what the last collection found live: rarely collected while
-// small, at most 1.5 times the tree when large. The limit is recomputed
+// reach twice the tree. Instead the heap may grow by gcHeadroom(live) over
+// what the last collection found live: a fixed 128 MiB while small, so
+// rarely collected, down to a quarter of the tree when large. The limit is
+// recomputed
 // after every collection, so it follows the heap up (a restart loading a
 // snapshot) and down (no faster than the runtime gives memory back:
 // gcMemoryLimit).
@@ -35,6 +36,22 @@ func tuneGC() {
 var tuneGCOnce sync.Once
 
 const gcMinHeadroom = 128 << 20
+
+// gcHeadroom is how far the heap may grow over live bytes before the next
+// collection: gcMinHeadroom up to a live heap of that size, then falling
+// to half of it at twice that size, and a quarter of the live heap beyond.
+// A collection's work grows with the live heap and its frequency with
+// allocation over headroom, so the fixed headroom costs a large tree more
+// CPU per write; but it is resident memory too, and most of what a server
+// holds right after a burst of writes. With a million znodes (about 280 MB
+// live) the headroom of max(128 MiB, live/2) held servers at 400-415 MiB
+// after a populate; this one at 340-370 MiB, the collector's share of CPU
+// going from 2% to 3-4% and the populate's throughput within the noise
+// (DESIGN section 11, "Keeper memory"). Total (live + headroom) never
+// falls as live grows.
+func gcHeadroom(live int64) int64 {
+	return max(live/4, min(gcMinHeadroom, 3*gcMinHeadroom/2-live/2))
+}
 
 func setGCMemoryLimit() {
 	sample := []metrics.Sample{{Name: "/gc/heap/live:bytes"}, {Name: "/memory/classes/total:bytes"}, {Name: "/memory/classes/heap/objects:bytes"},
@@ -66,7 +83,7 @@ func setGCMemoryLimit() {
 // follows it down.
 func gcMemoryLimit(live, total, heap, released int64) int64 {
 	overhead := max(total-heap, 0)
-	return max(live+overhead+max(gcMinHeadroom, live/2), total-released)
+	return max(live+overhead+gcHeadroom(live), total-released)
 }
 
 // afterEachGC calls fn after every garbage collection, from the runtime's

@@ -56,11 +56,13 @@ type Config struct {
 	// Config.SnapshotStep); 0 means raft's default. The simulator makes it
 	// small so snapshots span many events.
 	SnapshotStep int
-	// WALFill, SnapshotSyncBytes and TrimBytes are raft's (0: its
-	// defaults). The simulator draws small ones so that all happen often.
+	// WALFill, SnapshotSyncBytes, TrimBytes and RestoreReadBytes are
+	// raft's (0: its defaults). The simulator draws small ones so that all
+	// happen often.
 	WALFill           int64
 	SnapshotSyncBytes int
 	TrimBytes         int64
+	RestoreReadBytes  int
 	// LogChunk is raft's (0: its default); the simulator draws small ones.
 	LogChunk int
 	// SnapshotLoopShare is raft's (0: its default).

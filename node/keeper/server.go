@@ -193,7 +193,7 @@ func New(cfg Config) node.Factory {
 		}
 		s.raft = raft.New(env, raft.Config{
 			ID: cfg.ID, Peers: peers, Dir: "raft", Tick: cfg.RaftTick, ElectionTicks: cfg.ElectionTicks,
-			SnapshotEvery: cfg.SnapshotEvery, SnapshotStep: cfg.SnapshotStep, WALFill: cfg.WALFill, SnapshotSyncBytes: cfg.SnapshotSyncBytes, TrimBytes: cfg.TrimBytes, SnapshotLoopShare: cfg.SnapshotLoopShare, LogChunk: cfg.LogChunk, NoAppendCoalescing: cfg.NoAppendCoalescing, NoPeerAcks: cfg.NoPeerAcks, MaxPending: 200_000, Rejoin: cfg.Rejoin, Bug: raftBug(cfg.Bug),
+			SnapshotEvery: cfg.SnapshotEvery, SnapshotStep: cfg.SnapshotStep, WALFill: cfg.WALFill, SnapshotSyncBytes: cfg.SnapshotSyncBytes, TrimBytes: cfg.TrimBytes, RestoreReadBytes: cfg.RestoreReadBytes, SnapshotLoopShare: cfg.SnapshotLoopShare, LogChunk: cfg.LogChunk, NoAppendCoalescing: cfg.NoAppendCoalescing, NoPeerAcks: cfg.NoPeerAcks, MaxPending: 200_000, Rejoin: cfg.Rejoin, Bug: raftBug(cfg.Bug),
 		}, (*stateMachine)(s), raft.Hooks{
 			Ready:       s.raftReady,
 			ReadReady:   s.readReady,
@@ -790,6 +790,33 @@ func (sm *stateMachine) Restore(data []byte, index raft.Index, zxid raft.Zxid) e
 	if err != nil {
 		return err
 	}
+	return sm.install(t, zxid)
+}
+
+// BeginRestore implements raft.IncrementalRestore: a restarting server
+// decodes its snapshot as it reads it, never holding the whole image.
+func (sm *stateMachine) BeginRestore(size int64) raft.SnapshotDecoder {
+	return &treeRestore{sm: sm, d: newTreeDecoder((*Server)(sm).treeSeed(), size)}
+}
+
+// treeRestore is a raft.SnapshotDecoder into this server's tree.
+type treeRestore struct {
+	sm *stateMachine
+	d  *treeDecoder
+}
+
+func (r *treeRestore) Write(p []byte) error { return r.d.Write(p) }
+
+func (r *treeRestore) Install(index raft.Index, zxid raft.Zxid) error {
+	t, err := r.d.finish()
+	if err != nil {
+		return err
+	}
+	return r.sm.install(t, zxid)
+}
+
+// install makes a restored tree the server's.
+func (sm *stateMachine) install(t *Tree, zxid raft.Zxid) error {
 	t.bugFuzzySnapshot = sm.cfg.Bug == BugFuzzySnapshot
 	t.bugQuotaMulti = sm.cfg.Bug == BugQuotaMulti
 	if sm.cfg.Bug == BugQuotaForgotten {

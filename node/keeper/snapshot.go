@@ -2,7 +2,6 @@ package keeper
 
 import (
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"math"
 	"slices"
@@ -312,123 +311,6 @@ func (enc *treeEncoder) Take(reuse []byte) []byte {
 		}
 	}
 	return piece
-}
-
-var errBadTreeSnapshot = errors.New("keeper: malformed tree snapshot")
-
-// RestoreTree rebuilds a tree from Snapshot's bytes; seed is its children
-// sets' hash seed.
-func RestoreTree(b []byte, seed uint64) (*Tree, error) {
-	d := jute.NewDecoder(b)
-	if d.Int() != treeMagic || d.Int() != treeVersion {
-		return nil, fmt.Errorf("%w: bad header", errBadTreeSnapshot)
-	}
-	t := &Tree{
-		seed:     seed,
-		sessions: make(map[int64]*session),
-		timed:    make(map[*znode]int64),
-		acls:     aclCache{index: make(map[string]uint32)},
-	}
-	t.zxid = d.Long()
-	nLists := d.Int()
-	if nLists < 0 || int(nLists) > d.Remaining()/4 {
-		return nil, fmt.Errorf("%w: %d acl lists", errBadTreeSnapshot, nLists)
-	}
-	for range nLists {
-		n := d.Int()
-		if n < 0 || int(n) > d.Remaining()/12 {
-			return nil, fmt.Errorf("%w: acl list of %d", errBadTreeSnapshot, n)
-		}
-		list := make([]jute.ACL, n)
-		for i := range list {
-			list[i] = jute.ACL{Perms: d.Int(), ID: jute.ID{Scheme: d.String(), ID: d.String()}}
-		}
-		t.acls.index[string(appendACLKey(nil, list))] = uint32(len(t.acls.lists))
-		t.acls.lists = append(t.acls.lists, list)
-	}
-	nSess := d.Int()
-	if nSess < 0 || int(nSess) > d.Remaining()/45 {
-		return nil, fmt.Errorf("%w: %d sessions", errBadTreeSnapshot, nSess)
-	}
-	for range nSess {
-		s := &session{id: d.Long(), timeout: d.Int(), ephemerals: make(map[*znode]struct{})}
-		if pw := d.Buffer(); len(pw) != 16 {
-			return nil, fmt.Errorf("%w: session password of %d bytes", errBadTreeSnapshot, len(pw))
-		} else {
-			copy(s.passwd[:], pw)
-		}
-		s.conn, s.next, s.broken = uint64(d.Long()), uint64(d.Long()), d.Bool()
-		t.sessions[s.id] = s
-	}
-	var read func(parent *znode) (*znode, error)
-	read = func(parent *znode) (*znode, error) {
-		n := &znode{parent: parent}
-		name, _ := d.BufferView()
-		data, null := d.BufferView()
-		n.buf = make([]byte, len(name)+len(data))
-		copy(n.buf[copy(n.buf, name):], data)
-		n.nameLen, n.nullData = uint32(len(name)), null
-		n.czxid, n.mzxid, n.pzxid = d.Long(), d.Long(), d.Long()
-		n.ctime, n.mtime = d.Long(), d.Long()
-		n.version, n.aversion, n.creates = d.Int(), d.Int(), d.Int()
-		n.owner = d.Long()
-		n.acl = uint32(d.Int())
-		n.kind = uint8(d.Int())
-		ttl := d.Long()
-		kids := d.Int()
-		if err := d.Err(); err != nil {
-			return nil, fmt.Errorf("%w: %v", errBadTreeSnapshot, err)
-		}
-		if int(n.acl) >= len(t.acls.lists) || kids < 0 || int(kids) > d.Remaining()/70 {
-			return nil, fmt.Errorf("%w: node %q", errBadTreeSnapshot, name)
-		}
-		t.count++
-		t.bytes += len(n.buf)
-		switch n.kind {
-		case kindEphemeral:
-			s := t.sessions[n.owner]
-			if s == nil {
-				return nil, fmt.Errorf("%w: ephemeral %q of unknown session 0x%x", errBadTreeSnapshot, name, n.owner)
-			}
-			s.ephemerals[n] = struct{}{}
-		case kindContainer:
-			t.timed[n] = 0
-		case kindTTL:
-			if ttl <= 0 {
-				return nil, fmt.Errorf("%w: TTL node %q with ttl %d", errBadTreeSnapshot, name, ttl)
-			}
-			t.timed[n] = ttl
-		}
-		if kids > 0 {
-			n.children = &childSet{}
-			size := minChildSlots
-			for size*3 < int(kids)*4 {
-				size *= 2
-			}
-			n.children.tags, n.children.slots = make([]uint8, size), make([]*znode, size)
-			for range kids {
-				c, err := read(n)
-				if err != nil {
-					return nil, err
-				}
-				if n.children.find(seed, c.nameBytes()) != nil {
-					return nil, fmt.Errorf("%w: two children %q", errBadTreeSnapshot, c.name())
-				}
-				n.children.add(seed, c)
-			}
-		}
-		return n, nil
-	}
-	root, err := read(nil)
-	if err != nil {
-		return nil, err
-	}
-	if err := d.Done(); err != nil {
-		return nil, fmt.Errorf("%w: %v", errBadTreeSnapshot, err)
-	}
-	t.root = root
-	t.restoreQuotas()
-	return t, nil
 }
 
 func (t *Tree) dataSize() int { return t.bytes }

@@ -48,6 +48,11 @@ type Config struct {
 	// draws small ones, so that its small files are trimmed in several
 	// steps too.
 	TrimBytes int64
+	// RestoreReadBytes: recovery reads a snapshot this many bytes at a time
+	// into an IncrementalRestore state machine (0: 16 MiB, the most one
+	// read may ask). The simulator draws small ones, so that its small
+	// snapshots arrive in pieces that cut records anywhere.
+	RestoreReadBytes int
 	// SnapshotLoopShare bounds the share of the event loop's time an
 	// incremental snapshot takes while it is encoded: after each step the
 	// next waits (1/share - 1) times as long as the step took, so writes
@@ -151,6 +156,9 @@ func (c *Config) setDefaults() {
 	if c.SnapshotSyncBytes <= 0 {
 		c.SnapshotSyncBytes = 2 << 20
 	}
+	if c.RestoreReadBytes <= 0 || c.RestoreReadBytes > maxReadBytes {
+		c.RestoreReadBytes = maxReadBytes
+	}
 }
 
 // StateMachine receives committed entries, in order, once each per
@@ -194,6 +202,29 @@ type SnapshotEncoder interface {
 	// and under a memory limit the runtime returned memory to the OS to
 	// make room for each (a twentieth of a server's CPU in madvise).
 	Take(reuse []byte) []byte
+}
+
+// IncrementalRestore is implemented by state machines whose snapshot image
+// is too large to hold in memory whole beside the state it decodes to (a
+// million znodes: a 200 MB image for a 230 MB tree). Recovery then reads the
+// snapshot file a piece at a time (Config.RestoreReadBytes) and hands each
+// piece to a SnapshotDecoder as it comes, checking the file's checksum on
+// the way; the state is replaced only once the whole image has been read and
+// found intact.
+type IncrementalRestore interface {
+	// BeginRestore starts decoding an image of size bytes.
+	BeginRestore(size int64) SnapshotDecoder
+}
+
+// SnapshotDecoder decodes one snapshot image a piece at a time.
+type SnapshotDecoder interface {
+	// Write decodes the next bytes of the image; pieces may cut it
+	// anywhere. The decoder must not keep p (raft reuses read buffers).
+	// An error means the image is malformed; raft then feeds no more.
+	Write(p []byte) error
+	// Install replaces the state with the decoded image, a snapshot taken
+	// at index (as Restore). It fails if the image was incomplete.
+	Install(index Index, zxid Zxid) error
 }
 
 // Hooks tell the host what happened. Any may be nil.

@@ -75,20 +75,28 @@ func decodeSnapshot(file []byte) (meta snapMeta, data []byte, err error) {
 	if len(file) < snapHeader {
 		return meta, nil, fmt.Errorf("%w: %d bytes", errBadSnapshot, len(file))
 	}
-	h := file[:snapHeader]
-	if binary.BigEndian.Uint32(h[0:]) != snapMagic || binary.BigEndian.Uint32(h[4:]) != snapVersion ||
-		binary.BigEndian.Uint32(h[44:]) != snapHeaderCRC(h) {
-		return meta, nil, fmt.Errorf("%w: bad header", errBadSnapshot)
+	meta, n, sum, err := decodeSnapshotHeader(file[:snapHeader])
+	if err != nil {
+		return meta, nil, err
 	}
-	meta = snapMeta{Index: Index(binary.BigEndian.Uint64(h[8:])), Term: Term(binary.BigEndian.Uint64(h[16:])), Zxid: Zxid(binary.BigEndian.Uint64(h[24:])),
-		WALSeq: binary.BigEndian.Uint64(h[48:]), VoidsOlderLog: h[56]&1 != 0}
-	n := binary.BigEndian.Uint64(h[32:])
 	if n != uint64(len(file)-snapHeader) {
 		return meta, nil, fmt.Errorf("%w: header says %d data bytes, file has %d", errBadSnapshot, n, len(file)-snapHeader)
 	}
 	data = file[snapHeader:]
-	if crc32.Checksum(data, castagnoli) != binary.BigEndian.Uint32(h[40:]) {
+	if crc32.Checksum(data, castagnoli) != sum {
 		return meta, nil, fmt.Errorf("%w: data checksum", errBadSnapshot)
 	}
 	return meta, data, nil
+}
+
+// decodeSnapshotHeader verifies a snapshot file's header and returns what
+// it says: the snapshot, and the length and checksum of the data after it.
+func decodeSnapshotHeader(h []byte) (meta snapMeta, dataLen uint64, dataCRC uint32, err error) {
+	if len(h) != snapHeader || binary.BigEndian.Uint32(h[0:]) != snapMagic || binary.BigEndian.Uint32(h[4:]) != snapVersion ||
+		binary.BigEndian.Uint32(h[44:]) != snapHeaderCRC(h) {
+		return meta, 0, 0, fmt.Errorf("%w: bad header", errBadSnapshot)
+	}
+	meta = snapMeta{Index: Index(binary.BigEndian.Uint64(h[8:])), Term: Term(binary.BigEndian.Uint64(h[16:])), Zxid: Zxid(binary.BigEndian.Uint64(h[24:])),
+		WALSeq: binary.BigEndian.Uint64(h[48:]), VoidsOlderLog: h[56]&1 != 0}
+	return meta, binary.BigEndian.Uint64(h[32:]), binary.BigEndian.Uint32(h[40:]), nil
 }

@@ -671,9 +671,11 @@ type recovery struct {
 	segs     []segFile
 	sizes    map[string]int64
 	segData  [][]byte
-	snapFile []byte
+	snapFile []byte          // the snapshot read whole, or
+	snapDec  SnapshotDecoder // the snapshot decoded as it was read (IncrementalRestore)
 	snapMeta snapMeta
 	snapName string
+	snapSize int64
 	lossy    []string // why data may have been lost
 }
 
@@ -725,6 +727,9 @@ func (s *storage) listed(ev node.Event) {
 	})
 }
 
+// maxReadBytes is the most one read asks for.
+const maxReadBytes = 16 << 20
+
 // readWhole reads a file of the given size in chunks the contract allows.
 func (s *storage) readWhole(path string, size int64, cb func(data []byte, err error)) {
 	buf := make([]byte, 0, size)
@@ -734,7 +739,7 @@ func (s *storage) readWhole(path string, size int64, cb func(data []byte, err er
 			cb(buf, nil)
 			return
 		}
-		n := int(min(size-int64(len(buf)), 16<<20))
+		n := int(min(size-int64(len(buf)), maxReadBytes))
 		s.do(node.ReadOp(path, int64(len(buf)), n), func(ev node.Event) {
 			if ev.Err != nil {
 				cb(nil, ev.Err)
@@ -757,6 +762,10 @@ func (s *storage) loadSnapshot(rc *recovery, i int) {
 		return
 	}
 	e := rc.snaps[i]
+	if ir, ok := s.r.sm.(IncrementalRestore); ok {
+		s.streamSnapshot(rc, i, ir)
+		return
+	}
 	s.readWhole(s.path(e.Name), e.Size, func(data []byte, err error) {
 		if err != nil {
 			s.r.env.Halt(fmt.Sprintf("raft: reading %s: %v", e.Name, err))
@@ -764,13 +773,89 @@ func (s *storage) loadSnapshot(rc *recovery, i int) {
 		}
 		meta, _, derr := decodeSnapshot(data)
 		if idx, _ := parseSnapshotName(e.Name); derr == nil && meta.Index == idx {
-			rc.snapFile, rc.snapMeta, rc.snapName = data, meta, e.Name
+			rc.snapFile, rc.snapMeta, rc.snapName, rc.snapSize = data, meta, e.Name, int64(len(data))
 			s.loadSegment(rc, 0)
 			return
 		}
 		rc.lossy = append(rc.lossy, fmt.Sprintf("snapshot %s is damaged (%v)", e.Name, derr))
 		s.do(node.RemoveOp(s.path(e.Name)), ignoreErr)
 		s.loadSnapshot(rc, i+1)
+	})
+}
+
+// streamSnapshot is loadSnapshot for an IncrementalRestore state machine:
+// the header first, then the image a piece at a time into the decoder, its
+// checksum computed on the way. A damaged file is judged as loadSnapshot
+// judges it; an intact image the decoder refused halts the server, as a
+// failed Restore does.
+func (s *storage) streamSnapshot(rc *recovery, i int, ir IncrementalRestore) {
+	e := rc.snaps[i]
+	damaged := func(why string) {
+		rc.lossy = append(rc.lossy, fmt.Sprintf("snapshot %s is damaged (%v: %s)", e.Name, errBadSnapshot, why))
+		s.do(node.RemoveOp(s.path(e.Name)), ignoreErr)
+		s.loadSnapshot(rc, i+1)
+	}
+	if e.Size < snapHeader {
+		damaged(fmt.Sprintf("%d bytes", e.Size))
+		return
+	}
+	s.readFile(e.Name, 0, snapHeader, func(h []byte, err error) {
+		if err != nil {
+			s.r.env.Halt(fmt.Sprintf("raft: reading %s: %v", e.Name, err))
+			return
+		}
+		meta, size, sum, herr := decodeSnapshotHeader(h)
+		if herr != nil {
+			damaged(herr.Error())
+			return
+		}
+		if idx, _ := parseSnapshotName(e.Name); meta.Index != idx {
+			damaged(fmt.Sprintf("holds index %d", meta.Index))
+			return
+		}
+		if size != uint64(e.Size-snapHeader) {
+			damaged(fmt.Sprintf("header says %d data bytes, file has %d", size, e.Size-snapHeader))
+			return
+		}
+		dec := ir.BeginRestore(int64(size))
+		var crc uint32
+		var decErr error
+		off := int64(0)
+		var next func()
+		next = func() {
+			if off == int64(size) {
+				if crc != sum {
+					damaged("data checksum")
+					return
+				}
+				if decErr != nil {
+					s.r.env.Halt(fmt.Sprintf("raft: restoring snapshot %s: %v", e.Name, decErr))
+					return
+				}
+				rc.snapDec, rc.snapMeta, rc.snapName, rc.snapSize = dec, meta, e.Name, e.Size
+				s.loadSegment(rc, 0)
+				return
+			}
+			n := int(min(int64(size)-off, int64(s.r.cfg.RestoreReadBytes)))
+			s.do(node.ReadOp(s.path(e.Name), snapHeader+off, n), func(ev node.Event) {
+				if ev.Err != nil {
+					s.r.env.Halt(fmt.Sprintf("raft: reading %s: %v", e.Name, ev.Err))
+					return
+				}
+				if len(ev.Data) == 0 {
+					damaged(fmt.Sprintf("ends at data byte %d of %d", off, size))
+					return
+				}
+				crc = crc32.Update(crc, castagnoli, ev.Data)
+				if decErr == nil {
+					decErr = dec.Write(ev.Data)
+				}
+				off += int64(len(ev.Data))
+				s.r.env.Recycle(ev.Data)
+				next()
+			})
+		}
+		next()
 	})
 }
 
@@ -900,12 +985,19 @@ func (s *storage) replay(rc *recovery) {
 	s.segs = append(s.segs[:0], rc.segs[:kept]...)
 
 	if rc.snapName != "" {
-		_, data, _ := decodeSnapshot(rc.snapFile)
-		if err := r.sm.Restore(data, rc.snapMeta.Index, rc.snapMeta.Zxid); err != nil {
+		var err error
+		if rc.snapDec != nil {
+			err = rc.snapDec.Install(rc.snapMeta.Index, rc.snapMeta.Zxid)
+		} else {
+			_, data, _ := decodeSnapshot(rc.snapFile)
+			err = r.sm.Restore(data, rc.snapMeta.Index, rc.snapMeta.Zxid)
+		}
+		rc.snapDec, rc.snapFile = nil, nil
+		if err != nil {
 			r.env.Halt(fmt.Sprintf("raft: restoring snapshot %s: %v", rc.snapName, err))
 			return
 		}
-		s.snap = segSnap{name: rc.snapName, meta: rc.snapMeta, size: int64(len(rc.snapFile))}
+		s.snap = segSnap{name: rc.snapName, meta: rc.snapMeta, size: rc.snapSize}
 		s.nextSeq = max(s.nextSeq, rc.snapMeta.WALSeq)
 	}
 	r.applied = rc.snapMeta.Index
