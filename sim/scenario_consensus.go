@@ -89,6 +89,13 @@ func buildConsensus(w *World) Checks {
 	}
 	cc.lastApply = make([]applyPos, nServers)
 	walFill := drawWALFill(w.Seed)
+	// Half the runs restore and install snapshots a piece at a time, as the
+	// keeper does (raft.IncrementalRestore); a quarter of those send them
+	// in pieces that end inside the file's header.
+	streamed, snapChunk := stream(w.Seed, "streamed-restore", 0).IntN(2) == 0, 16<<10
+	if streamed && stream(w.Seed, "streamed-chunk", 0).IntN(4) == 0 {
+		snapChunk = 61
+	}
 	for i := range nServers {
 		i := i
 		name := fmt.Sprintf("s%d", i+1)
@@ -97,12 +104,14 @@ func buildConsensus(w *World) Checks {
 		cfg := replog.ServerConfig{
 			Raft: raft.Config{
 				ID: id, Peers: peers, Tick: 50 * time.Millisecond, ElectionTicks: 10,
-				SnapshotEvery: 150, SnapshotKeep: 40, SegmentBytes: 32 << 10, MaxAppendBytes: 16 << 10, SnapshotChunk: 16 << 10,
+				SnapshotEvery: 150, SnapshotKeep: 40, SegmentBytes: 32 << 10, MaxAppendBytes: 16 << 10, SnapshotChunk: snapChunk,
 				WALFill: walFill, LogChunk: drawLogChunk(w.Seed), TrimBytes: drawTrimBytes(w.Seed), NoAppendCoalescing: drawNoCoalescing(w.Seed), NoPeerAcks: drawNoPeerAcks(w.Seed), Bug: w.Bug,
+				RestoreReadBytes: drawRestoreRead(w.Seed),
 			},
-			ClientAddr: clientAddrs[i],
-			OnApply:    func(e *raft.Entry, hash uint64) { cc.applied(i, e, hash) },
-			OnRole:     func(role raft.Role, term raft.Term, leader raft.ID) { cc.roleChanged(i, role, term) },
+			StreamedRestore: streamed,
+			ClientAddr:      clientAddrs[i],
+			OnApply:         func(e *raft.Entry, hash uint64) { cc.applied(i, e, hash) },
+			OnRole:          func(role raft.Role, term raft.Term, leader raft.ID) { cc.roleChanged(i, role, term) },
 			OnCommit: func(term raft.Term, index raft.Index) {
 				for int(index) > len(cc.commitTerm) {
 					cc.commitTerm = append(cc.commitTerm, term)
@@ -406,6 +415,13 @@ func drawTrimBytes(seed uint64) int64 {
 // pieces end inside records of every kind, or the default (all at once).
 func drawRestoreRead(seed uint64) int {
 	return []int{61, 509, 4093, 0}[stream(seed, "restore-read", 0).IntN(4)]
+}
+
+// drawSnapshotChunk picks the bytes one install-snapshot message carries
+// to a keeper follower: a piece that ends inside the file's 64-byte header,
+// one of a kilobyte, or the default (a simulated snapshot in one message).
+func drawSnapshotChunk(seed uint64) int {
+	return []int{61, 1021, 0}[stream(seed, "snapshot-chunk", 0).IntN(3)]
 }
 
 // drawNoPeerAcks turns off followers' acknowledgements to each other (and

@@ -63,6 +63,9 @@ type Config struct {
 	SnapshotSyncBytes int
 	TrimBytes         int64
 	RestoreReadBytes  int
+	// SnapshotChunk is raft's: the bytes of a snapshot one install message
+	// carries (0: raft's 1 MiB). The simulator draws small ones.
+	SnapshotChunk int
 	// LogChunk is raft's (0: its default); the simulator draws small ones.
 	LogChunk int
 	// SnapshotLoopShare is raft's (0: its default).

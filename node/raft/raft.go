@@ -880,6 +880,11 @@ func (r *Raft) becomeFollower(term Term, leader ID) {
 		r.term = term
 		r.vote = 0
 		r.st.saveState()
+		// A snapshot half received from the last term's leader will not
+		// be finished: the next leader starts its own, or sends entries.
+		// Kept, it would block every local snapshot (storage.maybeSnapshot)
+		// for as long as it stayed.
+		r.st.dropRecv()
 	}
 	r.resetElectionTimer()
 	r.votes = nil
@@ -912,6 +917,7 @@ func (r *Raft) startElection() {
 	r.term++
 	r.vote = r.cfg.ID
 	r.st.saveState()
+	r.st.dropRecv()
 	r.resetElectionTimer()
 	r.setRole(Candidate, 0)
 	r.votes = map[ID]bool{r.cfg.ID: true}

@@ -2,7 +2,10 @@ package raft
 
 import (
 	"fmt"
+	"hash/crc32"
 	"slices"
+
+	"herd/node"
 )
 
 // ---- leader ----
@@ -437,11 +440,31 @@ func (r *Raft) handleAppend(m *message) {
 	r.peerAcked()
 }
 
-// snapRecv is an install-snapshot being received.
+// snapRecv is an install-snapshot being received. A state machine that
+// implements IncrementalRestore gets the image as it arrives, and the file
+// is written as it arrives (tmp); otherwise it is gathered whole (buf).
 type snapRecv struct {
 	index Index
 	total uint64
+	got   uint64 // bytes received
 	buf   []byte
+
+	tmp     string          // the file being written (streamed)
+	dec     SnapshotDecoder // nil until the header is in
+	head    []byte          // the file's header, once all of it is in
+	meta    snapMeta
+	dataLen uint64
+	dataCRC uint32 // what the header says
+	crc     uint32 // of the data received
+	decErr  error
+}
+
+// dropRecv abandons the snapshot being received, if any, and its file.
+func (s *storage) dropRecv() {
+	if rv := s.recv; rv != nil && rv.tmp != "" {
+		s.do(node.RemoveOp(rv.tmp), ignoreErr)
+	}
+	s.recv = nil
 }
 
 func (r *Raft) handleSnapshot(m *message) {
@@ -451,22 +474,39 @@ func (r *Raft) handleSnapshot(m *message) {
 	}
 	if m.snapIndex <= r.commit {
 		// We already hold everything it covers.
-		s.recv = nil
+		s.dropRecv()
 		ack(m.total, true, r.commit)
 		return
 	}
 	if m.offset == 0 {
-		s.recv = &snapRecv{index: m.snapIndex, total: m.total, buf: make([]byte, 0, m.total)}
+		s.dropRecv()
+		s.recv = &snapRecv{index: m.snapIndex, total: m.total}
+		if _, ok := r.sm.(IncrementalRestore); ok {
+			s.recv.tmp = s.path(snapshotName(m.snapIndex) + ".recv.tmp")
+		}
 	}
 	rv := s.recv
-	if rv == nil || rv.index != m.snapIndex || rv.total != m.total || uint64(len(rv.buf)) != m.offset || m.offset+uint64(len(m.data)) > m.total {
-		s.recv = nil
+	if rv == nil || rv.index != m.snapIndex || rv.total != m.total || rv.got != m.offset || m.offset+uint64(len(m.data)) > m.total {
+		s.dropRecv()
 		ack(m.offset, false, 0)
 		return
 	}
-	rv.buf = append(rv.buf, m.data...)
+	if rv.tmp != "" {
+		if !r.receivePiece(rv, m.data) {
+			s.dropRecv()
+			ack(0, false, 0)
+			return
+		}
+	} else {
+		rv.buf = append(rv.buf, m.data...)
+	}
+	rv.got += uint64(len(m.data))
 	if !m.done {
-		ack(uint64(len(rv.buf)), true, 0)
+		ack(rv.got, true, 0)
+		return
+	}
+	if rv.tmp != "" {
+		r.installReceived(rv, m, ack)
 		return
 	}
 	s.recv = nil
@@ -476,14 +516,71 @@ func (r *Raft) handleSnapshot(m *message) {
 		ack(0, false, 0)
 		return
 	}
-	r.installSnapshot(meta, data, func() { ack(m.total, true, meta.Index) })
+	r.installSnapshot(meta, func() error { return r.sm.Restore(data, meta.Index, meta.Zxid) },
+		func(meta snapMeta, done func()) { s.writeSnapshot(meta, encodeSnapshot(meta, data), done) },
+		func() { ack(m.total, true, meta.Index) })
+}
+
+// receivePiece writes the next piece of a streamed snapshot to its file and
+// hands its data to the decoder, once the header has come and been found
+// sound. It reports false if the header is not.
+func (r *Raft) receivePiece(rv *snapRecv, p []byte) bool {
+	r.st.do(node.WriteOp(rv.tmp, int64(rv.got), p), nil)
+	if rv.dec == nil {
+		need := snapHeader - len(rv.head)
+		rv.head = append(rv.head, p[:min(need, len(p))]...)
+		p = p[min(need, len(p)):]
+		if len(rv.head) < snapHeader {
+			return true
+		}
+		meta, n, sum, err := decodeSnapshotHeader(rv.head)
+		if err != nil || meta.Index != rv.index || n != rv.total-snapHeader {
+			r.env.Logf("raft: snapshot %d being received is damaged: %v (index %d, %d data bytes of %d)", rv.index, err, meta.Index, n, rv.total)
+			return false
+		}
+		rv.meta, rv.dataLen, rv.dataCRC = meta, n, sum
+		rv.dec = r.sm.(IncrementalRestore).BeginRestore(int64(n))
+	}
+	rv.crc = crc32.Update(rv.crc, castagnoli, p)
+	if rv.decErr == nil && len(p) > 0 {
+		rv.decErr = rv.dec.Write(p)
+	}
+	return true
+}
+
+// installReceived installs a streamed snapshot whose last piece has come:
+// the image is checked and decoded already, and its file written but for
+// the header, which installSnapshot's meta changes.
+func (r *Raft) installReceived(rv *snapRecv, m *message, ack func(off uint64, ok bool, match Index)) {
+	s := &r.st
+	if rv.dec == nil || rv.crc != rv.dataCRC {
+		r.env.Logf("raft: snapshot %d from %d is damaged: %v", m.snapIndex, m.from, errBadSnapshot)
+		s.dropRecv()
+		ack(0, false, 0)
+		return
+	}
+	s.recv = nil
+	if rv.decErr != nil {
+		r.env.Halt(fmt.Sprintf("raft: restoring snapshot %d: %v", rv.index, rv.decErr))
+		return
+	}
+	r.installSnapshot(rv.meta, func() error { return rv.dec.Install(rv.meta.Index, rv.meta.Zxid) },
+		func(meta snapMeta, done func()) {
+			s.do(node.WriteOp(rv.tmp, 0, snapshotHeader(meta, rv.dataLen, rv.dataCRC)), nil)
+			s.commitSnapshot(rv.tmp, meta, int64(rv.total), done)
+		},
+		func() { ack(m.total, true, rv.meta.Index) })
 }
 
 // installSnapshot replaces the state machine and the log up to meta.Index.
 // Following entries are kept if the log agrees with the snapshot at its
 // index (they may be acknowledged, so dropping them could lose a commit);
 // otherwise the whole log goes.
-func (r *Raft) installSnapshot(meta snapMeta, data []byte, done func()) {
+//
+// restore replaces the state machine's state with the snapshot's; persist
+// makes the snapshot, with the meta given, the durable snapshot file, then
+// calls its done.
+func (r *Raft) installSnapshot(meta snapMeta, restore func() error, persist func(meta snapMeta, done func()), done func()) {
 	l := &r.log
 	s := &r.st
 	t, ok := l.term(meta.Index)
@@ -491,7 +588,7 @@ func (r *Raft) installSnapshot(meta snapMeta, data []byte, done func()) {
 	meta.VoidsOlderLog = !retain
 	meta.WALSeq = max(s.nextSeq, 1)
 	s.abortEncoding()
-	if err := r.sm.Restore(data, meta.Index, meta.Zxid); err != nil {
+	if err := restore(); err != nil {
 		r.env.Halt(fmt.Sprintf("raft: restoring snapshot %d: %v", meta.Index, err))
 		return
 	}
@@ -508,7 +605,7 @@ func (r *Raft) installSnapshot(meta snapMeta, data []byte, done func()) {
 	r.commit = max(r.commit, meta.Index)
 	r.applied = meta.Index
 	s.snapshotting = true
-	s.writeSnapshot(meta, encodeSnapshot(meta, data), func() {
+	persist(meta, func() {
 		s.snapshotting = false
 		s.durable = max(s.durable, meta.Index)
 		s.dropOldSegments()

@@ -511,7 +511,7 @@ func (s *storage) encodeStep() {
 	s.encoder = nil
 	s.do(node.WriteOp(s.encTmp, 0, snapshotHeader(s.encMeta, s.encLen, s.encCRC)), nil)
 	meta := s.encMeta
-	s.commitSnapshot(meta, int64(snapHeader+s.encLen), func() { s.compacted(meta) })
+	s.commitSnapshot(s.encTmp, meta, int64(snapHeader+s.encLen), func() { s.compacted(meta) })
 }
 
 // snapshotStepGap is how long the next encoding step waits after one that
@@ -576,14 +576,13 @@ func (s *storage) compacted(meta snapMeta) {
 func (s *storage) writeSnapshot(meta snapMeta, file []byte, done func()) {
 	tmp := s.path(snapshotName(meta.Index) + ".tmp")
 	s.do(node.WriteOp(tmp, 0, file), nil)
-	s.commitSnapshot(meta, int64(len(file)), done)
+	s.commitSnapshot(tmp, meta, int64(len(file)), done)
 }
 
-// commitSnapshot makes the written <name>.tmp of size bytes the durable
+// commitSnapshot makes the written file tmp, of size bytes, the durable
 // snapshot, then calls done.
-func (s *storage) commitSnapshot(meta snapMeta, size int64, done func()) {
+func (s *storage) commitSnapshot(tmp string, meta snapMeta, size int64, done func()) {
 	name := snapshotName(meta.Index)
-	tmp := s.path(name + ".tmp")
 	s.do(node.SyncOp(tmp), nil)
 	s.do(node.RenameOp(tmp, s.path(name)), nil)
 	s.do(node.SyncDirOp(s.dir), func(ev node.Event) {

@@ -164,3 +164,34 @@ func (c *Chain) Restore(data []byte, index raft.Index, zxid raft.Zxid) error {
 	c.ballast = append(c.ballast[:0], data[24:]...)
 	return nil
 }
+
+// streamedChain is a Chain restored a piece at a time
+// (raft.IncrementalRestore).
+type streamedChain struct{ *Chain }
+
+func (c streamedChain) BeginRestore(size int64) raft.SnapshotDecoder {
+	return &chainDecoder{c: c.Chain, size: size}
+}
+
+// chainDecoder gathers the image's pieces and restores from them whole:
+// the chain's image is small; what it exercises is raft's side.
+type chainDecoder struct {
+	c    *Chain
+	size int64
+	buf  []byte
+}
+
+func (d *chainDecoder) Write(p []byte) error {
+	if int64(len(d.buf)+len(p)) > d.size {
+		return fmt.Errorf("replog: snapshot longer than its %d bytes", d.size)
+	}
+	d.buf = append(d.buf, p...) // a copy: raft reuses p
+	return nil
+}
+
+func (d *chainDecoder) Install(index raft.Index, zxid raft.Zxid) error {
+	if int64(len(d.buf)) != d.size {
+		return fmt.Errorf("replog: snapshot of %d bytes, %d expected", len(d.buf), d.size)
+	}
+	return d.c.Restore(d.buf, index, zxid)
+}

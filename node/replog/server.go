@@ -21,6 +21,11 @@ type ServerConfig struct {
 	OnCommit func(term raft.Term, index raft.Index)
 	// OnReady is called when recovery is done.
 	OnReady func()
+	// StreamedRestore: the chain takes its snapshots in pieces
+	// (raft.IncrementalRestore), as the keeper's tree does, so that the
+	// consensus scenario exercises raft's streamed recovery and installs
+	// too.
+	StreamedRestore bool
 }
 
 const (
@@ -64,7 +69,11 @@ func NewServer(cfg ServerConfig) node.Factory {
 			clients: make(map[node.ConnID]*frame.Reader),
 		}
 		s.chain = &Chain{OnApply: s.applied}
-		s.raft = raft.New(env, cfg.Raft, s.chain, raft.Hooks{
+		var sm raft.StateMachine = s.chain
+		if cfg.StreamedRestore {
+			sm = streamedChain{s.chain}
+		}
+		s.raft = raft.New(env, cfg.Raft, sm, raft.Hooks{
 			Ready:       cfg.OnReady,
 			ReadReady:   s.readReady,
 			RoleChanged: cfg.OnRole,
