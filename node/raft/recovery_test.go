@@ -199,3 +199,30 @@ func TestStreamedInstall(t *testing.T) {
 		}
 	}
 }
+
+// TestHalfReceivedSnapshotDroppedOnNewTerm: a transfer the last term's
+// leader left half done is dropped, with its file, when a new term begins;
+// kept, it would block every local snapshot.
+func TestHalfReceivedSnapshotDroppedOnNewTerm(t *testing.T) {
+	env := &diskEnv{fs: disk.NewSimFS()}
+	r := New(env, Config{ID: 2, Peers: []Peer{{ID: 1, Addr: "a"}, {ID: 2, Addr: "b"}, {ID: 3, Addr: "c"}}}, &pieceRecorder{}, Hooks{})
+	r.Start()
+	env.run(r)
+	file := encodeSnapshot(snapMeta{Index: 8, Term: 1, Zxid: MakeZxid(1, 8)}, make([]byte, 100))
+	r.step(&message{typ: mSnap, from: 1, term: 1, snapIndex: 8, total: uint64(len(file)), data: file[:80]})
+	env.run(r)
+	if r.st.recv == nil {
+		t.Fatal("no transfer in progress after its first chunk")
+	}
+	r.becomeFollower(2, 3)
+	env.run(r)
+	names, _ := env.fs.List("raft")
+	for _, n := range names {
+		if strings.HasSuffix(n.Name, ".tmp") {
+			t.Fatalf("file %s left", n.Name)
+		}
+	}
+	if r.st.recv != nil {
+		t.Fatal("the half-received snapshot is still held in the new term")
+	}
+}
