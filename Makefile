@@ -81,11 +81,12 @@ bench-keeper-memory: build
 	$(GO) run ./compat/sidebyside --herd $(BIN) --memory
 
 # Every fuzz target in turn, FUZZTIME each: frames, jute records, raft
-# messages, Kafka requests on a broker, request frames on a keeper.
+# messages, Kafka requests on a broker, request frames on a keeper, snapshot
+# images a keeper restores.
 FUZZTIME ?= 30s
 FUZZ_TARGETS = FuzzReader:./node/frame/ FuzzDecodeRequest:./node/jute/ FuzzDecodeMulti:./node/jute/ \
 	FuzzConnectRequest:./node/jute/ FuzzDecodeMessage:./node/raft/ FuzzRequest:./node/broker/ \
-	FuzzKeeperRequest:./sim/ FuzzKeeperRequests:./sim/
+	FuzzKeeperRequest:./sim/ FuzzKeeperRequests:./sim/ FuzzRestoreTree:./node/keeper/
 fuzz:
 	GO=$(GO) FUZZTIME=$(FUZZTIME) ./.ci/fuzz $(FUZZ_TARGETS)
 
