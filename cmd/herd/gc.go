@@ -18,10 +18,9 @@ import (
 // reach twice the tree. Instead the heap may grow by gcHeadroom(live) over
 // what the last collection found live: a fixed 128 MiB while small, so
 // rarely collected, down to a quarter of the tree when large. The limit is
-// recomputed
-// after every collection, so it follows the heap up (a restart loading a
-// snapshot) and down (no faster than the runtime gives memory back:
-// gcMemoryLimit).
+// recomputed after every collection, so it follows the heap up (a restart
+// loading a snapshot) and down (no faster than the runtime gives memory
+// back: gcMemoryLimit).
 func tuneGC() {
 	if os.Getenv("GOGC") != "" || os.Getenv("GOMEMLIMIT") != "" {
 		return
