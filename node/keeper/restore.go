@@ -22,9 +22,10 @@ func RestoreTree(b []byte, seed uint64) (*Tree, error) {
 
 // treeDecoder rebuilds a tree from a snapshot image that arrives in pieces
 // split anywhere (raft's IncrementalRestore): a restarting server reads its
-// snapshot file a piece at a time, so the image (200 MB for a million
-// znodes) is never in memory beside the tree it decodes to; held whole it
-// put a restarted server's resident memory at the image plus the tree.
+// snapshot file a piece at a time, and a follower gets its leader's in
+// chunks, so the image (200 MB for a million znodes) is never in memory
+// beside the tree it decodes to; held whole it put a restarted server's
+// resident memory at the image plus the tree.
 //
 // The walk is the encoder's (depth-first, each node followed by its
 // children) with an explicit stack of the parents whose children are still

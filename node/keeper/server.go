@@ -793,8 +793,9 @@ func (sm *stateMachine) Restore(data []byte, index raft.Index, zxid raft.Zxid) e
 	return sm.install(t, zxid)
 }
 
-// BeginRestore implements raft.IncrementalRestore: a restarting server
-// decodes its snapshot as it reads it, never holding the whole image.
+// BeginRestore implements raft.IncrementalRestore: a snapshot, read at a
+// restart or received from the leader, is decoded as it comes, never held
+// whole.
 func (sm *stateMachine) BeginRestore(size int64) raft.SnapshotDecoder {
 	return &treeRestore{sm: sm, d: newTreeDecoder((*Server)(sm).treeSeed(), size)}
 }
