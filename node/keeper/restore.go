@@ -37,7 +37,6 @@ func RestoreTree(b []byte, seed uint64) (*Tree, error) {
 // more than the input could describe.
 type treeDecoder struct {
 	t     *Tree
-	seed  uint64
 	left  int64 // bytes of the image not yet consumed
 	phase decodePhase
 	count int32 // ACL lists or sessions still to come
@@ -70,7 +69,6 @@ const treeHeaderSize = 4 + 4 + 8 + 4
 
 func newTreeDecoder(seed uint64, size int64) *treeDecoder {
 	return &treeDecoder{
-		seed: seed,
 		left: size,
 		t: &Tree{
 			seed:     seed,
@@ -325,10 +323,10 @@ func (d *treeDecoder) node(b []byte) (int, error) {
 	if parent == nil {
 		d.root = n
 	} else {
-		if parent.children.find(d.seed, n.nameBytes()) != nil {
+		if parent.children.find(t.seed, n.nameBytes()) != nil {
 			return 0, fmt.Errorf("two children %q", n.name())
 		}
-		parent.children.add(d.seed, n)
+		parent.children.add(t.seed, n)
 		d.stack[len(d.stack)-1].left--
 	}
 	if kids > 0 {

@@ -453,7 +453,6 @@ type snapRecv struct {
 	dec     SnapshotDecoder // nil until the header is in
 	head    []byte          // the file's header, once all of it is in
 	meta    snapMeta
-	dataLen uint64
 	dataCRC uint32 // what the header says
 	crc     uint32 // of the data received
 	decErr  error
@@ -533,13 +532,13 @@ func (r *Raft) receivePiece(rv *snapRecv, p []byte) bool {
 		if len(rv.head) < snapHeader {
 			return true
 		}
-		meta, n, sum, err := decodeSnapshotHeader(rv.head)
-		if err != nil || meta.Index != rv.index || n != rv.total-snapHeader {
-			r.env.Logf("raft: snapshot %d being received is damaged: %v (index %d, %d data bytes of %d)", rv.index, err, meta.Index, n, rv.total)
+		meta, sum, err := checkSnapshotHeader(rv.head, rv.index, rv.total)
+		if err != nil {
+			r.env.Logf("raft: snapshot %d being received: %v", rv.index, err)
 			return false
 		}
-		rv.meta, rv.dataLen, rv.dataCRC = meta, n, sum
-		rv.dec = r.sm.(IncrementalRestore).BeginRestore(int64(n))
+		rv.meta, rv.dataCRC = meta, sum
+		rv.dec = r.sm.(IncrementalRestore).BeginRestore(int64(rv.total - snapHeader))
 	}
 	rv.crc = crc32.Update(rv.crc, castagnoli, p)
 	if rv.decErr == nil && len(p) > 0 {
@@ -566,7 +565,7 @@ func (r *Raft) installReceived(rv *snapRecv, m *message, ack func(off uint64, ok
 	}
 	r.installSnapshot(rv.meta, func() error { return rv.dec.Install(rv.meta.Index, rv.meta.Zxid) },
 		func(meta snapMeta, done func()) {
-			s.do(node.WriteOp(rv.tmp, 0, snapshotHeader(meta, rv.dataLen, rv.dataCRC)), nil)
+			s.do(node.WriteOp(rv.tmp, 0, snapshotHeader(meta, rv.total-snapHeader, rv.dataCRC)), nil)
 			s.commitSnapshot(rv.tmp, meta, int64(rv.total), done)
 		},
 		func() { ack(m.total, true, rv.meta.Index) })

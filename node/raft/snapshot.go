@@ -89,6 +89,22 @@ func decodeSnapshot(file []byte) (meta snapMeta, data []byte, err error) {
 	return meta, data, nil
 }
 
+// checkSnapshotHeader is decodeSnapshotHeader for the header of a snapshot
+// file of fileSize bytes that must hold index: the header must say so, and
+// count the data the file holds after it.
+func checkSnapshotHeader(h []byte, index Index, fileSize uint64) (meta snapMeta, dataCRC uint32, err error) {
+	meta, n, sum, err := decodeSnapshotHeader(h)
+	switch {
+	case err != nil:
+		return meta, 0, err
+	case meta.Index != index:
+		return meta, 0, fmt.Errorf("%w: holds index %d, not %d", errBadSnapshot, meta.Index, index)
+	case fileSize < snapHeader || n != fileSize-snapHeader:
+		return meta, 0, fmt.Errorf("%w: header says %d data bytes, file has %d", errBadSnapshot, n, int64(fileSize)-snapHeader)
+	}
+	return meta, sum, nil
+}
+
 // decodeSnapshotHeader verifies a snapshot file's header and returns what
 // it says: the snapshot, and the length and checksum of the data after it.
 func decodeSnapshotHeader(h []byte) (meta snapMeta, dataLen uint64, dataCRC uint32, err error) {

@@ -776,10 +776,17 @@ func (s *storage) loadSnapshot(rc *recovery, i int) {
 			s.loadSegment(rc, 0)
 			return
 		}
-		rc.lossy = append(rc.lossy, fmt.Sprintf("snapshot %s is damaged (%v)", e.Name, derr))
-		s.do(node.RemoveOp(s.path(e.Name)), ignoreErr)
-		s.loadSnapshot(rc, i+1)
+		s.snapshotDamaged(rc, i, derr)
 	})
+}
+
+// snapshotDamaged records that snapshot i is damaged (data may be lost),
+// removes it and goes on to the next older one.
+func (s *storage) snapshotDamaged(rc *recovery, i int, why error) {
+	name := rc.snaps[i].Name
+	rc.lossy = append(rc.lossy, fmt.Sprintf("snapshot %s is damaged (%v)", name, why))
+	s.do(node.RemoveOp(s.path(name)), ignoreErr)
+	s.loadSnapshot(rc, i+1)
 }
 
 // streamSnapshot is loadSnapshot for an IncrementalRestore state machine:
@@ -789,33 +796,20 @@ func (s *storage) loadSnapshot(rc *recovery, i int) {
 // failed Restore does.
 func (s *storage) streamSnapshot(rc *recovery, i int, ir IncrementalRestore) {
 	e := rc.snaps[i]
-	damaged := func(why string) {
-		rc.lossy = append(rc.lossy, fmt.Sprintf("snapshot %s is damaged (%v: %s)", e.Name, errBadSnapshot, why))
-		s.do(node.RemoveOp(s.path(e.Name)), ignoreErr)
-		s.loadSnapshot(rc, i+1)
-	}
-	if e.Size < snapHeader {
-		damaged(fmt.Sprintf("%d bytes", e.Size))
-		return
-	}
+	damaged := func(why string) { s.snapshotDamaged(rc, i, fmt.Errorf("%w: %s", errBadSnapshot, why)) }
+	// A file shorter than a header reads short: checkSnapshotHeader says so.
 	s.readFile(e.Name, 0, snapHeader, func(h []byte, err error) {
 		if err != nil {
 			s.r.env.Halt(fmt.Sprintf("raft: reading %s: %v", e.Name, err))
 			return
 		}
-		meta, size, sum, herr := decodeSnapshotHeader(h)
+		idx, _ := parseSnapshotName(e.Name)
+		meta, sum, herr := checkSnapshotHeader(h, idx, uint64(e.Size))
 		if herr != nil {
-			damaged(herr.Error())
+			s.snapshotDamaged(rc, i, herr)
 			return
 		}
-		if idx, _ := parseSnapshotName(e.Name); meta.Index != idx {
-			damaged(fmt.Sprintf("holds index %d", meta.Index))
-			return
-		}
-		if size != uint64(e.Size-snapHeader) {
-			damaged(fmt.Sprintf("header says %d data bytes, file has %d", size, e.Size-snapHeader))
-			return
-		}
+		size := uint64(e.Size - snapHeader)
 		dec := ir.BeginRestore(int64(size))
 		var crc uint32
 		var decErr error
