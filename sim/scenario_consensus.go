@@ -22,6 +22,7 @@ var consensusBugs = map[string]string{
 	raft.BugAckBeforeDurable: "followers acknowledge appends and grant votes before their WAL batch is on disk",
 	raft.BugNoTruncate:       "a follower keeps the entries it holds at the leader's indexes without comparing terms, and acknowledges them",
 	raft.BugPeerAckLeader:    "a follower committing from its fellow followers' acknowledgements counts the leader as holding durably what it sent",
+	raft.BugNoDemandSnapshot: "a leader whose in-memory log no longer holds what a follower needs waits for the next periodic snapshot: the follower may never catch up",
 	bugWipedVotes:            "a server whose disk was replaced is restarted without Rejoin and votes with an empty log",
 }
 
@@ -105,7 +106,7 @@ func buildConsensus(w *World) Checks {
 			Raft: raft.Config{
 				ID: id, Peers: peers, Tick: 50 * time.Millisecond, ElectionTicks: 10,
 				SnapshotEvery: 150, SnapshotKeep: 40, SegmentBytes: 32 << 10, MaxAppendBytes: 16 << 10, SnapshotChunk: snapChunk,
-				WALFill: walFill, LogChunk: drawLogChunk(w.Seed), TrimBytes: drawTrimBytes(w.Seed), NoAppendCoalescing: drawNoCoalescing(w.Seed), NoPeerAcks: drawNoPeerAcks(w.Seed), Bug: w.Bug,
+				WALFill: walFill, LogChunk: drawLogChunk(w.Seed), LogKeep: drawLogKeep(w.Seed), TrimBytes: drawTrimBytes(w.Seed), NoAppendCoalescing: drawNoCoalescing(w.Seed), NoPeerAcks: drawNoPeerAcks(w.Seed), Bug: w.Bug,
 				RestoreReadBytes: drawRestoreRead(w.Seed),
 			},
 			StreamedRestore: streamed,
@@ -400,6 +401,14 @@ func drawNoCoalescing(seed uint64) bool {
 // boundaries in every run (the default, 4096, is more than a run's log).
 func drawLogChunk(seed uint64) int {
 	return []int{1, 4, 32, 0}[stream(seed, "log-chunk", 0).IntN(4)]
+}
+
+// drawLogKeep picks how many entries the in-memory log keeps behind the
+// point every server holds (raft.Config.LogKeep): few, so that a leader
+// change or a server that lost part of its log needs a snapshot taken on
+// demand, or none trimmed between snapshots (-1), as before that existed.
+func drawLogKeep(seed uint64) int {
+	return []int{-1, 1, 8, 64}[stream(seed, "log-keep", 0).IntN(4)]
 }
 
 // drawTrimBytes picks how much of a discarded file each trimming step frees:

@@ -32,6 +32,7 @@ var keeperBugs = map[string]string{
 	keeper.BugQuotaForgotten: "a tree restored from a snapshot forgets which paths are under quota",
 	keeper.BugQuotaMulti:     "changes made inside a multi are not counted in quota stats",
 	keeper.BugStuckConnect:   "a handshake whose session creation or read point was lost is never answered nor closed",
+	raft.BugNoDemandSnapshot: "a leader whose in-memory log no longer holds what a follower needs waits for the next periodic snapshot: the follower may never catch up",
 }
 
 func init() {
@@ -108,7 +109,7 @@ func buildKeeper(w *World) Checks {
 			ID: raft.ID(i + 1), ClientAddr: clientAddrs[i], Servers: specs, DataDir: "/data",
 			TickTime: keeperTickTime, SyncLimit: 5, FourLetter: []string{"*"}, TTLEnabled: true,
 			ContainerCheck: time.Second, RaftTick: 50 * time.Millisecond, ElectionTicks: 10, SnapshotEvery: 200, SnapshotStep: 1 + r.IntN(40),
-			WALFill: walFill, SnapshotSyncBytes: snapSync, LogChunk: drawLogChunk(w.Seed), TrimBytes: drawTrimBytes(w.Seed), RestoreReadBytes: drawRestoreRead(w.Seed), SnapshotChunk: drawSnapshotChunk(w.Seed), NoAppendCoalescing: drawNoCoalescing(w.Seed), NoPeerAcks: drawNoPeerAcks(w.Seed), Bug: w.Bug,
+			WALFill: walFill, SnapshotSyncBytes: snapSync, LogChunk: drawLogChunk(w.Seed), LogKeep: drawLogKeep(w.Seed), TrimBytes: drawTrimBytes(w.Seed), RestoreReadBytes: drawRestoreRead(w.Seed), SnapshotChunk: drawSnapshotChunk(w.Seed), NoAppendCoalescing: drawNoCoalescing(w.Seed), NoPeerAcks: drawNoPeerAcks(w.Seed), Bug: w.Bug,
 		}
 		name := fmt.Sprintf("s%d", i+1)
 		cfg.SnapshotCheck = func(err error) { w.Fail(FailCorrectness, "snapshot", "%s: %v", name, err) }

@@ -68,6 +68,8 @@ type Config struct {
 	SnapshotChunk int
 	// LogChunk is raft's (0: its default); the simulator draws small ones.
 	LogChunk int
+	// LogKeep is raft's (0: its default); the simulator draws small ones.
+	LogKeep int
 	// SnapshotLoopShare is raft's (0: its default).
 	SnapshotLoopShare float64
 	// NoAppendCoalescing is raft's; the simulator sweeps both ways.

@@ -193,7 +193,7 @@ func New(cfg Config) node.Factory {
 		}
 		s.raft = raft.New(env, raft.Config{
 			ID: cfg.ID, Peers: peers, Dir: "raft", Tick: cfg.RaftTick, ElectionTicks: cfg.ElectionTicks,
-			SnapshotEvery: cfg.SnapshotEvery, SnapshotStep: cfg.SnapshotStep, WALFill: cfg.WALFill, SnapshotSyncBytes: cfg.SnapshotSyncBytes, TrimBytes: cfg.TrimBytes, RestoreReadBytes: cfg.RestoreReadBytes, SnapshotChunk: cfg.SnapshotChunk, SnapshotLoopShare: cfg.SnapshotLoopShare, LogChunk: cfg.LogChunk, NoAppendCoalescing: cfg.NoAppendCoalescing, NoPeerAcks: cfg.NoPeerAcks, MaxPending: 200_000, Rejoin: cfg.Rejoin, Bug: raftBug(cfg.Bug),
+			SnapshotEvery: cfg.SnapshotEvery, SnapshotStep: cfg.SnapshotStep, WALFill: cfg.WALFill, SnapshotSyncBytes: cfg.SnapshotSyncBytes, TrimBytes: cfg.TrimBytes, RestoreReadBytes: cfg.RestoreReadBytes, SnapshotChunk: cfg.SnapshotChunk, SnapshotLoopShare: cfg.SnapshotLoopShare, LogChunk: cfg.LogChunk, LogKeep: cfg.LogKeep, NoAppendCoalescing: cfg.NoAppendCoalescing, NoPeerAcks: cfg.NoPeerAcks, MaxPending: 200_000, Rejoin: cfg.Rejoin, Bug: raftBug(cfg.Bug),
 		}, (*stateMachine)(s), raft.Hooks{
 			Ready:       s.raftReady,
 			ReadReady:   s.readReady,
@@ -208,7 +208,7 @@ func New(cfg Config) node.Factory {
 // raftBug passes through planted bugs that belong to the consensus layer.
 func raftBug(b string) string {
 	switch b {
-	case raft.BugAckBeforeDurable, raft.BugCommitOnMinority, raft.BugNoTruncate, raft.BugPeerAckLeader:
+	case raft.BugAckBeforeDurable, raft.BugCommitOnMinority, raft.BugNoTruncate, raft.BugPeerAckLeader, raft.BugNoDemandSnapshot:
 		return b
 	}
 	return ""

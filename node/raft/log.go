@@ -7,8 +7,9 @@ import "fmt"
 // held). Config.LogChunk overrides it.
 const defaultLogChunk = 4096
 
-// raftLog is the in-memory log: entries after the latest snapshot (minus
-// those compacted away), in index order without gaps.
+// raftLog is the in-memory log: the newest entries, in index order without
+// gaps, from some point at or before the latest snapshot's index (storage.
+// compacted) or, once every server holds them, after it (Raft.trimLog).
 //
 // The entries live in chunks of Config.LogChunk entries rather than one
 // array. One array had to be copied whole whenever it grew, in the loop,
@@ -214,10 +215,11 @@ func (l *raftLog) trimSpare() {
 	}
 }
 
-// compact drops held entries up to i (which must be in the snapshot).
+// compact drops held entries up to i, which the caller has applied: in
+// the snapshot, or (Raft.trimLog) held by every server.
 func (l *raftLog) compact(i Index) {
-	if i > l.snapIndex {
-		panic(fmt.Sprintf("raft: compacting to %d past the snapshot at %d", i, l.snapIndex))
+	if i > l.lastIndex() {
+		panic(fmt.Sprintf("raft: compacting to %d past the log's last entry %d", i, l.lastIndex()))
 	}
 	if i < l.first {
 		return

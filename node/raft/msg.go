@@ -59,7 +59,10 @@ type message struct {
 	// leader's own term (see Raft.abstain).
 	commitTerm Term
 	readSeq    uint64 // mApp, mAppResp: ReadIndex round
-	entries    []Entry
+	// allHold: every server holds the leader's log up to here durably
+	// (Raft.trimLog).
+	allHold Index
+	entries []Entry
 
 	// mAppResp, mSnapResp, mPeerAck
 	success bool
@@ -129,6 +132,7 @@ func (m *message) encode(dst []byte) []byte {
 		dst = appendU64(dst, uint64(m.commit))
 		dst = appendU64(dst, uint64(m.commitTerm))
 		dst = appendU64(dst, m.readSeq)
+		dst = appendU64(dst, uint64(m.allHold))
 		dst = binary.BigEndian.AppendUint32(dst, uint32(len(m.entries)))
 		for i := range m.entries {
 			e := &m.entries[i]
@@ -265,6 +269,7 @@ func decodeMessage(body []byte) (message, error) {
 		m.commit = Index(r.u64())
 		m.commitTerm = Term(r.u64())
 		m.readSeq = r.u64()
+		m.allHold = Index(r.u64())
 		n := int(r.u32())
 		if n > len(r.b)/29 { // each entry has at least 29 bytes of header
 			return m, errBadMessage

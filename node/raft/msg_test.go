@@ -14,7 +14,7 @@ import (
 var fieldsOf = map[msgType][]string{
 	mVote:          {"pre", "lastIndex", "lastTerm"},
 	mVoteResp:      {"pre", "granted"},
-	mApp:           {"prevIndex", "prevTerm", "commit", "commitTerm", "readSeq", "entries"},
+	mApp:           {"prevIndex", "prevTerm", "commit", "commitTerm", "readSeq", "allHold", "entries"},
 	mAppResp:       {"success", "match", "lastIndex", "lastTerm", "readSeq"},
 	mSnap:          {"snapIndex", "snapTerm", "snapZxid", "offset", "total", "done", "data"},
 	mSnapResp:      {"snapIndex", "offset", "success", "match"},
@@ -41,6 +41,7 @@ var setters = map[string]func(m *message, t *rapid.T){
 	"commit":     func(m *message, t *rapid.T) { m.commit = Index(rapid.Uint64().Draw(t, "commit")) },
 	"commitTerm": func(m *message, t *rapid.T) { m.commitTerm = Term(rapid.Uint64().Draw(t, "commitTerm")) },
 	"readSeq":    func(m *message, t *rapid.T) { m.readSeq = rapid.Uint64().Draw(t, "readSeq") },
+	"allHold":    func(m *message, t *rapid.T) { m.allHold = Index(rapid.Uint64().Draw(t, "allHold")) },
 	"match":      func(m *message, t *rapid.T) { m.match = Index(rapid.Uint64().Draw(t, "match")) },
 	"snapIndex":  func(m *message, t *rapid.T) { m.snapIndex = Index(rapid.Uint64().Draw(t, "snapIndex")) },
 	"snapTerm":   func(m *message, t *rapid.T) { m.snapTerm = Term(rapid.Uint64().Draw(t, "snapTerm")) },

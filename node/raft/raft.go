@@ -69,6 +69,14 @@ type Config struct {
 	// size or allocation (see wal.go): an append-and-fdatasync on this
 	// ext4 went from 335-345 to 205-250 us.
 	WALFill int64
+	// LogKeep is how many entries the in-memory log keeps behind the point
+	// up to which every server holds the log durably and this one has
+	// applied it (0: 4096). Entries behind that point are needed again only
+	// by a server that lost part of its log, which a snapshot then brings up
+	// to date (taken at once if none covers what it needs). Negative: the
+	// log is trimmed only at snapshots (SnapshotKeep before each), as it
+	// always is while some server lags.
+	LogKeep int
 	// LogChunk is how many entries one chunk of the in-memory log holds, a
 	// power of two (0: 4096). The simulator draws small ones too, so that
 	// its runs cross chunk boundaries often.
@@ -102,6 +110,7 @@ const (
 	BugCommitOnMinority = "commit-on-minority" // commit once any one server has an entry
 	BugNoTruncate       = "no-truncate"        // followers keep entries at indexes they hold without comparing terms, and acknowledge them
 	BugPeerAckLeader    = "peer-ack-leader"    // a follower committing from peer acknowledgements counts the leader as holding durably what it sent
+	BugNoDemandSnapshot = "no-demand-snapshot" // a leader whose log no longer holds what a follower needs waits for the next periodic snapshot instead of taking one
 )
 
 func (c *Config) setDefaults() {
@@ -128,6 +137,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.WALFill > 0 && c.WALFill%sectorSize != 0 {
 		panic(fmt.Sprintf("raft: WALFill %d is not a multiple of %d", c.WALFill, sectorSize))
+	}
+	if c.LogKeep == 0 {
+		c.LogKeep = 4096
 	}
 	if c.LogChunk <= 0 {
 		c.LogChunk = defaultLogChunk
@@ -314,6 +326,10 @@ type Raft struct {
 	peerAckSent     Index
 	peerAckSentTerm Term
 	peerCommits     uint64 // commit advances learned that way
+	// allHold is the point up to which, as the leader of allHoldTerm last
+	// said, every server holds the log durably (see trimLog).
+	allHold     Index
+	allHoldTerm Term
 
 	// elections
 	electionElapsed  int
@@ -494,7 +510,7 @@ type Status struct {
 	Abstain         bool // abstaining, or its end not yet durable
 	TermUnknown     bool // lost its term; answers no leader yet (see Raft.termUnknown)
 	Commit, Applied Index
-	FirstIndex      Index // first entry held in memory (after the snapshot)
+	FirstIndex      Index // first entry held in memory
 	LastIndex       Index
 	LastTerm        Term
 	LastZxid        Zxid
@@ -532,7 +548,7 @@ func (r *Raft) Status() Status {
 	return Status{
 		ID: r.cfg.ID, Ready: r.ready, Role: r.role, Term: r.term, Vote: r.vote, Leader: r.leader,
 		Abstain: r.st.abstainDurable(), TermUnknown: r.termUnknown, Commit: r.commit, Applied: r.applied,
-		FirstIndex: r.log.snapIndex + 1, LastIndex: r.log.lastIndex(), LastTerm: r.log.lastTerm(),
+		FirstIndex: r.log.first, LastIndex: r.log.lastIndex(), LastTerm: r.log.lastTerm(),
 		LastZxid: r.log.lastZxid(), SnapIndex: r.log.snapIndex, Durable: r.st.durable,
 		Progress: r.progress(),
 		Batches:  r.st.batchesSynced, BatchedEntries: r.st.entriesSynced, PeerCommits: r.peerCommits, Trimmed: r.st.trash.Stats().Emptied,

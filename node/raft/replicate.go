@@ -109,7 +109,7 @@ func (r *Raft) sendAppend(p *peer, heartbeat bool) bool {
 		r.startSnapshotSend(p)
 		return false
 	}
-	m := &message{typ: mApp, prevIndex: prev, prevTerm: prevTerm, commit: r.commit, readSeq: r.reads.seq}
+	m := &message{typ: mApp, prevIndex: prev, prevTerm: prevTerm, commit: r.commit, readSeq: r.reads.seq, allHold: r.heldByAll()}
 	m.commitTerm, _ = r.log.term(r.commit)
 	gathered := false
 	if !heartbeat {
@@ -232,8 +232,14 @@ func (r *Raft) maybeCommit() {
 func (r *Raft) startSnapshotSend(p *peer) {
 	s := &r.st
 	if s.snap.name == "" || s.snap.meta.Index < r.log.first-1 {
-		// The entries p needs are gone but no snapshot covers them yet: one
-		// is being written.
+		// The entries p needs are gone but no snapshot covers them yet:
+		// one is being written, or is taken now (trimLog drops entries
+		// newer than the snapshot once every server held them; p has
+		// lost some since).
+		if s.open && !s.snapshotting && s.recv == nil && r.cfg.Bug != BugNoDemandSnapshot {
+			r.env.Logf("raft: %d: %d needs entries from %d, before the log's first %d and after snapshot %d: taking a snapshot", r.cfg.ID, p.id, p.next, r.log.first, s.snap.meta.Index)
+			s.takeSnapshot()
+		}
 		return
 	}
 	p.snap = &snapSend{name: s.snap.name, meta: s.snap.meta, size: s.snap.size}
@@ -390,8 +396,9 @@ func (r *Raft) handleAppend(m *message) {
 	}
 	prev, prevTerm, entries := m.prevIndex, m.prevTerm, m.entries
 	if prev < l.first-1 {
-		// Entries we no longer hold are in our snapshot, hence committed,
-		// hence the leader's too: skip them and check from our first.
+		// Entries we no longer hold were applied here (they are in our
+		// snapshot, or trimLog dropped them), hence committed, hence the
+		// leader's too: skip them and check from our first.
 		k := 0
 		for k < len(entries) && entries[k].Index <= l.first-1 {
 			k++
@@ -421,6 +428,9 @@ func (r *Raft) handleAppend(m *message) {
 		break
 	}
 	lastNew := max(m.prevIndex+Index(len(m.entries)), l.first-1)
+	if r.allHoldTerm != r.term || m.allHold > r.allHold {
+		r.allHold, r.allHoldTerm = m.allHold, r.term
+	}
 	if m.commit > r.commit {
 		r.commit = max(r.commit, min(m.commit, lastNew))
 		r.applyCommitted()
@@ -630,4 +640,52 @@ func (r *Raft) applyCommitted() {
 	}
 	r.reads.applied()
 	r.st.maybeSnapshot()
+	r.trimLog()
+}
+
+// heldByAll is, on a leader, the point up to which every server holds its
+// log durably (0 until every follower has acknowledged an append in this
+// term).
+func (r *Raft) heldByAll() Index {
+	h := min(r.st.durable, r.log.lastIndex())
+	for _, p := range r.peers {
+		h = min(h, p.match)
+	}
+	return h
+}
+
+// trimLog drops from the in-memory log what no server should need again:
+// entries applied here, durable here and held durably by every server
+// (heldByAll on the leader; on a follower, what the leader last said), but
+// for the newest Config.LogKeep of them. Without it the log held every entry
+// since the last snapshot and SnapshotKeep before it, 38-42 MB of a keeper's
+// heap after a million creates, between snapshots as big as the tree's
+// collector headroom. An entry behind that point is needed again only by a
+// server that lost part of its log (damage found at recovery), or one a new
+// leader finds further behind than LogKeep: it gets a snapshot, taken then
+// if none covers what it lacks (startSnapshotSend). While some server lags,
+// the point stays behind it and the log is trimmed only at snapshots
+// (storage.compacted), as before.
+func (r *Raft) trimLog() {
+	if r.cfg.LogKeep < 0 {
+		return
+	}
+	var hold Index
+	switch {
+	case r.role == Leader:
+		hold = r.heldByAll()
+	case r.allHoldTerm == r.term:
+		hold = r.allHold
+	}
+	hold = min(hold, r.applied, r.st.durable)
+	l := &r.log
+	keep := Index(r.cfg.LogKeep)
+	if hold <= keep || hold-keep < l.first-1+Index(l.chunkLen()) {
+		return // a chunk at a time
+	}
+	to := hold - keep
+	if to > r.applied || to > r.commit {
+		panic(fmt.Sprintf("raft: %d: trimming the log to %d past applied %d, commit %d", r.cfg.ID, to, r.applied, r.commit))
+	}
+	l.compact(to)
 }
