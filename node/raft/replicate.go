@@ -658,9 +658,8 @@ func (r *Raft) heldByAll() Index {
 // entries applied here, durable here and held durably by every server
 // (heldByAll on the leader; on a follower, what the leader last said), but
 // for the newest Config.LogKeep of them. Without it the log held every entry
-// since the last snapshot and SnapshotKeep before it, 38-42 MB of a keeper's
-// heap after a million creates, between snapshots as big as the tree's
-// collector headroom. An entry behind that point is needed again only by a
+// since the last snapshot and SnapshotKeep before it: 38-42 MB of a keeper's
+// heap after a million creates (DESIGN.md, section 6). An entry behind that point is needed again only by a
 // server that lost part of its log (damage found at recovery), or one a new
 // leader finds further behind than LogKeep: it gets a snapshot, taken then
 // if none covers what it lacks (startSnapshotSend). While some server lags,
