@@ -654,37 +654,47 @@ func (r *Raft) heldByAll() Index {
 	return h
 }
 
-// trimLog drops from the in-memory log what no server should need again:
-// entries applied here, durable here and held durably by every server
-// (heldByAll on the leader; on a follower, what the leader last said), but
-// for the newest Config.LogKeep of them. Without it the log held every entry
-// since the last snapshot and SnapshotKeep before it: 38-42 MB of a keeper's
-// heap after a million creates (DESIGN.md, section 6). An entry behind that point is needed again only by a
-// server that lost part of its log (damage found at recovery), or one a new
-// leader finds further behind than LogKeep: it gets a snapshot, taken then
-// if none covers what it lacks (startSnapshotSend). While some server lags,
-// the point stays behind it and the log is trimmed only at snapshots
-// (storage.compacted), as before.
+// trimLog drops from the in-memory log what no server should need again,
+// up to the later of two points:
+//   - the latest snapshot's index, but for the SnapshotKeep entries before
+//     it (for followers that lag a little);
+//   - the point up to which every server holds the log durably (heldByAll
+//     on the leader; on a follower, what the leader last said), applied and
+//     durable here, but for the newest Config.LogKeep entries before it; a
+//     chunk at a time, since it moves with every apply and a compaction
+//     inside a chunk clears the chunk's slots up to it.
+//
+// Without the second the log held every entry since the last snapshot and
+// SnapshotKeep before it: 38-42 MB of a keeper's heap after a million
+// creates (DESIGN.md, section 6). An entry behind that point is needed again
+// only by a server that lost part of its log (damage found at recovery), or
+// one a new leader finds further behind than LogKeep: it gets a snapshot,
+// taken then if none covers what it lacks (startSnapshotSend). While some
+// server lags, the point stays behind it and only the first applies.
 func (r *Raft) trimLog() {
-	if r.cfg.LogKeep < 0 {
+	l := &r.log
+	var to Index
+	if keep := Index(r.cfg.SnapshotKeep); l.snapIndex > keep {
+		to = l.snapIndex - keep
+	}
+	if r.cfg.LogKeep >= 0 {
+		var hold Index
+		switch {
+		case r.role == Leader:
+			hold = r.heldByAll()
+		case r.allHoldTerm == r.term:
+			hold = r.allHold
+		}
+		hold = min(hold, r.applied, r.st.durable)
+		if keep := Index(r.cfg.LogKeep); hold > keep && hold-keep >= l.first-1+Index(l.chunkLen()) {
+			to = max(to, hold-keep)
+		}
+	}
+	if to < l.first {
 		return
 	}
-	var hold Index
-	switch {
-	case r.role == Leader:
-		hold = r.heldByAll()
-	case r.allHoldTerm == r.term:
-		hold = r.allHold
-	}
-	hold = min(hold, r.applied, r.st.durable)
-	l := &r.log
-	keep := Index(r.cfg.LogKeep)
-	if hold <= keep || hold-keep < l.first-1+Index(l.chunkLen()) {
-		return // a chunk at a time
-	}
-	to := hold - keep
-	if to > r.applied || to > r.commit {
-		panic(fmt.Sprintf("raft: %d: trimming the log to %d past applied %d, commit %d", r.cfg.ID, to, r.applied, r.commit))
+	if to > r.applied {
+		panic(fmt.Sprintf("raft: %d: trimming the log to %d past applied %d", r.cfg.ID, to, r.applied))
 	}
 	l.compact(to)
 }

@@ -564,10 +564,7 @@ func (s *storage) compacted(meta snapMeta) {
 		return
 	}
 	r.log.snapIndex, r.log.snapTerm, r.log.snapZxid = meta.Index, meta.Term, meta.Zxid
-	keep := Index(r.cfg.SnapshotKeep)
-	if meta.Index > keep {
-		r.log.compact(meta.Index - keep)
-	}
+	r.trimLog()
 	s.dropOldSegments()
 }
 

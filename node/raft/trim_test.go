@@ -67,6 +67,24 @@ func TestTrimLog(t *testing.T) {
 		t.Fatalf("follower, LogKeep -1: log starts at %d, want 1", got)
 	}
 
+	// At a snapshot, all but SnapshotKeep entries before it go, whatever
+	// the servers hold; the later of the two points counts.
+	r = trimServer(t, 2, 20, -1, 1)
+	r.cfg.SnapshotKeep = 4
+	r.log.snapIndex = 12
+	r.applyCommitted()
+	if got := first(r); got != 9 {
+		t.Fatalf("snapshot at 12, SnapshotKeep 4, LogKeep -1: log starts at %d, want 9", got)
+	}
+	r = trimServer(t, 2, 20, 2, 1)
+	r.cfg.SnapshotKeep = 4
+	r.log.snapIndex = 12
+	r.allHold, r.allHoldTerm = 6, 3
+	r.applyCommitted()
+	if got := first(r); got != 9 {
+		t.Fatalf("snapshot at 12, SnapshotKeep 4, all hold 6: log starts at %d, want 9", got)
+	}
+
 	// A leader trims to what its slowest follower holds, and says so.
 	r = trimServer(t, 1, 20, 2, 1)
 	r.peers[0].match, r.peers[1].match = 18, 6
