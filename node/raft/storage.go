@@ -666,13 +666,18 @@ type recovery struct {
 	snaps    []node.DirEntry // newest first
 	segs     []segFile
 	sizes    map[string]int64
-	segData  [][]byte
 	snapFile []byte          // the snapshot read whole, or
 	snapDec  SnapshotDecoder // the snapshot decoded as it was read (IncrementalRestore)
 	snapMeta snapMeta
 	snapName string
 	snapSize int64
 	lossy    []string // why data may have been lost
+
+	// replay's progress (loadSegment, replayNext)
+	hs    hardState // the newest hard state in the WAL so far
+	kept  int       // segments that stay
+	cut   int       // segment to truncate at cutAt, or -1
+	cutAt int64
 }
 
 func (s *storage) listed(ev node.Event) {
@@ -849,9 +854,17 @@ func (s *storage) streamSnapshot(rc *recovery, i int, ir IncrementalRestore) {
 	})
 }
 
+// loadSegment reads segment k and replays it before reading the next, so
+// recovery holds one segment's bytes at a time, not the whole WAL since the
+// snapshot (the replayed entries are copies). Segments after one that ends
+// the log (damage, a gap) are not read at all.
 func (s *storage) loadSegment(rc *recovery, k int) {
+	if k == 0 {
+		s.r.log.reset(rc.snapMeta.Index, rc.snapMeta.Term, rc.snapMeta.Zxid)
+		rc.cut = -1
+	}
 	if k == len(rc.segs) {
-		s.replay(rc)
+		s.replayed(rc)
 		return
 	}
 	seg := rc.segs[k]
@@ -860,50 +873,54 @@ func (s *storage) loadSegment(rc *recovery, k int) {
 			s.r.env.Halt(fmt.Sprintf("raft: reading %s: %v", seg.name, err))
 			return
 		}
-		rc.segData = append(rc.segData, data)
-		s.loadSegment(rc, k+1)
+		if s.replayNext(rc, k, data) {
+			s.loadSegment(rc, k+1)
+		} else {
+			s.replayed(rc)
+		}
 	})
 }
 
-func (s *storage) replay(rc *recovery) {
+// replayNext replays segment k, whose bytes are data, and reports whether
+// the log may go on into the next segment.
+func (s *storage) replayNext(rc *recovery, k int, data []byte) bool {
+	r := s.r
+	seg := rc.segs[k]
+	newest := k == len(rc.segs)-1
+	sc := scanSegment(data, seg.seq, newest)
+	if newest && len(sc.records) == 0 && !sc.lossy {
+		// Zeros or its own fill from the first byte: its header batch
+		// never became durable (a crash tore the write that created it,
+		// or a halt cut it short), so nothing in it was ever
+		// acknowledged. Like a torn tail it is a clean end, not a loss;
+		// it is removed below. Judging it lossy made a server abstain for
+		// nothing (keeper seed 75001074: with another server abstaining
+		// after corruption, no leader could be elected again).
+		r.env.Logf("raft: %s holds nothing durable; removing it", seg.name)
+		return false
+	}
+	if !s.replaySegment(rc, seg, sc.records, &rc.hs) {
+		return false
+	}
+	rc.kept = k + 1
+	if sc.damaged {
+		if sc.lossy {
+			rc.lossy = append(rc.lossy, seg.name+": "+sc.why)
+		} else {
+			r.env.Logf("raft: %s: %s; truncating", seg.name, sc.why)
+		}
+		rc.cut, rc.cutAt = k, sc.validEnd
+		return false
+	}
+	return true
+}
+
+// replayed finishes recovery once the segments are replayed: the hard
+// state, damage judged, the disk repaired, the snapshot installed.
+func (s *storage) replayed(rc *recovery) {
 	r := s.r
 	l := &r.log
-	l.reset(rc.snapMeta.Index, rc.snapMeta.Term, rc.snapMeta.Zxid)
-	var hs hardState
-	kept := 0 // segments that stay
-	cut := -1 // segment to truncate at cutAt
-	var cutAt int64
-	for k, data := range rc.segData {
-		seg := rc.segs[k]
-		newest := k == len(rc.segData)-1
-		sc := scanSegment(data, seg.seq, newest)
-		if newest && len(sc.records) == 0 && !sc.lossy {
-			// Zeros or its own fill from the first byte: its header batch
-			// never became durable (a crash tore the write that created
-			// it, or a halt cut it short), so nothing in it was ever
-			// acknowledged. Like a torn tail it is a clean end, not a
-			// loss; it is removed below. Judging it lossy made a server
-			// abstain for nothing (keeper seed 75001074: with another
-			// server abstaining after corruption, no leader could be
-			// elected again).
-			r.env.Logf("raft: %s holds nothing durable; removing it", seg.name)
-			break
-		}
-		ok := s.replaySegment(rc, seg, sc.records, &hs)
-		if !ok {
-			break
-		}
-		kept = k + 1
-		if sc.damaged {
-			if sc.lossy {
-				rc.lossy = append(rc.lossy, seg.name+": "+sc.why)
-			} else {
-				r.env.Logf("raft: %s: %s; truncating", seg.name, sc.why)
-			}
-			cut, cutAt = k, sc.validEnd
-			break
-		}
-	}
+	hs, kept, cut, cutAt := rc.hs, rc.kept, rc.cut, rc.cutAt
 	if bad := l.verify(); bad != 0 {
 		// The records that should have cut a stale suffix were lost.
 		rc.lossy = append(rc.lossy, fmt.Sprintf("the replayed log is out of order at entry %d", bad))
