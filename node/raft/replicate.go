@@ -655,27 +655,35 @@ func (r *Raft) heldByAll() Index {
 }
 
 // trimLog drops from the in-memory log what no server should need again,
-// up to the later of two points:
+// up to the latest of three points:
 //   - the latest snapshot's index, but for the SnapshotKeep entries before
 //     it (for followers that lag a little);
+//   - what this server has applied and holds durably, but for the
+//     SnapshotKeep entries before it, a chunk at a time: what a snapshot
+//     taken now would leave, so that the log stays bounded however far
+//     apart snapshots are (SnapshotPerSize) and however far a server lags;
 //   - the point up to which every server holds the log durably (heldByAll
 //     on the leader; on a follower, what the leader last said), applied and
 //     durable here, but for the newest Config.LogKeep entries before it; a
 //     chunk at a time, since it moves with every apply and a compaction
 //     inside a chunk clears the chunk's slots up to it.
 //
-// Without the second the log held every entry since the last snapshot and
+// Without the third the log held every entry since the last snapshot and
 // SnapshotKeep before it: 38-42 MB of a keeper's heap after a million
 // creates (DESIGN.md, section 6). An entry behind that point is needed again
 // only by a server that lost part of its log (damage found at recovery), or
 // one a new leader finds further behind than LogKeep: it gets a snapshot,
 // taken then if none covers what it lacks (startSnapshotSend). While some
-// server lags, the point stays behind it and only the first applies.
+// server lags, the point stays behind it and only the first two apply.
 func (r *Raft) trimLog() {
 	l := &r.log
 	var to Index
 	if keep := Index(r.cfg.SnapshotKeep); l.snapIndex > keep {
 		to = l.snapIndex - keep
+	}
+	chunk := Index(l.chunkLen())
+	if base, keep := min(r.applied, r.st.durable), Index(r.cfg.SnapshotKeep); base > keep && base-keep >= l.first-1+chunk {
+		to = max(to, base-keep)
 	}
 	if r.cfg.LogKeep >= 0 {
 		var hold Index
@@ -686,7 +694,7 @@ func (r *Raft) trimLog() {
 			hold = r.allHold
 		}
 		hold = min(hold, r.applied, r.st.durable)
-		if keep := Index(r.cfg.LogKeep); hold > keep && hold-keep >= l.first-1+Index(l.chunkLen()) {
+		if keep := Index(r.cfg.LogKeep); hold > keep && hold-keep >= l.first-1+chunk {
 			to = max(to, hold-keep)
 		}
 	}

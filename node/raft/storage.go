@@ -678,6 +678,8 @@ type recovery struct {
 	kept  int       // segments that stay
 	cut   int       // segment to truncate at cutAt, or -1
 	cutAt int64
+	// halted: a replayed record contradicted what was applied
+	halted bool
 }
 
 func (s *storage) listed(ev node.Event) {
@@ -859,9 +861,8 @@ func (s *storage) streamSnapshot(rc *recovery, i int, ir IncrementalRestore) {
 // snapshot (the replayed entries are copies). Segments after one that ends
 // the log (damage, a gap) are not read at all.
 func (s *storage) loadSegment(rc *recovery, k int) {
-	if k == 0 {
-		s.r.log.reset(rc.snapMeta.Index, rc.snapMeta.Term, rc.snapMeta.Zxid)
-		rc.cut = -1
+	if k == 0 && !s.startReplay(rc) {
+		return
 	}
 	if k == len(rc.segs) {
 		s.replayed(rc)
@@ -873,12 +874,83 @@ func (s *storage) loadSegment(rc *recovery, k int) {
 			s.r.env.Halt(fmt.Sprintf("raft: reading %s: %v", seg.name, err))
 			return
 		}
-		if s.replayNext(rc, k, data) {
+		more := s.replayNext(rc, k, data)
+		switch {
+		case rc.halted:
+		case more:
 			s.loadSegment(rc, k+1)
-		} else {
+		default:
 			s.replayed(rc)
 		}
 	})
+}
+
+// startReplay installs the snapshot (if any) in the state machine, so that
+// entries can be applied as the segments after it are replayed.
+func (s *storage) startReplay(rc *recovery) bool {
+	r := s.r
+	r.log.reset(rc.snapMeta.Index, rc.snapMeta.Term, rc.snapMeta.Zxid)
+	rc.cut = -1
+	if rc.snapName != "" {
+		var err error
+		if rc.snapDec != nil {
+			err = rc.snapDec.Install(rc.snapMeta.Index, rc.snapMeta.Zxid)
+		} else {
+			_, data, _ := decodeSnapshot(rc.snapFile)
+			err = r.sm.Restore(data, rc.snapMeta.Index, rc.snapMeta.Zxid)
+		}
+		rc.snapDec, rc.snapFile = nil, nil
+		if err != nil {
+			r.env.Halt(fmt.Sprintf("raft: restoring snapshot %s: %v", rc.snapName, err))
+			return false
+		}
+	}
+	r.applied = rc.snapMeta.Index
+	r.commit = r.applied
+	return true
+}
+
+// applyReplayed applies, as the WAL is replayed, the entries that the
+// commit hint replayed so far covers, and lets trimLog drop all but
+// SnapshotKeep of them: a restart then holds that many entries and one
+// segment's bytes, however long the WAL since the snapshot is (a snapshot
+// every few hundred thousand writes on a big tree, SnapshotPerSize), where
+// it used to hold every entry since the snapshot until its leader said what
+// every server holds. Those entries are committed: the hint was written with
+// the log as replayed up to here, which is intact, and a server never
+// rewrites a committed entry (handleAppend panics first; replaySegment and
+// replayed halt if a record does). Nothing is applied once damage was
+// found: the commit hint is then not trusted at all (replayed).
+func (s *storage) applyReplayed(rc *recovery) {
+	r := s.r
+	l := &r.log
+	if len(rc.lossy) > 0 {
+		return
+	}
+	to := min(rc.hs.Commit, l.lastIndex())
+	if to <= r.applied {
+		return
+	}
+	if bad := l.verify(); bad != 0 && bad <= to {
+		to = bad - 1 // out of order: replayed judges it
+	}
+	s.durable = l.lastIndex() // as recovery takes it (replayed)
+	r.commit = max(r.commit, to)
+	r.applyCommitted()
+}
+
+// rewritesApplied reports (and halts the server) when a replayed record
+// would replace the log from i on, where entries were applied during the
+// replay. Before any was, records may cut or restate entries the snapshot
+// holds (a conflict resolved before it was taken).
+func (s *storage) rewritesApplied(rc *recovery, seg string, i Index) bool {
+	r := s.r
+	if r.applied <= r.log.snapIndex || i > r.applied {
+		return false
+	}
+	rc.halted = true
+	r.env.Halt(fmt.Sprintf("raft: %s rewrites entry %d, below %d committed and applied during recovery: the WAL is damaged in a way its checks missed", seg, i, r.applied))
+	return true
 }
 
 // replayNext replays segment k, whose bytes are data, and reports whether
@@ -912,6 +984,7 @@ func (s *storage) replayNext(rc *recovery, k int, data []byte) bool {
 		rc.cut, rc.cutAt = k, sc.validEnd
 		return false
 	}
+	s.applyReplayed(rc)
 	return true
 }
 
@@ -923,6 +996,9 @@ func (s *storage) replayed(rc *recovery) {
 	hs, kept, cut, cutAt := rc.hs, rc.kept, rc.cut, rc.cutAt
 	if bad := l.verify(); bad != 0 {
 		// The records that should have cut a stale suffix were lost.
+		if s.rewritesApplied(rc, "the replayed log", bad) {
+			return
+		}
 		rc.lossy = append(rc.lossy, fmt.Sprintf("the replayed log is out of order at entry %d", bad))
 		l.truncateFrom(bad)
 	}
@@ -992,23 +1068,10 @@ func (s *storage) replayed(rc *recovery) {
 	s.segs = append(s.segs[:0], rc.segs[:kept]...)
 
 	if rc.snapName != "" {
-		var err error
-		if rc.snapDec != nil {
-			err = rc.snapDec.Install(rc.snapMeta.Index, rc.snapMeta.Zxid)
-		} else {
-			_, data, _ := decodeSnapshot(rc.snapFile)
-			err = r.sm.Restore(data, rc.snapMeta.Index, rc.snapMeta.Zxid)
-		}
-		rc.snapDec, rc.snapFile = nil, nil
-		if err != nil {
-			r.env.Halt(fmt.Sprintf("raft: restoring snapshot %s: %v", rc.snapName, err))
-			return
-		}
 		s.snap = segSnap{name: rc.snapName, meta: rc.snapMeta, size: rc.snapSize}
 		s.nextSeq = max(s.nextSeq, rc.snapMeta.WALSeq)
 	}
-	r.applied = rc.snapMeta.Index
-	r.commit = r.applied
+	r.commit = r.applied // what was applied while replaying is committed
 	if len(rc.lossy) == 0 {
 		// The commit hint speaks of the log it was written with; after
 		// damage the log that remains may hold other entries at those
@@ -1062,6 +1125,8 @@ func (s *storage) replaySegment(rc *recovery, seg segFile, recs []record, hs *ha
 	case si.FirstIndex > l.lastIndex()+1:
 		rc.lossy = append(rc.lossy, fmt.Sprintf("%s starts at %d but the log ends at %d: entries are missing", seg.name, si.FirstIndex, l.lastIndex()))
 		return false
+	case s.rewritesApplied(rc, seg.name, si.FirstIndex):
+		return false
 	case si.FirstIndex > l.first-1:
 		// A segment starts where its log started: anything after that
 		// point from older segments was superseded (a recovery that cut a
@@ -1081,6 +1146,9 @@ func (s *storage) replaySegment(rc *recovery, seg segFile, recs []record, hs *ha
 			// appended, so it supersedes every entry after it written
 			// earlier, even when the entry itself is in the snapshot.
 			e := *rec.entry
+			if s.rewritesApplied(rc, seg.name, e.Index) {
+				return false
+			}
 			if e.Index < l.first {
 				l.truncateFrom(l.first)
 				continue

@@ -67,17 +67,47 @@ func TestTrimLog(t *testing.T) {
 		t.Fatalf("follower, LogKeep -1: log starts at %d, want 1", got)
 	}
 
-	// At a snapshot, all but SnapshotKeep entries before it go, whatever
-	// the servers hold; the later of the two points counts.
+	// All but SnapshotKeep entries behind what this server has applied and
+	// holds durably go, whatever the servers hold: what a snapshot taken
+	// now would leave.
 	r = trimServer(t, 2, 20, -1, 1)
 	r.cfg.SnapshotKeep = 4
+	r.applyCommitted()
+	if got := first(r); got != 17 {
+		t.Fatalf("applied 20, SnapshotKeep 4, LogKeep -1: log starts at %d, want 17", got)
+	}
+	r = trimServer(t, 2, 20, -1, 1)
+	r.cfg.SnapshotKeep = 4
+	r.st.durable = 14
+	r.applyCommitted()
+	if got := first(r); got != 11 {
+		t.Fatalf("applied 20, durable 14, SnapshotKeep 4: log starts at %d, want 11", got)
+	}
+	r4 := trimServer(t, 2, 20, -1, 4)
+	r4.cfg.SnapshotKeep = 4
+	r4.commit = 7 // trim point 3: less than a chunk
+	r4.applyCommitted()
+	if got := first(r4); got != 1 {
+		t.Fatalf("4-entry chunks, applied 7, SnapshotKeep 4: log starts at %d, want 1", got)
+	}
+	r4.commit = 11 // trim point 7
+	r4.applyCommitted()
+	if got := first(r4); got != 8 {
+		t.Fatalf("4-entry chunks, applied 11, SnapshotKeep 4: log starts at %d, want 8", got)
+	}
+	// At a snapshot, all but SnapshotKeep entries before it go; the latest
+	// of the points counts.
+	r = trimServer(t, 2, 20, -1, 1)
+	r.cfg.SnapshotKeep = 4
+	r.st.durable = 10
 	r.log.snapIndex = 12
 	r.applyCommitted()
 	if got := first(r); got != 9 {
-		t.Fatalf("snapshot at 12, SnapshotKeep 4, LogKeep -1: log starts at %d, want 9", got)
+		t.Fatalf("snapshot at 12, durable 10, SnapshotKeep 4, LogKeep -1: log starts at %d, want 9", got)
 	}
 	r = trimServer(t, 2, 20, 2, 1)
 	r.cfg.SnapshotKeep = 4
+	r.st.durable = 10
 	r.log.snapIndex = 12
 	r.allHold, r.allHoldTerm = 6, 3
 	r.applyCommitted()
@@ -103,7 +133,7 @@ func TestTrimLog(t *testing.T) {
 		t.Fatalf("leader, one follower unheard: log starts at %d, want 1", got)
 	}
 	// Entries come off a chunk at a time.
-	r4 := trimServer(t, 2, 20, 2, 4)
+	r4 = trimServer(t, 2, 20, 2, 4)
 	r4.allHold, r4.allHoldTerm = 5, 3 // trim point 3: less than a chunk
 	r4.applyCommitted()
 	if got := first(r4); got != 1 {

@@ -1,0 +1,98 @@
+package raft
+
+import (
+	"strings"
+	"testing"
+
+	"herd/disk"
+	"herd/node"
+)
+
+// heldAtApply is a state machine that records, at every apply, how many
+// entries the server's in-memory log holds.
+type heldAtApply struct {
+	r       *Raft
+	applied []Index
+	maxHeld int
+}
+
+func (h *heldAtApply) Apply(e *Entry) {
+	h.applied = append(h.applied, e.Index)
+	h.maxHeld = max(h.maxHeld, h.r.log.n)
+}
+func (h *heldAtApply) Snapshot() []byte                           { return nil }
+func (h *heldAtApply) Restore(data []byte, i Index, z Zxid) error { return nil }
+
+// walWithHints writes segs segments of per entries each (term 1), each
+// entry followed by a hard state whose commit hint trails it by lag.
+func walWithHints(t *testing.T, env *diskEnv, segs, per int, lag Index) {
+	t.Helper()
+	if ev := disk.Exec(env.fs, 0, node.MkdirOp("raft")); ev.Err != nil {
+		t.Fatal(ev.Err)
+	}
+	i, seq := Index(1), uint64(0)
+	for k := 0; k < segs; k++ {
+		first := i
+		recs := appendSegmentRec(nil, segmentInfo{Seq: uint64(k + 1), FirstIndex: first})
+		for n := 0; n < per; n++ {
+			recs = appendEntryRec(recs, &Entry{Index: i, Term: 1, Zxid: MakeZxid(1, uint32(i)), Type: EntryNormal})
+			seq++
+			recs = appendStateRec(recs, hardState{Seq: seq, Term: 1, Vote: 1, Commit: max(i, lag) - lag})
+			i++
+		}
+		env.write(t, "raft/"+segmentName(uint64(k+1), first), encodeBatch(nil, 0, recs))
+	}
+}
+
+// A restart applies what the replayed commit hint covers segment by
+// segment and trims behind it, so it never holds the whole WAL since the
+// snapshot in memory: here 10 segments of 50 entries, SnapshotKeep 8, and
+// at no apply did the log hold more than one segment's entries beyond
+// that (before, all 500 until the leader said what every server holds).
+func TestReplayAppliesAndTrims(t *testing.T) {
+	env := &diskEnv{fs: disk.NewSimFS()}
+	walWithHints(t, env, 10, 50, 3)
+	sm := &heldAtApply{}
+	r := New(env, Config{ID: 2, Peers: []Peer{{ID: 1, Addr: "a"}, {ID: 2, Addr: "b"}, {ID: 3, Addr: "c"}},
+		SnapshotEvery: 1000, SnapshotKeep: 8, LogChunk: 4, LogKeep: -1}, sm, Hooks{})
+	sm.r = r
+	r.Start()
+	env.run(r)
+	if env.halted != "" || !r.ready {
+		t.Fatalf("recovery did not finish (halted %q)", env.halted)
+	}
+	if r.applied != 497 || r.commit != 497 || r.log.lastIndex() != 500 || r.abstain {
+		t.Fatalf("applied %d, commit %d, last %d, abstain %v; want 497, 497, 500, false", r.applied, r.commit, r.log.lastIndex(), r.abstain)
+	}
+	for k, i := range sm.applied {
+		if i != Index(k+1) {
+			t.Fatalf("apply %d was entry %d", k+1, i)
+		}
+	}
+	if bound := 8 + 4 + 50; sm.maxHeld > bound {
+		t.Fatalf("the log held %d entries at an apply, want at most %d (SnapshotKeep + a chunk + a segment)", sm.maxHeld, bound)
+	}
+	if first := r.log.first; first < 497-8-4 {
+		t.Fatalf("after recovery the log starts at %d, want within SnapshotKeep and a chunk of 497", first)
+	}
+}
+
+// A record that restates an entry applied during the replay contradicts
+// the commit hint that let it be applied (a server never rewrites a
+// committed entry): recovery halts rather than apply a second history.
+func TestReplayHaltsOnRewriteOfApplied(t *testing.T) {
+	env := &diskEnv{fs: disk.NewSimFS()}
+	walWithHints(t, env, 2, 20, 0)
+	// A third segment that starts inside what the first two committed.
+	recs := appendSegmentRec(nil, segmentInfo{Seq: 3, FirstIndex: 30})
+	recs = appendEntryRec(recs, &Entry{Index: 30, Term: 2, Zxid: MakeZxid(2, 1), Type: EntryNormal})
+	env.write(t, "raft/"+segmentName(3, 30), encodeBatch(nil, 0, recs))
+	sm := &heldAtApply{}
+	r := New(env, Config{ID: 2, Peers: []Peer{{ID: 1, Addr: "a"}, {ID: 2, Addr: "b"}, {ID: 3, Addr: "c"}}}, sm, Hooks{})
+	sm.r = r
+	r.Start()
+	env.run(r)
+	if !strings.Contains(env.halted, "rewrites entry 30") || r.ready {
+		t.Fatalf("halted %q, ready %v; want a halt for the rewrite of entry 30", env.halted, r.ready)
+	}
+}
