@@ -106,7 +106,7 @@ func buildConsensus(w *World) Checks {
 			Raft: raft.Config{
 				ID: id, Peers: peers, Tick: 50 * time.Millisecond, ElectionTicks: 10,
 				SnapshotEvery: 150, SnapshotKeep: 40, SegmentBytes: 32 << 10, MaxAppendBytes: 16 << 10, SnapshotChunk: snapChunk,
-				WALFill: walFill, LogChunk: drawLogChunk(w.Seed), LogKeep: drawLogKeep(w.Seed), TrimBytes: drawTrimBytes(w.Seed), NoAppendCoalescing: drawNoCoalescing(w.Seed), NoPeerAcks: drawNoPeerAcks(w.Seed), Bug: w.Bug,
+				WALFill: walFill, LogChunk: drawLogChunk(w.Seed), LogKeep: drawLogKeep(w.Seed), SnapshotLogRatio: drawSnapshotLogRatio(w.Seed), TrimBytes: drawTrimBytes(w.Seed), NoAppendCoalescing: drawNoCoalescing(w.Seed), NoPeerAcks: drawNoPeerAcks(w.Seed), Bug: w.Bug,
 				RestoreReadBytes: drawRestoreRead(w.Seed),
 			},
 			StreamedRestore: streamed,
@@ -409,6 +409,14 @@ func drawLogChunk(seed uint64) int {
 // demand, or none trimmed between snapshots (-1), as before that existed.
 func drawLogKeep(seed uint64) int {
 	return []int{-1, 1, 8, 64}[stream(seed, "log-keep", 0).IntN(4)]
+}
+
+// drawSnapshotLogRatio picks raft.Config.SnapshotLogRatio: off (0), or a
+// snapshot waiting for half, once or four times its size in WAL since the
+// last, so that the simulator's restarts replay long logs, applying as they
+// go, and lagging servers find the log trimmed behind what was applied.
+func drawSnapshotLogRatio(seed uint64) float64 {
+	return []float64{0, 0.5, 1, 4}[stream(seed, "snapshot-log-ratio", 0).IntN(4)]
 }
 
 // drawTrimBytes picks how much of a discarded file each trimming step frees:

@@ -109,7 +109,7 @@ func buildKeeper(w *World) Checks {
 			ID: raft.ID(i + 1), ClientAddr: clientAddrs[i], Servers: specs, DataDir: "/data",
 			TickTime: keeperTickTime, SyncLimit: 5, FourLetter: []string{"*"}, TTLEnabled: true,
 			ContainerCheck: time.Second, RaftTick: 50 * time.Millisecond, ElectionTicks: 10, SnapshotEvery: 200, SnapshotStep: 1 + r.IntN(40),
-			WALFill: walFill, SnapshotSyncBytes: snapSync, LogChunk: drawLogChunk(w.Seed), LogKeep: drawLogKeep(w.Seed), TrimBytes: drawTrimBytes(w.Seed), RestoreReadBytes: drawRestoreRead(w.Seed), SnapshotChunk: drawSnapshotChunk(w.Seed), NoAppendCoalescing: drawNoCoalescing(w.Seed), NoPeerAcks: drawNoPeerAcks(w.Seed), Bug: w.Bug,
+			WALFill: walFill, SnapshotSyncBytes: snapSync, LogChunk: drawLogChunk(w.Seed), LogKeep: drawLogKeep(w.Seed), SnapshotLogRatio: keeperLogRatio(drawSnapshotLogRatio(w.Seed)), TrimBytes: drawTrimBytes(w.Seed), RestoreReadBytes: drawRestoreRead(w.Seed), SnapshotChunk: drawSnapshotChunk(w.Seed), NoAppendCoalescing: drawNoCoalescing(w.Seed), NoPeerAcks: drawNoPeerAcks(w.Seed), Bug: w.Bug,
 		}
 		name := fmt.Sprintf("s%d", i+1)
 		cfg.SnapshotCheck = func(err error) { w.Fail(FailCorrectness, "snapshot", "%s: %v", name, err) }
@@ -489,4 +489,13 @@ func (kc *keeperChecks) Final() error {
 		return fmt.Errorf("no znode operations were recorded")
 	}
 	return checker.CheckZKLinearizable(kc.history, "", time.Minute)
+}
+
+// keeperLogRatio maps a drawn raft SnapshotLogRatio to the keeper's, where 0
+// means its default and off is negative.
+func keeperLogRatio(r float64) float64 {
+	if r == 0 {
+		return -1
+	}
+	return r
 }

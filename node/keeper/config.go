@@ -72,6 +72,11 @@ type Config struct {
 	LogKeep int
 	// SnapshotLoopShare is raft's (0: its default).
 	SnapshotLoopShare float64
+	// SnapshotLogRatio is raft's: a snapshot also waits until the WAL since
+	// the last one is this many times that snapshot's size, so that a big
+	// tree is not encoded whole every 50-100 k writes. 0: 1; negative: off,
+	// as when zoo.cfg sets snapCount (the operator chose the cadence).
+	SnapshotLogRatio float64
 	// NoAppendCoalescing is raft's; the simulator sweeps both ways.
 	NoAppendCoalescing bool
 	// NoPeerAcks is raft's; the simulator sweeps both ways.
@@ -160,6 +165,9 @@ func (c *Config) Defaults() {
 	}
 	if c.SnapshotEvery == 0 {
 		c.SnapshotEvery = 100_000 // ZooKeeper's snapCount default
+	}
+	if c.SnapshotLogRatio == 0 {
+		c.SnapshotLogRatio = 1
 	}
 }
 
@@ -265,6 +273,7 @@ func ParseZooCfg(text string) (Config, error) {
 			var n int
 			n, err = num()
 			c.SnapshotEvery = uint64(max(n, 1))
+			c.SnapshotLogRatio = -1
 		case key == "znode.container.checkIntervalMs":
 			c.ContainerCheck, err = ms()
 		case strings.HasPrefix(key, "server."):

@@ -193,7 +193,7 @@ func New(cfg Config) node.Factory {
 		}
 		s.raft = raft.New(env, raft.Config{
 			ID: cfg.ID, Peers: peers, Dir: "raft", Tick: cfg.RaftTick, ElectionTicks: cfg.ElectionTicks,
-			SnapshotEvery: cfg.SnapshotEvery, SnapshotStep: cfg.SnapshotStep, WALFill: cfg.WALFill, SnapshotSyncBytes: cfg.SnapshotSyncBytes, TrimBytes: cfg.TrimBytes, RestoreReadBytes: cfg.RestoreReadBytes, SnapshotChunk: cfg.SnapshotChunk, SnapshotLoopShare: cfg.SnapshotLoopShare, LogChunk: cfg.LogChunk, LogKeep: cfg.LogKeep, NoAppendCoalescing: cfg.NoAppendCoalescing, NoPeerAcks: cfg.NoPeerAcks, MaxPending: 200_000, Rejoin: cfg.Rejoin, Bug: raftBug(cfg.Bug),
+			SnapshotEvery: cfg.SnapshotEvery, SnapshotStep: cfg.SnapshotStep, WALFill: cfg.WALFill, SnapshotSyncBytes: cfg.SnapshotSyncBytes, TrimBytes: cfg.TrimBytes, RestoreReadBytes: cfg.RestoreReadBytes, SnapshotChunk: cfg.SnapshotChunk, SnapshotLoopShare: cfg.SnapshotLoopShare, SnapshotLogRatio: max(cfg.SnapshotLogRatio, 0), LogChunk: cfg.LogChunk, LogKeep: cfg.LogKeep, NoAppendCoalescing: cfg.NoAppendCoalescing, NoPeerAcks: cfg.NoPeerAcks, MaxPending: 200_000, Rejoin: cfg.Rejoin, Bug: raftBug(cfg.Bug),
 		}, (*stateMachine)(s), raft.Hooks{
 			Ready:       s.raftReady,
 			ReadReady:   s.readReady,

@@ -96,3 +96,38 @@ func TestReplayHaltsOnRewriteOfApplied(t *testing.T) {
 		t.Fatalf("halted %q, ready %v; want a halt for the rewrite of entry 30", env.halted, r.ready)
 	}
 }
+
+// With SnapshotLogRatio a snapshot waits, past SnapshotEvery's draw, until
+// the WAL written since the last one is that many times its size.
+func TestSnapshotWaitsForLogRatio(t *testing.T) {
+	env := &diskEnv{fs: disk.NewSimFS()}
+	walWithHints(t, env, 1, 20, 0)
+	sm := &heldAtApply{}
+	r := New(env, Config{ID: 2, Peers: []Peer{{ID: 1, Addr: "a"}, {ID: 2, Addr: "b"}, {ID: 3, Addr: "c"}},
+		SnapshotEvery: 1000, SnapshotLogRatio: 2}, sm, Hooks{})
+	sm.r = r
+	r.Start()
+	env.run(r)
+	if !r.ready || r.applied != 20 {
+		t.Fatalf("recovery: ready %v, applied %d (halted %q)", r.ready, r.applied, env.halted)
+	}
+	s := &r.st
+	if s.snapshotting || s.snap.name != "" {
+		t.Fatal("took a snapshot at recovery, SnapshotEvery 1000")
+	}
+	s.snapGap = 1 // as if SnapshotEvery had drawn 1
+	s.snap.size = 1000
+	s.walSinceSnap = 1999
+	s.maybeSnapshot()
+	if s.snapshotting {
+		t.Fatal("snapshot of 1000 bytes, ratio 2, 1999 bytes of WAL since: took a snapshot")
+	}
+	s.walSinceSnap = 2000
+	s.maybeSnapshot()
+	if !s.snapshotting {
+		t.Fatal("snapshot of 1000 bytes, ratio 2, 2000 bytes of WAL since: no snapshot")
+	}
+	if s.walSinceSnap != 0 {
+		t.Fatalf("a snapshot begun leaves %d bytes counted since it", s.walSinceSnap)
+	}
+}

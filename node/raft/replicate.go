@@ -597,6 +597,7 @@ func (r *Raft) installSnapshot(meta snapMeta, restore func() error, persist func
 	meta.VoidsOlderLog = !retain
 	meta.WALSeq = max(s.nextSeq, 1)
 	s.abortEncoding()
+	s.walSinceSnap = 0
 	if err := restore(); err != nil {
 		r.env.Halt(fmt.Sprintf("raft: restoring snapshot %d: %v", meta.Index, err))
 		return

@@ -39,6 +39,9 @@ type storage struct {
 	// sequence number.
 	batches uint64
 	rotate  bool // start a new segment at the next flush
+	// walSinceSnap: WAL bytes written since the newest snapshot was begun
+	// or installed (Config.SnapshotLogRatio)
+	walSinceSnap int64
 	// nextSeq is the next segment's sequence number: above every segment
 	// name this directory has held (removed ones included) and at least an
 	// installed snapshot's WALSeq. A number reused below WALSeq would make
@@ -305,6 +308,7 @@ func (s *storage) flush() {
 		s.barrier = s.writeStateFile(s.synced)
 	}
 	s.size += int64(len(batch))
+	s.walSinceSnap += int64(len(batch))
 	s.batches++
 	s.inflight = true
 	s.batchesSubmitted++
@@ -414,6 +418,9 @@ func (s *storage) maybeSnapshot() {
 	if !s.open || s.snapshotting || s.recv != nil || r.applied < s.snap.meta.Index+s.snapGap {
 		return
 	}
+	if ratio := r.cfg.SnapshotLogRatio; ratio > 0 && float64(s.walSinceSnap) < ratio*float64(s.snap.size) {
+		return
+	}
 	s.snapGap = 0
 	s.takeSnapshot()
 }
@@ -440,6 +447,7 @@ func (s *storage) takeSnapshot() {
 		meta.Zxid = r.log.prevZxid
 	}
 	s.snapshotting = true
+	s.walSinceSnap = 0
 	if inc, ok := r.sm.(IncrementalSnapshots); ok {
 		s.encoder, s.encMeta = inc.BeginSnapshot(), meta
 		s.encTmp = s.path(snapshotName(meta.Index) + ".tmp")
@@ -1070,6 +1078,11 @@ func (s *storage) replayed(rc *recovery) {
 	if rc.snapName != "" {
 		s.snap = segSnap{name: rc.snapName, meta: rc.snapMeta, size: rc.snapSize}
 		s.nextSeq = max(s.nextSeq, rc.snapMeta.WALSeq)
+	}
+	for _, seg := range rc.segs[:kept] {
+		if seg.first > rc.snapMeta.Index {
+			s.walSinceSnap += rc.sizes[seg.name]
+		}
 	}
 	r.commit = r.applied // what was applied while replaying is committed
 	if len(rc.lossy) == 0 {
