@@ -32,6 +32,13 @@ const (
 	maxEarly = 64
 	// reapBatch bounds container/TTL deletions proposed per check.
 	reapBatch = 1000
+	// walSegmentBytes is raft's SegmentBytes for the keeper: a restart
+	// reads each segment whole (with its fill, up to 1 MiB more), and at 12
+	// MiB that is one read into one buffer; with raft's 64 MiB each segment
+	// left about 130 MB of buffers behind it, and with snapshots as far
+	// apart as SnapshotLogRatio puts them on a million znodes a restart
+	// reads several.
+	walSegmentBytes = 12 << 20
 )
 
 type connState uint8
@@ -193,7 +200,7 @@ func New(cfg Config) node.Factory {
 		}
 		s.raft = raft.New(env, raft.Config{
 			ID: cfg.ID, Peers: peers, Dir: "raft", Tick: cfg.RaftTick, ElectionTicks: cfg.ElectionTicks,
-			SnapshotEvery: cfg.SnapshotEvery, SnapshotStep: cfg.SnapshotStep, WALFill: cfg.WALFill, SnapshotSyncBytes: cfg.SnapshotSyncBytes, TrimBytes: cfg.TrimBytes, RestoreReadBytes: cfg.RestoreReadBytes, SnapshotChunk: cfg.SnapshotChunk, SnapshotLoopShare: cfg.SnapshotLoopShare, SnapshotLogRatio: max(cfg.SnapshotLogRatio, 0), LogChunk: cfg.LogChunk, LogKeep: cfg.LogKeep, NoAppendCoalescing: cfg.NoAppendCoalescing, NoPeerAcks: cfg.NoPeerAcks, MaxPending: 200_000, Rejoin: cfg.Rejoin, Bug: raftBug(cfg.Bug),
+			SnapshotEvery: cfg.SnapshotEvery, SnapshotStep: cfg.SnapshotStep, WALFill: cfg.WALFill, SnapshotSyncBytes: cfg.SnapshotSyncBytes, TrimBytes: cfg.TrimBytes, RestoreReadBytes: cfg.RestoreReadBytes, SnapshotChunk: cfg.SnapshotChunk, SegmentBytes: walSegmentBytes, SnapshotLoopShare: cfg.SnapshotLoopShare, SnapshotLogRatio: max(cfg.SnapshotLogRatio, 0), LogChunk: cfg.LogChunk, LogKeep: cfg.LogKeep, NoAppendCoalescing: cfg.NoAppendCoalescing, NoPeerAcks: cfg.NoPeerAcks, MaxPending: 200_000, Rejoin: cfg.Rejoin, Bug: raftBug(cfg.Bug),
 		}, (*stateMachine)(s), raft.Hooks{
 			Ready:       s.raftReady,
 			ReadReady:   s.readReady,

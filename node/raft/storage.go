@@ -743,7 +743,7 @@ const maxReadBytes = 16 << 20
 
 // readWhole reads a file of the given size in chunks the contract allows.
 func (s *storage) readWhole(path string, size int64, cb func(data []byte, err error)) {
-	buf := make([]byte, 0, size)
+	var buf []byte
 	var next func()
 	next = func() {
 		if int64(len(buf)) >= size {
@@ -759,6 +759,13 @@ func (s *storage) readWhole(path string, size int64, cb func(data []byte, err er
 			if len(ev.Data) == 0 {
 				cb(buf, nil) // shorter than listed
 				return
+			}
+			if len(buf) == 0 && int64(len(ev.Data)) >= size {
+				cb(ev.Data, nil) // read whole at once: no copy
+				return
+			}
+			if buf == nil {
+				buf = make([]byte, 0, size)
 			}
 			buf = append(buf, ev.Data...)
 			next()
