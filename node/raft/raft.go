@@ -36,7 +36,9 @@ type Config struct {
 	// per server every 50-100 k writes. With the ratio the cost per write
 	// stays bounded, and a restart replays at most about that much WAL
 	// beside the snapshot (applying as it goes, so its memory stays
-	// bounded too; a server that lags holds SnapshotKeep entries, trimLog).
+	// bounded too). While a server lags, the others hold every entry since
+	// their last snapshot (trimLog), so once they hold SnapshotEvery +
+	// SnapshotKeep the ratio no longer delays a snapshot.
 	SnapshotLogRatio float64
 	// SnapshotStep is the work an incremental state machine
 	// (IncrementalSnapshots) does per event while encoding a snapshot

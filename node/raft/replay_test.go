@@ -130,4 +130,14 @@ func TestSnapshotWaitsForLogRatio(t *testing.T) {
 	if s.walSinceSnap != 0 {
 		t.Fatalf("a snapshot begun leaves %d bytes counted since it", s.walSinceSnap)
 	}
+	// While a server lags the log is not trimmed between snapshots: past
+	// SnapshotEvery + SnapshotKeep entries held, the ratio no longer waits.
+	s.snapshotting = false
+	s.snapGap = 1
+	s.snap.meta.Index, s.walSinceSnap = 0, 0
+	r.cfg.SnapshotEvery, r.cfg.SnapshotKeep = 11, 8
+	s.maybeSnapshot()
+	if !s.snapshotting {
+		t.Fatal("20 entries held, SnapshotEvery 11 + SnapshotKeep 8: the ratio still held the snapshot back")
+	}
 }

@@ -659,10 +659,15 @@ func (r *Raft) heldByAll() Index {
 // up to the latest of three points:
 //   - the latest snapshot's index, but for the SnapshotKeep entries before
 //     it (for followers that lag a little);
-//   - what this server has applied and holds durably, but for the
-//     SnapshotKeep entries before it, a chunk at a time: what a snapshot
-//     taken now would leave, so that the log stays bounded however far
-//     apart snapshots are (SnapshotPerSize) and however far a server lags;
+//   - while the server recovers (storage.applyReplayed), what it has
+//     applied, but for the SnapshotKeep entries before it, a chunk at a
+//     time, so that a restart does not hold the whole WAL since the
+//     snapshot (SnapshotLogRatio puts snapshots far apart). Not once it
+//     takes part: a snapshot taken on demand for a lagging server
+//     (startSnapshotSend) must still find the entries after it when it is
+//     written, and with this point moving on as entries were applied it
+//     never did (consensus seed 144547126: the leader took one snapshot
+//     after another while its follower waited);
 //   - the point up to which every server holds the log durably (heldByAll
 //     on the leader; on a follower, what the leader last said), applied and
 //     durable here, but for the newest Config.LogKeep entries before it; a
@@ -683,7 +688,7 @@ func (r *Raft) trimLog() {
 		to = l.snapIndex - keep
 	}
 	chunk := Index(l.chunkLen())
-	if base, keep := min(r.applied, r.st.durable), Index(r.cfg.SnapshotKeep); base > keep && base-keep >= l.first-1+chunk {
+	if base, keep := min(r.applied, r.st.durable), Index(r.cfg.SnapshotKeep); !r.st.open && base > keep && base-keep >= l.first-1+chunk {
 		to = max(to, base-keep)
 	}
 	if r.cfg.LogKeep >= 0 {

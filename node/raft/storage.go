@@ -418,7 +418,13 @@ func (s *storage) maybeSnapshot() {
 	if !s.open || s.snapshotting || s.recv != nil || r.applied < s.snap.meta.Index+s.snapGap {
 		return
 	}
-	if ratio := r.cfg.SnapshotLogRatio; ratio > 0 && float64(s.walSinceSnap) < ratio*float64(s.snap.size) {
+	// The ratio holds while the log in memory is short, as it is while
+	// every server keeps up (trimLog). While one lags, entries since the
+	// last snapshot stay, and past SnapshotEvery+SnapshotKeep of them
+	// snapshots come at SnapshotEvery's pace, as without the ratio.
+	held := uint64(r.log.lastIndex() + 1 - r.log.first)
+	if ratio := r.cfg.SnapshotLogRatio; ratio > 0 && float64(s.walSinceSnap) < ratio*float64(s.snap.size) &&
+		held <= r.cfg.SnapshotEvery+r.cfg.SnapshotKeep {
 		return
 	}
 	s.snapGap = 0
@@ -741,7 +747,8 @@ func (s *storage) listed(ev node.Event) {
 // maxReadBytes is the most one read asks for.
 const maxReadBytes = 16 << 20
 
-// readWhole reads a file of the given size in chunks the contract allows.
+// readWhole reads a file of the given size in chunks the contract allows;
+// a file that one read brings whole is that read's buffer, not a copy.
 func (s *storage) readWhole(path string, size int64, cb func(data []byte, err error)) {
 	var buf []byte
 	var next func()
@@ -929,7 +936,7 @@ func (s *storage) startReplay(rc *recovery) bool {
 // commit hint replayed so far covers, and lets trimLog drop all but
 // SnapshotKeep of them: a restart then holds that many entries and one
 // segment's bytes, however long the WAL since the snapshot is (a snapshot
-// every few hundred thousand writes on a big tree, SnapshotPerSize), where
+// every few hundred thousand writes on a big tree, SnapshotLogRatio), where
 // it used to hold every entry since the snapshot until its leader said what
 // every server holds. Those entries are committed: the hint was written with
 // the log as replayed up to here, which is intact, and a server never
@@ -1004,7 +1011,8 @@ func (s *storage) replayNext(rc *recovery, k int, data []byte) bool {
 }
 
 // replayed finishes recovery once the segments are replayed: the hard
-// state, damage judged, the disk repaired, the snapshot installed.
+// state, damage judged, the disk repaired, the rest of what the commit
+// hint covers applied.
 func (s *storage) replayed(rc *recovery) {
 	r := s.r
 	l := &r.log

@@ -15,6 +15,7 @@ func trimServer(t *testing.T, id ID, n, keep, chunk int) *Raft {
 		r.log.append(Entry{Index: Index(i), Term: 3, Zxid: MakeZxid(3, uint32(i)), Type: EntryNormal})
 	}
 	r.st.durable = Index(n)
+	r.st.open = true // recovered: taking part
 	r.commit = Index(n)
 	if id == 1 {
 		r.role, r.leader = Leader, 1
@@ -67,23 +68,33 @@ func TestTrimLog(t *testing.T) {
 		t.Fatalf("follower, LogKeep -1: log starts at %d, want 1", got)
 	}
 
-	// All but SnapshotKeep entries behind what this server has applied and
-	// holds durably go, whatever the servers hold: what a snapshot taken
-	// now would leave.
+	// While a server recovers, all but SnapshotKeep entries behind what it
+	// has applied and holds durably go, whatever the servers hold: what a
+	// snapshot taken then would leave. Not once it takes part: a snapshot
+	// taken on demand must find the entries after it.
 	r = trimServer(t, 2, 20, -1, 1)
 	r.cfg.SnapshotKeep = 4
 	r.applyCommitted()
-	if got := first(r); got != 17 {
-		t.Fatalf("applied 20, SnapshotKeep 4, LogKeep -1: log starts at %d, want 17", got)
+	if got := first(r); got != 1 {
+		t.Fatalf("running, applied 20, SnapshotKeep 4, LogKeep -1: log starts at %d, want 1", got)
 	}
 	r = trimServer(t, 2, 20, -1, 1)
+	r.st.open = false
+	r.cfg.SnapshotKeep = 4
+	r.applyCommitted()
+	if got := first(r); got != 17 {
+		t.Fatalf("recovering, applied 20, SnapshotKeep 4, LogKeep -1: log starts at %d, want 17", got)
+	}
+	r = trimServer(t, 2, 20, -1, 1)
+	r.st.open = false
 	r.cfg.SnapshotKeep = 4
 	r.st.durable = 14
 	r.applyCommitted()
 	if got := first(r); got != 11 {
-		t.Fatalf("applied 20, durable 14, SnapshotKeep 4: log starts at %d, want 11", got)
+		t.Fatalf("recovering, applied 20, durable 14, SnapshotKeep 4: log starts at %d, want 11", got)
 	}
 	r4 := trimServer(t, 2, 20, -1, 4)
+	r4.st.open = false
 	r4.cfg.SnapshotKeep = 4
 	r4.commit = 7 // trim point 3: less than a chunk
 	r4.applyCommitted()
@@ -98,6 +109,7 @@ func TestTrimLog(t *testing.T) {
 	// At a snapshot, all but SnapshotKeep entries before it go; the latest
 	// of the points counts.
 	r = trimServer(t, 2, 20, -1, 1)
+	r.st.open = false
 	r.cfg.SnapshotKeep = 4
 	r.st.durable = 10
 	r.log.snapIndex = 12
