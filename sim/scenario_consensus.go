@@ -413,8 +413,9 @@ func drawLogKeep(seed uint64) int {
 
 // drawSnapshotLogRatio picks raft.Config.SnapshotLogRatio: off (0), or a
 // snapshot waiting for half, once or four times its size in WAL since the
-// last, so that the simulator's restarts replay long logs, applying as they
-// go, and lagging servers find the log trimmed behind what was applied.
+// last, so that the simulator's restarts replay long logs, applying and
+// trimming as they go, and servers behind them need snapshots taken on
+// demand.
 func drawSnapshotLogRatio(seed uint64) float64 {
 	return []float64{0, 0.5, 1, 4}[stream(seed, "snapshot-log-ratio", 0).IntN(4)]
 }
