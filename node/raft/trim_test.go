@@ -68,63 +68,42 @@ func TestTrimLog(t *testing.T) {
 		t.Fatalf("follower, LogKeep -1: log starts at %d, want 1", got)
 	}
 
-	// While a server recovers, all but SnapshotKeep entries behind what it
-	// has applied and holds durably go, whatever the servers hold: what a
-	// snapshot taken then would leave. Not once it takes part: a snapshot
-	// taken on demand must find the entries after it.
-	r = trimServer(t, 2, 20, -1, 1)
-	r.cfg.SnapshotKeep = 4
-	r.applyCommitted()
-	if got := first(r); got != 1 {
-		t.Fatalf("running, applied 20, SnapshotKeep 4, LogKeep -1: log starts at %d, want 1", got)
-	}
-	r = trimServer(t, 2, 20, -1, 1)
-	r.st.open = false
-	r.cfg.SnapshotKeep = 4
-	r.applyCommitted()
-	if got := first(r); got != 17 {
-		t.Fatalf("recovering, applied 20, SnapshotKeep 4, LogKeep -1: log starts at %d, want 17", got)
-	}
-	r = trimServer(t, 2, 20, -1, 1)
-	r.st.open = false
-	r.cfg.SnapshotKeep = 4
-	r.st.durable = 14
-	r.applyCommitted()
-	if got := first(r); got != 11 {
-		t.Fatalf("recovering, applied 20, durable 14, SnapshotKeep 4: log starts at %d, want 11", got)
-	}
-	r4 := trimServer(t, 2, 20, -1, 4)
-	r4.st.open = false
-	r4.cfg.SnapshotKeep = 4
-	r4.commit = 7 // trim point 3: less than a chunk
-	r4.applyCommitted()
-	if got := first(r4); got != 1 {
-		t.Fatalf("4-entry chunks, applied 7, SnapshotKeep 4: log starts at %d, want 1", got)
-	}
-	r4.commit = 11 // trim point 7
-	r4.applyCommitted()
-	if got := first(r4); got != 8 {
-		t.Fatalf("4-entry chunks, applied 11, SnapshotKeep 4: log starts at %d, want 8", got)
-	}
-	// At a snapshot, all but SnapshotKeep entries before it go; the latest
-	// of the points counts.
-	r = trimServer(t, 2, 20, -1, 1)
-	r.st.open = false
-	r.cfg.SnapshotKeep = 4
-	r.st.durable = 10
-	r.log.snapIndex = 12
-	r.applyCommitted()
-	if got := first(r); got != 9 {
-		t.Fatalf("snapshot at 12, durable 10, SnapshotKeep 4, LogKeep -1: log starts at %d, want 9", got)
-	}
-	r = trimServer(t, 2, 20, 2, 1)
-	r.cfg.SnapshotKeep = 4
-	r.st.durable = 10
-	r.log.snapIndex = 12
-	r.allHold, r.allHoldTerm = 6, 3
-	r.applyCommitted()
-	if got := first(r); got != 9 {
-		t.Fatalf("snapshot at 12, SnapshotKeep 4, all hold 6: log starts at %d, want 9", got)
+	// SnapshotKeep entries stay before the last snapshot; and, while a
+	// server recovers (not once it takes part: a snapshot taken on demand
+	// must find the entries after it), before what it has applied and holds
+	// durably, whatever the servers hold. The latest point counts.
+	for _, c := range []struct {
+		what               string
+		recovering         bool
+		keep, chunk        int
+		commit, durable    Index
+		snapIndex, allHold Index
+		want               Index
+	}{
+		{what: "running, applied 20", keep: -1, chunk: 1, want: 1},
+		{what: "recovering, applied 20", recovering: true, keep: -1, chunk: 1, want: 17},
+		{what: "recovering, applied 20, durable 14", recovering: true, keep: -1, chunk: 1, durable: 14, want: 11},
+		{what: "recovering, 4-entry chunks, applied 7 (less than a chunk to trim)", recovering: true, keep: -1, chunk: 4, commit: 7, want: 1},
+		{what: "recovering, 4-entry chunks, applied 11", recovering: true, keep: -1, chunk: 4, commit: 11, want: 8},
+		{what: "snapshot at 12", keep: -1, chunk: 1, snapIndex: 12, want: 9},
+		{what: "snapshot at 12, all hold 6", keep: 2, chunk: 1, snapIndex: 12, allHold: 6, want: 9},
+		{what: "recovering, durable 10, snapshot at 12", recovering: true, keep: -1, chunk: 1, durable: 10, snapIndex: 12, want: 9},
+	} {
+		r := trimServer(t, 2, 20, c.keep, c.chunk)
+		r.cfg.SnapshotKeep = 4
+		r.st.open = !c.recovering
+		if c.commit != 0 {
+			r.commit = c.commit
+		}
+		if c.durable != 0 {
+			r.st.durable = c.durable
+		}
+		r.log.snapIndex = c.snapIndex
+		r.allHold, r.allHoldTerm = c.allHold, 3
+		r.applyCommitted()
+		if got := first(r); got != c.want {
+			t.Errorf("%s, SnapshotKeep 4, LogKeep %d: log starts at %d, want %d", c.what, c.keep, got, c.want)
+		}
 	}
 
 	// A leader trims to what its slowest follower holds, and says so.
@@ -145,7 +124,7 @@ func TestTrimLog(t *testing.T) {
 		t.Fatalf("leader, one follower unheard: log starts at %d, want 1", got)
 	}
 	// Entries come off a chunk at a time.
-	r4 = trimServer(t, 2, 20, 2, 4)
+	r4 := trimServer(t, 2, 20, 2, 4)
 	r4.allHold, r4.allHoldTerm = 5, 3 // trim point 3: less than a chunk
 	r4.applyCommitted()
 	if got := first(r4); got != 1 {
