@@ -141,3 +141,29 @@ func TestSnapshotWaitsForLogRatio(t *testing.T) {
 		t.Fatal("20 entries held, SnapshotEvery 11 + SnapshotKeep 8: the ratio still held the snapshot back")
 	}
 }
+
+// Recovery writes the state file before it syncs the segments it read,
+// which may be a killed predecessor's page cache: a commit hint in it must
+// not come from them. With the hint that the replay applied in it, a power
+// loss kept the state file and lost the newest segment, and the next
+// recovery applied a stale entry under the hint (consensus seed 144564469).
+func TestRecoveryStateFileHasNoReplayedHint(t *testing.T) {
+	env := &diskEnv{fs: disk.NewSimFS()}
+	walWithHints(t, env, 3, 20, 0)
+	sm := &heldAtApply{}
+	r := New(env, Config{ID: 2, Peers: []Peer{{ID: 1, Addr: "a"}, {ID: 2, Addr: "b"}, {ID: 3, Addr: "c"}}}, sm, Hooks{})
+	sm.r = r
+	r.Start()
+	env.run(r)
+	if !r.ready || r.applied != 60 {
+		t.Fatalf("recovery: ready %v, applied %d (halted %q)", r.ready, r.applied, env.halted)
+	}
+	ev := disk.Exec(env.fs, 0, node.ReadOp("raft/"+stateFile, 0, 4096))
+	if ev.Err != nil {
+		t.Fatal(ev.Err)
+	}
+	hs, valid := decodeStateFile(ev.Data)
+	if valid == 0 || hs.Commit != 0 {
+		t.Fatalf("state file written at recovery: commit %d (valid %d), want 0: the replayed hint is not durable yet", hs.Commit, valid)
+	}
+}

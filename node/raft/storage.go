@@ -928,7 +928,6 @@ func (s *storage) startReplay(rc *recovery) bool {
 		}
 	}
 	r.applied = rc.snapMeta.Index
-	r.commit = r.applied
 	return true
 }
 
@@ -956,9 +955,18 @@ func (s *storage) applyReplayed(rc *recovery) {
 	if bad := l.verify(); bad != 0 && bad <= to {
 		to = bad - 1 // out of order: replayed judges it
 	}
+	// r.commit stays: replayed writes the state file before the segments
+	// read are synced (they may be a killed predecessor's page cache), and
+	// a commit hint in it must not outlive the entries it speaks of. With
+	// r.commit set here, a power loss kept the state file's hint and lost
+	// the newest segment, and the next recovery applied a stale entry
+	// under it (consensus seed 144564469).
+	for r.applied < to {
+		r.sm.Apply(r.log.at(r.applied + 1))
+		r.applied++
+	}
 	s.durable = l.lastIndex() // as recovery takes it (replayed)
-	r.commit = max(r.commit, to)
-	r.applyCommitted()
+	r.trimLog()
 }
 
 // rewritesApplied reports (and halts the server) when a replayed record
