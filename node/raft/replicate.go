@@ -634,14 +634,19 @@ func (r *Raft) installSnapshot(meta snapMeta, restore func() error, persist func
 // ---- applying ----
 
 func (r *Raft) applyCommitted() {
-	for r.applied < r.commit && r.applied < r.log.lastIndex() {
+	r.applyUpTo(min(r.commit, r.log.lastIndex()))
+	r.reads.applied()
+	r.st.maybeSnapshot()
+	r.trimLog()
+}
+
+// applyUpTo hands the state machine the entries after applied up to to.
+func (r *Raft) applyUpTo(to Index) {
+	for r.applied < to {
 		i := r.applied + 1
 		r.sm.Apply(r.log.at(i))
 		r.applied = i
 	}
-	r.reads.applied()
-	r.st.maybeSnapshot()
-	r.trimLog()
 }
 
 // heldByAll is, on a leader, the point up to which every server holds its

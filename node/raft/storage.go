@@ -40,7 +40,9 @@ type storage struct {
 	batches uint64
 	rotate  bool // start a new segment at the next flush
 	// walSinceSnap: WAL bytes written since the newest snapshot was begun
-	// or installed (Config.SnapshotLogRatio)
+	// or installed (Config.SnapshotLogRatio); after a restart, the sizes
+	// of the segments after the snapshot, fill included (an estimate: the
+	// ratio needs no more)
 	walSinceSnap int64
 	// nextSeq is the next segment's sequence number: above every segment
 	// name this directory has held (removed ones included) and at least an
@@ -422,9 +424,8 @@ func (s *storage) maybeSnapshot() {
 	// every server keeps up (trimLog). While one lags, entries since the
 	// last snapshot stay, and past SnapshotEvery+SnapshotKeep of them
 	// snapshots come at SnapshotEvery's pace, as without the ratio.
-	held := uint64(r.log.lastIndex() + 1 - r.log.first)
 	if ratio := r.cfg.SnapshotLogRatio; ratio > 0 && float64(s.walSinceSnap) < ratio*float64(s.snap.size) &&
-		held <= r.cfg.SnapshotEvery+r.cfg.SnapshotKeep {
+		uint64(r.log.lastIndex()+1-r.log.first) <= r.cfg.SnapshotEvery+r.cfg.SnapshotKeep {
 		return
 	}
 	s.snapGap = 0
@@ -961,10 +962,7 @@ func (s *storage) applyReplayed(rc *recovery) {
 	// r.commit set here, a power loss kept the state file's hint and lost
 	// the newest segment, and the next recovery applied a stale entry
 	// under it (consensus seed 144564469).
-	for r.applied < to {
-		r.sm.Apply(r.log.at(r.applied + 1))
-		r.applied++
-	}
+	r.applyUpTo(to)
 	s.durable = l.lastIndex() // as recovery takes it (replayed)
 	r.trimLog()
 }
