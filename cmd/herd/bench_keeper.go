@@ -16,6 +16,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -82,6 +83,7 @@ type keeperConfig struct {
 	verbose        bool
 	cpuProfile     string // --cpuprofile: the load generator's own CPU profile
 	procs          int    // --procs: GOMAXPROCS for the load generator (0: Go's default)
+	timeline       string // --timeline: per-window latencies of every measured phase, as CSV
 }
 
 func (c *keeperConfig) has(op string) bool {
@@ -123,6 +125,7 @@ func parseKeeperFlags(args []string, stderr io.Writer) (*keeperConfig, error) {
 	procs := fs.Int("procs", 0, "GOMAXPROCS of this load generator (0: Go's default, every CPU); on a machine it shares with the servers, 1 keeps it from competing with them for more than a core")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of this load generator (not the servers) to this file")
 	readBuffer := fs.Int("read-buffer", 64<<10, "bytes of replies each session reads from its socket at once (0: as go-zookeeper does, a read for each reply's length and another for its body)")
+	timeline := fs.String("timeline", "", "write each measured phase's requests per 100 ms window (completions, p50, p99, max) to this CSV file, to see when a tail happens")
 	coalesce := fs.Bool("coalesce-writes", true, "a session's requests that are ready while its previous write is in the kernel go out in one write (false: a write for each request, as go-zookeeper does)")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
@@ -141,7 +144,7 @@ func parseKeeperFlags(args []string, stderr io.Writer) (*keeperConfig, error) {
 		size: *size, keys: *keys, root: *root, populate: *populate, json: *jsonOut,
 		keep: *keep, clean: *clean, connectTimeout: *connectTimeout, sessionTimeout: *sessionTimeout,
 		verbose: *verbose, readBuffer: *readBuffer, coalesce: *coalesce, cpuProfile: *cpuProfile,
-		procs: *procs,
+		procs: *procs, timeline: *timeline,
 	}
 	var err error
 	if c.servers, err = parseKeeperServers(*servers); err != nil {
@@ -286,6 +289,21 @@ func benchKeeper(args []string, stdout, stderr io.Writer) int {
 		defer stopProfile()
 	}
 	b := &keeperBench{cfg: cfg, stdout: stdout, stderr: &lockedWriter{w: stderr}, acl: zk.WorldACL(zk.PermAll)}
+	if cfg.timeline != "" {
+		f, err := os.Create(cfg.timeline)
+		if err != nil {
+			fmt.Fprintln(stderr, "herd bench keeper: --timeline:", err)
+			return 1
+		}
+		w := bufio.NewWriter(f)
+		fmt.Fprintln(w, "phase,ms,ops,p50_us,p99_us,max_us")
+		b.timeline = w
+		defer func() {
+			if err := errors.Join(w.Flush(), f.Close()); err != nil {
+				fmt.Fprintln(stderr, "herd bench keeper: --timeline:", err)
+			}
+		}()
+	}
 	err = b.connect(ctx)
 	defer b.closeSessions()
 	if err != nil {
@@ -297,6 +315,7 @@ func benchKeeper(args []string, stdout, stderr io.Writer) int {
 
 type keeperBench struct {
 	cfg      *keeperConfig
+	timeline *bufio.Writer // --timeline, or nil
 	stdout   io.Writer
 	stderr   io.Writer
 	acl      []zk.ACL
@@ -328,6 +347,7 @@ type keeperWorker struct {
 	nodes    []int64
 	pos      int // set/get: next position in nodes; delete: nodes before it are gone
 	hist     latHist
+	done     []timedLatency // --timeline: this phase's completions
 	warmStep int
 	pathBuf  []byte // path's scratch: the session's directory and "/n", then digits
 }
@@ -740,6 +760,7 @@ func (b *keeperBench) runPhase(ctx context.Context, name string, d time.Duration
 	var wg sync.WaitGroup
 	for _, wk := range b.workers {
 		wk.hist = latHist{}
+		wk.done = wk.done[:0]
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -761,6 +782,9 @@ func (b *keeperBench) runPhase(ctx context.Context, name string, d time.Duration
 				}
 				ops.Add(1)
 				wk.hist.record(lat)
+				if b.timeline != nil {
+					wk.done = append(wk.done, timedLatency{at: time.Since(start), lat: lat})
+				}
 			}
 		}()
 	}
@@ -791,7 +815,40 @@ func (b *keeperBench) runPhase(ctx context.Context, name string, d time.Duration
 	for _, wk := range b.workers {
 		r.hist.merge(&wk.hist)
 	}
+	if b.timeline != nil && (name == "populate" || slices.Contains(keeperPhases, name)) {
+		b.writeTimeline(name) // the phases reported, not warmup, preload or cleanup
+	}
 	return r
+}
+
+// timedLatency is one completed request for --timeline: when it completed
+// (since the phase began) and how long it took.
+type timedLatency struct{ at, lat time.Duration }
+
+// timelineWindow is the width of --timeline's windows.
+const timelineWindow = 100 * time.Millisecond
+
+// writeTimeline writes the phase's completions to --timeline, one CSV line
+// per window: phase, window start (ms), completions, p50, p99 and max
+// latency (µs). A window with no completion is written too, as a stall is
+// what this is for.
+func (b *keeperBench) writeTimeline(phase string) {
+	var windows []latHist
+	for _, wk := range b.workers {
+		for _, d := range wk.done {
+			i := int(d.at / timelineWindow)
+			for len(windows) <= i {
+				windows = append(windows, latHist{})
+			}
+			windows[i].record(d.lat)
+		}
+	}
+	us := func(d time.Duration) int64 { return d.Microseconds() }
+	for i := range windows {
+		h := &windows[i]
+		fmt.Fprintf(b.timeline, "%s,%d,%d,%d,%d,%d\n", phase, (time.Duration(i) * timelineWindow).Milliseconds(),
+			h.n, us(h.quantile(0.5)), us(h.quantile(0.99)), us(h.max))
+	}
 }
 
 // setQuota shares total znodes (0: unlimited) among the sessions and resets

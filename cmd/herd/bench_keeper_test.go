@@ -700,6 +700,54 @@ func TestKeeperCPUProfile(t *testing.T) {
 	}
 }
 
+// --timeline writes every measured phase's completions in 100 ms windows:
+// the header, then per phase consecutive windows from 0 whose counts add up
+// to the phase's ops, with p50 <= p99 <= max in each window that has any.
+func TestKeeperTimeline(t *testing.T) {
+	f := startFakeKeeper(t, nil)
+	tl := filepath.Join(t.TempDir(), "tl.csv")
+	lines, stderr, code := runKeeperJSON(t, "--servers", f.addr(), "--clients", "2", "--outstanding", "2", "--keys", "30",
+		"--ops", "create,get", "--duration", "350ms", "--warmup", "50ms", "--root", "/t", "--timeline", tl)
+	if code != 0 || len(lines) != 2 {
+		t.Fatalf("exit %d %v\n%s", code, lines, stderr)
+	}
+	raw, err := os.ReadFile(tl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rows := strings.Split(strings.TrimSpace(string(raw)), "\n")
+	if rows[0] != "phase,ms,ops,p50_us,p99_us,max_us" {
+		t.Fatalf("header %q", rows[0])
+	}
+	ops := map[string]int64{}
+	next := map[string]int64{}
+	for _, row := range rows[1:] {
+		var phase string
+		var ms, n, p50, p99, mx int64
+		if _, err := fmt.Sscanf(strings.ReplaceAll(row, ",", " "), "%s %d %d %d %d %d", &phase, &ms, &n, &p50, &p99, &mx); err != nil {
+			t.Fatalf("row %q: %v", row, err)
+		}
+		if ms != next[phase] {
+			t.Errorf("%s: window at %d ms, want %d", phase, ms, next[phase])
+		}
+		next[phase] = ms + 100
+		ops[phase] += n
+		if n > 0 && (p50 > p99 || p99 > mx) || n == 0 && mx != 0 {
+			t.Errorf("implausible row %q", row)
+		}
+	}
+	if len(ops) != 2 || ops["create"] != lines[0].Ops || ops["get"] != lines[1].Ops {
+		t.Errorf("timeline counts %v, want create %d and get %d (and no warmup or cleanup)", ops, lines[0].Ops, lines[1].Ops)
+	}
+	if next["get"] < 300 {
+		t.Errorf("the 350 ms get phase ends at window %d ms", next["get"]-100)
+	}
+	bad := filepath.Join(t.TempDir(), "missing", "tl.csv")
+	if _, stderr, code := runKeeperJSON(t, "--servers", f.addr(), "--timeline", bad); code != 1 || !strings.Contains(stderr, "--timeline") {
+		t.Errorf("unwritable timeline: exit %d\n%s", code, stderr)
+	}
+}
+
 // gatedConn is a net.Conn whose writes wait for release (one token each)
 // and are recorded; Close unblocks a waiting write with an error.
 type gatedConn struct {
