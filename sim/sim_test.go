@@ -444,6 +444,8 @@ func TestFormerFailures(t *testing.T) {
 		{"consensus", 115005510, "a recovering server truncated a segment's unsynced tail and wrote a new segment without waiting for the truncation to be durable; a crash kept the new segment but not the truncation, the next recovery found zeros in a segment no longer the newest and abstained, and with a wiped server abstaining too no leader could be elected", false},
 		{"keeper", 130024859, "not a keeper bug: the simulated network's heal left a flow armed for the end of a 39 s clog, so one server's messages to another stayed held through the whole liveness phase and no leader could be elected", false},
 		{"consensus", 81000029, "the corruption gate trusted a server's abstention as ended while the hard state ending it was not yet durable; a crash brought it back, the gate had let a second server be corrupted, and with two abstaining no leader could be elected", false},
+		{"consensus", 144564469, "recovery wrote the state file with the commit hint it had replayed before syncing the segments it read; a power loss kept the file and lost the newest segment, and the next recovery applied a stale entry under the hint", false},
+		{"consensus", 144577706, "a follower's state file took its leader's commit behind a WAL batch whose sync failed; a power loss kept the file and lost the batch, and the next recovery applied stale entries of an older term under the hint", false},
 	} {
 		r := Run(Options{Seed: c.seed, Scenario: c.scenario, Swarm: !c.fixed})
 		if !r.OK() {

@@ -167,3 +167,63 @@ func TestRecoveryStateFileHasNoReplayedHint(t *testing.T) {
 		t.Fatalf("state file written at recovery: commit %d (valid %d), want 0: the replayed hint is not durable yet", hs.Commit, valid)
 	}
 }
+
+// termsApplied records the term of every entry applied.
+type termsApplied struct{ terms map[Index]Term }
+
+func (a *termsApplied) Apply(e *Entry) {
+	if a.terms == nil {
+		a.terms = map[Index]Term{}
+	}
+	a.terms[e.Index] = e.Term
+}
+func (a *termsApplied) Snapshot() []byte                           { return nil }
+func (a *termsApplied) Restore(data []byte, i Index, z Zxid) error { return nil }
+
+// The state file is written behind a WAL batch's sync in the same queue,
+// but whether that sync succeeded is learned only after both: a commit hint
+// in it must not count on the batch. Here a follower holds entries 1-20 of
+// term 1 (18 committed); a term-2 leader replaces 19 and 20 and says 20 is
+// committed; the WAL's sync fails and the server crashes before it learns
+// so, while the state file (new term, so written) reaches the disk. With
+// the leader's commit in the state file, the next recovery applied the
+// stale term-1 entries 19 and 20 under it (consensus seed 144577706).
+func TestStateFileHintWaitsForTheBatch(t *testing.T) {
+	peers := []Peer{{ID: 1, Addr: "a"}, {ID: 2, Addr: "b"}, {ID: 3, Addr: "c"}}
+	env := &diskEnv{fs: disk.NewSimFS()}
+	walWithHints(t, env, 1, 20, 2)
+	r := New(env, Config{ID: 2, Peers: peers}, &termsApplied{}, Hooks{})
+	r.Start()
+	env.run(r)
+	if !r.ready || r.commit != 18 || r.log.lastIndex() != 20 {
+		t.Fatalf("recovery: ready %v, commit %d, last %d (halted %q)", r.ready, r.commit, r.log.lastIndex(), env.halted)
+	}
+	env.fs.FailNext(node.OpSync, nil) // the batch's, the first sync queued
+	r.step(&message{typ: mApp, from: 1, term: 2, prevIndex: 18, prevTerm: 1, commit: 20, commitTerm: 2,
+		entries: []Entry{{Index: 19, Term: 2, Zxid: MakeZxid(2, 1), Type: EntryNormal}, {Index: 20, Term: 2, Zxid: MakeZxid(2, 2), Type: EntryNormal}}})
+	r.Flush()
+	if r.term != 2 || r.commit != 20 {
+		t.Fatalf("after the append: term %d, commit %d", r.term, r.commit)
+	}
+	ev := disk.Exec(env.fs, 0, node.ReadOp("raft/"+stateFile, 0, 4096))
+	if ev.Err != nil {
+		t.Fatal(ev.Err)
+	}
+	if hs, valid := decodeStateFile(ev.Data); valid == 0 || hs.Term != 2 || hs.Commit > 18 {
+		t.Errorf("state file written behind the batch: term %d, commit %d (valid %d); want term 2 and a commit of at most 18, what was durable before it", hs.Term, hs.Commit, valid)
+	}
+	// Whatever a power loss keeps of the unsynced batch, a recovery
+	// applies no term-1 entry past 18.
+	for seed := uint64(1); seed <= 20; seed++ {
+		env2 := &diskEnv{fs: env.fs.Crash(node.NewRand(&countingSource{n: seed * 12345}))}
+		sm := &termsApplied{}
+		r2 := New(env2, Config{ID: 2, Peers: peers}, sm, Hooks{})
+		r2.Start()
+		env2.run(r2)
+		for i := Index(19); i <= 20; i++ {
+			if term, ok := sm.terms[i]; ok && term != 2 {
+				t.Fatalf("crash seed %d: recovery applied entry %d of term %d (commit %d); only term 2's is committed", seed, i, term, r2.commit)
+			}
+		}
+	}
+}

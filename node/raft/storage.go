@@ -219,6 +219,17 @@ func (s *storage) newState() hardState {
 // returns the op after which it is durable.
 func (s *storage) writeStateFile(cb func(node.Event)) node.OpID {
 	h := s.newState()
+	// The state file is not ordered with the WAL the way the WAL's own
+	// hints are with its entries: it is queued behind a batch's sync, and
+	// whether that sync succeeded is learned only after both ran. A commit
+	// hint in it may count only on what is known durable (synced batches,
+	// less any truncated since; the newest durable snapshot), not on the
+	// batch ahead of it, nor on entries a follower applied because its
+	// leader committed them. With r.commit here, a follower's failed sync
+	// followed by a power loss kept a state file whose hint covered stale
+	// entries of an older term, and the next recovery applied them
+	// (consensus seed 144577706).
+	h.Commit = min(h.Commit, max(s.durable, s.snap.meta.Index))
 	off, slot := encodeStateSlot(h)
 	s.do(node.WriteOp(s.path(stateFile), off, slot), nil)
 	s.fileState = h
