@@ -125,7 +125,7 @@ func parseKeeperFlags(args []string, stderr io.Writer) (*keeperConfig, error) {
 	procs := fs.Int("procs", 0, "GOMAXPROCS of this load generator (0: Go's default, every CPU); on a machine it shares with the servers, 1 keeps it from competing with them for more than a core")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of this load generator (not the servers) to this file")
 	readBuffer := fs.Int("read-buffer", 64<<10, "bytes of replies each session reads from its socket at once (0: as go-zookeeper does, a read for each reply's length and another for its body)")
-	timeline := fs.String("timeline", "", "write each measured phase's requests per 100 ms window (completions, p50, p99, max) to this CSV file, to see when a tail happens")
+	timeline := fs.String("timeline", "", "write each measured phase's requests per 100 ms window (start, completions, p50, p99, max) to this CSV file, to see when a tail happens")
 	coalesce := fs.Bool("coalesce-writes", true, "a session's requests that are ready while its previous write is in the kernel go out in one write (false: a write for each request, as go-zookeeper does)")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
@@ -296,7 +296,7 @@ func benchKeeper(args []string, stdout, stderr io.Writer) int {
 			return 1
 		}
 		w := bufio.NewWriter(f)
-		fmt.Fprintln(w, "phase,ms,ops,p50_us,p99_us,max_us")
+		fmt.Fprintln(w, "phase,ms,unix_ms,ops,p50_us,p99_us,max_us")
 		b.timeline = w
 		defer func() {
 			if err := errors.Join(w.Flush(), f.Close()); err != nil {
@@ -816,7 +816,7 @@ func (b *keeperBench) runPhase(ctx context.Context, name string, d time.Duration
 		r.hist.merge(&wk.hist)
 	}
 	if b.timeline != nil && (name == "populate" || slices.Contains(keeperPhases, name)) {
-		b.writeTimeline(name) // the phases reported, not warmup, preload or cleanup
+		b.writeTimeline(name, start) // the phases reported, not warmup, preload or cleanup
 	}
 	return r
 }
@@ -829,10 +829,11 @@ type timedLatency struct{ at, lat time.Duration }
 const timelineWindow = 100 * time.Millisecond
 
 // writeTimeline writes the phase's completions to --timeline, one CSV line
-// per window: phase, window start (ms), completions, p50, p99 and max
-// latency (µs). A window with no completion is written too, as a stall is
-// what this is for.
-func (b *keeperBench) writeTimeline(phase string) {
+// per window: phase, window start (ms into the phase, and Unix ms, to line
+// it up with the servers' logs), completions, p50, p99 and max latency
+// (µs). A window with no completion is written too, as a stall is what
+// this is for.
+func (b *keeperBench) writeTimeline(phase string, start time.Time) {
 	var windows []latHist
 	for _, wk := range b.workers {
 		for _, d := range wk.done {
@@ -846,7 +847,8 @@ func (b *keeperBench) writeTimeline(phase string) {
 	us := func(d time.Duration) int64 { return d.Microseconds() }
 	for i := range windows {
 		h := &windows[i]
-		fmt.Fprintf(b.timeline, "%s,%d,%d,%d,%d,%d\n", phase, (time.Duration(i) * timelineWindow).Milliseconds(),
+		at := time.Duration(i) * timelineWindow
+		fmt.Fprintf(b.timeline, "%s,%d,%d,%d,%d,%d,%d\n", phase, at.Milliseconds(), start.Add(at).UnixMilli(),
 			h.n, us(h.quantile(0.5)), us(h.quantile(0.99)), us(h.max))
 	}
 }

@@ -716,19 +716,28 @@ func TestKeeperTimeline(t *testing.T) {
 		t.Fatal(err)
 	}
 	rows := strings.Split(strings.TrimSpace(string(raw)), "\n")
-	if rows[0] != "phase,ms,ops,p50_us,p99_us,max_us" {
+	if rows[0] != "phase,ms,unix_ms,ops,p50_us,p99_us,max_us" {
 		t.Fatalf("header %q", rows[0])
 	}
 	ops := map[string]int64{}
 	next := map[string]int64{}
+	began := map[string]int64{}
 	for _, row := range rows[1:] {
 		var phase string
-		var ms, n, p50, p99, mx int64
-		if _, err := fmt.Sscanf(strings.ReplaceAll(row, ",", " "), "%s %d %d %d %d %d", &phase, &ms, &n, &p50, &p99, &mx); err != nil {
+		var ms, unix, n, p50, p99, mx int64
+		if _, err := fmt.Sscanf(strings.ReplaceAll(row, ",", " "), "%s %d %d %d %d %d %d", &phase, &ms, &unix, &n, &p50, &p99, &mx); err != nil {
 			t.Fatalf("row %q: %v", row, err)
 		}
 		if ms != next[phase] {
 			t.Errorf("%s: window at %d ms, want %d", phase, ms, next[phase])
+		}
+		if ms == 0 {
+			began[phase] = unix
+		} else if unix-began[phase] != ms {
+			t.Errorf("%s: window %d ms into the phase at Unix ms %d, %d after its first", phase, ms, unix, unix-began[phase])
+		}
+		if d := time.Since(time.UnixMilli(unix)); d < 0 || d > time.Minute {
+			t.Errorf("%s: window at Unix ms %d, %v ago", phase, unix, d)
 		}
 		next[phase] = ms + 100
 		ops[phase] += n
