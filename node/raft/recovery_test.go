@@ -23,10 +23,12 @@ type diskEnv struct {
 	halted string
 	logs   []string
 	sent   [][]byte
+	ops    []node.DiskOp // every op submitted, in order
 }
 
 func (e *diskEnv) Disk(op node.DiskOp) node.OpID {
 	e.next++
+	e.ops = append(e.ops, op)
 	op.Background = false // done at once, so in order anyway
 	e.done = append(e.done, disk.Exec(e.fs, e.next, op))
 	return e.next
@@ -224,5 +226,82 @@ func TestHalfReceivedSnapshotDroppedOnNewTerm(t *testing.T) {
 	}
 	if r.st.recv != nil {
 		t.Fatal("the half-received snapshot is still held in the new term")
+	}
+}
+
+// The disk worker runs ahead of the loop: ops queued behind a failed one
+// take effect before the core learns of the failure (diskEnv executes each
+// op as it is submitted). A snapshot whose image failed to be written or
+// synced must then not be renamed to its live name: before, the rename was
+// queued with the write and ran all the same, and the restarted server
+// found a damaged snapshot and abstained, lossy by its own hand.
+func TestFailedSnapshotLeavesNoLiveFile(t *testing.T) {
+	peers := []Peer{{ID: 1, Addr: "a"}, {ID: 2, Addr: "b"}, {ID: 3, Addr: "c"}}
+	for _, kind := range []node.DiskOpKind{node.OpWrite, node.OpSync} {
+		t.Run(kind.String(), func(t *testing.T) {
+			env := &diskEnv{fs: disk.NewSimFS()}
+			walWithHints(t, env, 1, 20, 0)
+			r := New(env, Config{ID: 2, Peers: peers}, &heldAtApply{}, Hooks{})
+			r.sm.(*heldAtApply).r = r
+			r.Start()
+			env.run(r)
+			if !r.ready || r.applied != 20 {
+				t.Fatalf("recovery: ready %v, applied %d (halted %q)", r.ready, r.applied, env.halted)
+			}
+			env.fs.FailNext(kind, nil)
+			meta := snapMeta{Index: 20, Term: 1, Zxid: MakeZxid(1, 20)}
+			r.st.saveSnapshot(meta, encodeSnapshot(meta, make([]byte, 100)))
+			env.run(r)
+			if env.halted == "" {
+				t.Fatalf("a failed snapshot %s did not halt the server", kind)
+			}
+			if _, err := env.fs.Stat("raft/" + snapshotName(20)); err == nil {
+				t.Errorf("the snapshot whose %s failed is under its live name", kind)
+			}
+			env2 := &diskEnv{fs: env.fs}
+			r2 := New(env2, Config{ID: 2, Peers: peers}, &heldAtApply{}, Hooks{})
+			r2.sm.(*heldAtApply).r = r2
+			r2.Start()
+			env2.run(r2)
+			if !r2.ready || r2.abstain {
+				t.Errorf("restart: ready %v, abstain %v (halted %q, logs %q)", r2.ready, r2.abstain, env2.halted, env2.logs)
+			}
+		})
+	}
+}
+
+// A snapshot installed from the leader that voids the older log is renamed
+// to its live name only once synced (TestFailedSnapshotLeavesNoLiveFile),
+// and until then no WAL batch is queued: a segment of the entries after it
+// durable before the snapshot would be grafted onto the voided log at the
+// next recovery. Here the entries after the snapshot arrive while its sync
+// is queued; their batch must come after the rename.
+func TestVoidingInstallHoldsTheWAL(t *testing.T) {
+	env := &diskEnv{fs: disk.NewSimFS()}
+	r := New(env, Config{ID: 2, Peers: []Peer{{ID: 1, Addr: "a"}, {ID: 2, Addr: "b"}, {ID: 3, Addr: "c"}}}, &pieceRecorder{}, Hooks{})
+	r.Start()
+	env.run(r)
+	file := encodeSnapshot(snapMeta{Index: 8, Term: 1, Zxid: MakeZxid(1, 8)}, make([]byte, 100))
+	r.step(&message{typ: mSnap, from: 1, term: 1, snapIndex: 8, total: uint64(len(file)), data: file, done: true})
+	r.step(&message{typ: mApp, from: 1, term: 1, prevIndex: 8, prevTerm: 1, commit: 8, commitTerm: 1,
+		entries: []Entry{{Index: 9, Term: 1, Zxid: MakeZxid(1, 9), Type: EntryNormal}}})
+	r.Flush()
+	env.run(r)
+	if env.halted != "" || r.log.lastIndex() != 9 {
+		t.Fatalf("halted %q, last %d", env.halted, r.log.lastIndex())
+	}
+	synced, rename, wal := -1, -1, -1
+	for i, op := range env.ops {
+		switch {
+		case op.Kind == node.OpSync && strings.Contains(op.Path, snapshotName(8)):
+			synced = i
+		case op.Kind == node.OpRename && strings.HasSuffix(op.Path2, snapshotName(8)):
+			rename = i
+		case op.Kind == node.OpWrite && strings.Contains(op.Path, "wal-") && synced >= 0 && wal < 0:
+			wal = i // the first batch after the snapshot's sync
+		}
+	}
+	if synced < 0 || rename < 0 || wal < 0 || wal < rename {
+		t.Errorf("the snapshot's sync is op %d, its rename %d, the next WAL write %d: the batch must come after the rename", synced, rename, wal)
 	}
 }

@@ -407,25 +407,42 @@ func (d *Dir) writeCheckpoints(done func(error)) {
 		start = append(start, checkpointEntry{l.tp, max(l.start, l.retainStart)})
 		hw = append(hw, checkpointEntry{l.tp, l.hw})
 	}
-	for _, f := range []struct {
-		name string
-		es   []checkpointEntry
-	}{{recoveryPointFile, rp}, {logStartFile, start}, {highWatermarkFile, hw}} {
-		final := d.join(f.name)
-		tmp := final + tmpSuffix
-		data := encodeCheckpoint(f.es)
+	// The renames wait for the last sync's completion: the shell's disk
+	// worker goes on to the ops queued behind a failed one before the loop
+	// learns of it, so a rename queued with its file's write ran after the
+	// write failed and put a malformed file under the live name, which the
+	// next start ignores (a log start read back as the first segment's).
+	// A failed write, truncate or sync fails the dir at its completion,
+	// before this one's.
+	files := []string{recoveryPointFile, logStartFile, highWatermarkFile}
+	for i, es := range [][]checkpointEntry{rp, start, hw} {
+		tmp := d.join(files[i]) + tmpSuffix
+		data := encodeCheckpoint(es)
 		d.do(node.WriteOp(tmp, 0, data), nil)
 		d.do(node.TruncateOp(tmp, int64(len(data))), nil)
-		d.do(node.SyncOp(tmp), nil)
-		d.do(node.RenameOp(tmp, final), nil)
-	}
-	d.do(node.SyncDirOp(d.path), func(ev node.Event) {
-		if ev.Err != nil {
-			d.fail(fmt.Errorf("syncdir %s: %w", d.path, ev.Err))
-			return
+		if i < len(files)-1 {
+			d.do(node.SyncOp(tmp), nil)
+			continue
 		}
-		d.finishCheckpoint(d.failed)
-	})
+		d.do(node.SyncOp(tmp), func(ev node.Event) {
+			if ev.Err != nil {
+				d.fail(fmt.Errorf("sync %s: %w", tmp, ev.Err))
+			}
+			if d.failed != nil {
+				return // fail finished the checkpoint
+			}
+			for _, name := range files {
+				d.do(node.RenameOp(d.join(name)+tmpSuffix, d.join(name)), nil)
+			}
+			d.do(node.SyncDirOp(d.path), func(ev node.Event) {
+				if ev.Err != nil {
+					d.fail(fmt.Errorf("syncdir %s: %w", d.path, ev.Err))
+					return
+				}
+				d.finishCheckpoint(d.failed)
+			})
+		})
+	}
 }
 
 func (d *Dir) finishCheckpoint(err error) {

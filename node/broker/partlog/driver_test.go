@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"hash/crc32"
 	"math/rand/v2"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -41,6 +42,10 @@ type driver struct {
 	trash        trash.Config
 	trimmedSteps int
 	bug          string // Host.Bug
+	// runAhead: when an op fails, the ops queued behind it run before its
+	// completion is delivered, as the shell's disk worker goes on while the
+	// loop has yet to learn of the failure.
+	runAhead bool
 	// recycled counts the read buffers the log handed back; each is
 	// overwritten at once, as the simulator does, so a buffer recycled
 	// while a result still lies in it shows as garbage.
@@ -106,6 +111,25 @@ func (dr *driver) step() bool {
 
 func (dr *driver) deliver(qo queuedOp) {
 	ev := disk.Exec(dr.fs, qo.id, qo.op)
+	if ev.Err != nil && dr.runAhead {
+		// Run what is queued behind it first; the completions still come
+		// in order, the failed one's first.
+		ahead := slices.Clone(dr.q[dr.head:])
+		dr.q, dr.head = dr.q[:0], 0
+		evs := make([]node.Event, len(ahead))
+		for i, a := range ahead {
+			evs[i] = disk.Exec(dr.fs, a.id, a.op)
+		}
+		dr.complete(qo, ev)
+		for i, a := range ahead {
+			dr.complete(a, evs[i])
+		}
+		return
+	}
+	dr.complete(qo, ev)
+}
+
+func (dr *driver) complete(qo queuedOp, ev node.Event) {
 	dr.executed++
 	if qo.op.Kind == node.OpTruncate && ev.Err == nil && (strings.HasSuffix(qo.op.Path, deletedSuffix) || strings.Contains(qo.op.Path, deleteDirSuffix+"/")) {
 		dr.trimmedSteps++

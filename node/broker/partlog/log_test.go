@@ -389,6 +389,40 @@ func TestFailedSyncIsFatal(t *testing.T) {
 	}
 }
 
+// A checkpoint file whose sync failed is not renamed to its live name,
+// even when the disk runs the ops queued behind the failure before the dir
+// learns of it (the shell's worker does): before, the rename was queued
+// with the write and ran all the same, and the live file then held data
+// that no sync had made durable, which a power loss could leave malformed
+// and the next start would ignore.
+func TestFailedCheckpointSyncKeepsTheLiveFile(t *testing.T) {
+	fs := disk.NewSimFS()
+	dr := newDriver(t, fs)
+	cfg := DefaultConfig()
+	cfg.FlushMessages = 1
+	d := dr.open("", cfg)
+	l := dr.create(d, tp0, nil)
+	dr.appendSync(l, simpleBatch(1, 1, 10, "a"))
+	d.writeCheckpoints(nil)
+	dr.run()
+	before, err := fs.ReadAt(recoveryPointFile, 0, 4096)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dr.appendSync(l, simpleBatch(1, 1, 10, "b")) // the recovery point moves on
+	dr.runAhead = true
+	fs.FailNext(node.OpSync, nil) // the first checkpoint file's
+	d.writeCheckpoints(nil)
+	dr.run()
+	if d.failed == nil {
+		t.Fatal("a failed checkpoint sync left the dir online")
+	}
+	after, err := fs.ReadAt(recoveryPointFile, 0, 4096)
+	if err != nil || !bytes.Equal(before, after) {
+		t.Errorf("the live recovery-point file changed after its replacement's sync failed (%v):\n%q\n%q", err, before, after)
+	}
+}
+
 // TestRetention: by size and by time, oldest segments go, the log start
 // offset follows and is checkpointed, and the active segment is never
 // deleted while it holds data above the high watermark.
