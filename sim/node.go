@@ -545,6 +545,46 @@ func (n *Node) startOp(l *diskLane) {
 	n.w.Q.After(lat, l.done, n.incarnation)
 }
 
+// runAhead models the production shell's disk worker, which goes on to the
+// ops queued behind a failed one while the loop has yet to handle its
+// completion: they take effect (a write behind a failed fsync reaches the
+// page cache, a sync behind it makes that durable) before the core can
+// react to the failure, which it usually does by halting. failed is the
+// failed op's completion, already executed and taken off l. The lane runs
+// its queue up to the first background op (which the normal path hands to
+// the background lane), then the completions are delivered in order until
+// the core halts. A crash armed for the next write strikes there, as in
+// the normal path.
+func (n *Node) runAhead(l *diskLane, failed node.Event, inc uint64) {
+	evs := []node.Event{failed}
+	for len(l.q) > 0 && !l.q[0].op.InBackground() {
+		p := l.q[0]
+		l.q[0] = pendingOp{}
+		l.q = l.q[1:]
+		ev := disk.Exec(n.FS, p.id, p.op)
+		if n.crashOnWrite && p.op.Kind == node.OpWrite && ev.Err == nil {
+			n.w.faults.crashNow(n)
+			return
+		}
+		evs = append(evs, ev)
+	}
+	n.w.note("disk of %s ran %d ops past a failed %s before the process learned of it", n.Name, len(evs)-1, failed.OpKind)
+	for _, ev := range evs {
+		n.deliver(ev, 0)
+		if !n.up || inc != n.incarnation {
+			return // the core halted while handling a completion
+		}
+	}
+	l.busy = false
+	switch {
+	case len(l.q) == 0:
+	case l == &n.bgLane:
+		n.startOp(l)
+	default:
+		n.startDiskOp()
+	}
+}
+
 // diskHandler completes the head of the disk queue, or of the background
 // lane (bg).
 type diskHandler struct {
@@ -573,6 +613,10 @@ func (h diskHandler) Fire(inc uint64) {
 	ev := disk.Exec(n.FS, p.id, p.op)
 	if n.crashOnWrite && p.op.Kind == node.OpWrite && ev.Err == nil {
 		n.w.faults.crashNow(n) // before the process even learns the write is done
+		return
+	}
+	if ev.Err != nil && n.diskRng.Chance(0.5) {
+		n.runAhead(l, ev, inc)
 		return
 	}
 	n.deliver(ev, 0)
