@@ -305,3 +305,39 @@ func TestVoidingInstallHoldsTheWAL(t *testing.T) {
 		t.Errorf("the snapshot's sync is op %d, its rename %d, the next WAL write %d: the batch must come after the rename", synced, rename, wal)
 	}
 }
+
+// Recovery records damage in the state file (abstain) before it removes
+// the segments after the damage, and must not queue the removal until the
+// state file is known durable: the disk runs the ops queued behind a failed
+// one before the loop learns of it (diskEnv executes each op as it is
+// submitted). Before, a failed state file write was followed by the
+// removal all the same, and the next start found neither the damage nor
+// the abstention.
+func TestRecoveryKeepsEvidenceUntilAbstentionIsDurable(t *testing.T) {
+	peers := []Peer{{ID: 1, Addr: "a"}, {ID: 2, Addr: "b"}, {ID: 3, Addr: "c"}}
+	env := &diskEnv{fs: disk.NewSimFS()}
+	walWithHints(t, env, 3, 10, 0)
+	second := "raft/" + segmentName(2, 11)
+	if err := env.fs.Corrupt(second, 200, 3); err != nil {
+		t.Fatal(err)
+	}
+	env.fs.FailNext(node.OpWrite, nil) // recovery's first write: the state file
+	r := New(env, Config{ID: 2, Peers: peers}, &heldAtApply{}, Hooks{})
+	r.sm.(*heldAtApply).r = r
+	r.Start()
+	env.run(r)
+	if env.halted == "" {
+		t.Fatal("a failed state file write did not halt the recovery")
+	}
+	if _, err := env.fs.Stat("raft/" + segmentName(3, 21)); err != nil {
+		t.Errorf("the segment after the damage was removed before the abstention was durable: %v", err)
+	}
+	env2 := &diskEnv{fs: env.fs}
+	r2 := New(env2, Config{ID: 2, Peers: peers}, &heldAtApply{}, Hooks{})
+	r2.sm.(*heldAtApply).r = r2
+	r2.Start()
+	env2.run(r2)
+	if !r2.ready || !r2.abstain {
+		t.Errorf("restart: ready %v, abstain %v; the damage must still be known (halted %q, logs %q)", r2.ready, r2.abstain, env2.halted, env2.logs)
+	}
+}

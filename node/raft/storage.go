@@ -394,6 +394,40 @@ func (s *storage) synced(ev node.Event) {
 
 // recoverySynced lets the writer write once what recovery cut and synced
 // is durable.
+// settleRecovered removes what recovery found untrustworthy (segments
+// after damage, a damaged tail) and syncs what it builds on, once the hard
+// state recording the damage is durable; recoverySynced follows.
+func (s *storage) settleRecovered(segs []segFile, kept, cut int, cutAt int64, snapName string) {
+	// Segments after the damage hold data written after it: it cannot be
+	// trusted, and the log was already cut before it.
+	for _, seg := range segs[kept:] {
+		s.do(node.RemoveOp(s.path(seg.name)), ignoreErr)
+	}
+	if cut >= 0 {
+		name := s.path(segs[cut].name)
+		s.do(node.TruncateOp(name, cutAt), nil)
+		s.do(node.SyncOp(name), nil)
+	}
+	// What we read may never have reached the disk: a process that was
+	// killed leaves its unsynced writes in the page cache, and the next
+	// incarnation reads them back as if durable. Sync everything we build
+	// on before writing anything after it (the disk's FIFO then orders
+	// every later acknowledgement behind these).
+	for _, seg := range segs[:kept] {
+		s.do(node.SyncOp(s.path(seg.name)), nil)
+	}
+	if snapName != "" {
+		s.do(node.SyncOp(s.path(snapName)), nil)
+	}
+	// The writer waits for all of the above: a new segment created while
+	// the truncation of a damaged tail was not yet durable could survive a
+	// crash that the truncation did not, leaving zeros in a segment that is
+	// no longer the newest, which the next recovery must judge a loss
+	// (consensus seed 115005510: with a wiped server abstaining, the
+	// second abstention left no leader).
+	s.barrier = s.do(node.SyncDirOp(s.dir), s.recoverySynced)
+}
+
 func (s *storage) recoverySynced(ev node.Event) {
 	if ev.Err != nil {
 		s.r.env.Halt(fmt.Sprintf("raft: recovery %v failed: %v", ev.OpKind, ev.Err))
@@ -1109,37 +1143,20 @@ func (s *storage) replayed(rc *recovery) {
 	}
 	// Make the hard state, abstention included, durable before destroying
 	// any evidence of damage: a crash in between must not leave a server
-	// that neither remembers the damage nor abstains.
-	s.writeStateFile(nil)
-
-	// Segments after the damage hold data written after it: it cannot be
-	// trusted, and the log was already cut before it.
-	for _, seg := range rc.segs[kept:] {
-		s.do(node.RemoveOp(s.path(seg.name)), ignoreErr)
-	}
-	if cut >= 0 {
-		name := s.path(rc.segs[cut].name)
-		s.do(node.TruncateOp(name, cutAt), nil)
-		s.do(node.SyncOp(name), nil)
-	}
-	// What we read may never have reached the disk: a process that was
-	// killed leaves its unsynced writes in the page cache, and the next
-	// incarnation reads them back as if durable. Sync everything we build
-	// on before writing anything after it (the disk's FIFO then orders
-	// every later acknowledgement behind these).
-	for _, seg := range rc.segs[:kept] {
-		s.do(node.SyncOp(s.path(seg.name)), nil)
-	}
-	if rc.snapName != "" {
-		s.do(node.SyncOp(s.path(rc.snapName)), nil)
-	}
-	// The writer waits for all of the above: a new segment created while
-	// the truncation of a damaged tail was not yet durable could survive a
-	// crash that the truncation did not, leaving zeros in a segment that is
-	// no longer the newest, which the next recovery must judge a loss
-	// (consensus seed 115005510: with a wiped server abstaining, the
-	// second abstention left no leader).
-	s.barrier = s.do(node.SyncDirOp(s.dir), s.recoverySynced)
+	// that neither remembers the damage nor abstains. The destruction is
+	// queued once the state file's sync is known to have succeeded: the
+	// disk runs the ops queued behind a failed one before the loop learns
+	// of the failure, so queued together a failed state file was followed
+	// by the removals all the same.
+	segs, snapName := slices.Clone(rc.segs), rc.snapName
+	s.writeStateFile(func(ev node.Event) {
+		if ev.Err != nil {
+			r.env.Halt(fmt.Sprintf("raft: recovery's state file %v failed: %v", ev.OpKind, ev.Err))
+			return
+		}
+		s.settleRecovered(segs, kept, cut, cutAt, snapName)
+	})
+	// The writer waits for all of settleRecovered's syncs (recoverySynced).
 	s.inflight = true
 	s.segs = append(s.segs[:0], rc.segs[:kept]...)
 
