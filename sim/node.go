@@ -575,6 +575,11 @@ func (n *Node) runAhead(l *diskLane, failed node.Event, inc uint64) {
 			return // the core halted while handling a completion
 		}
 	}
+	n.nextInLane(l)
+}
+
+// nextInLane starts the next op of l, whose last op has completed.
+func (n *Node) nextInLane(l *diskLane) {
 	l.busy = false
 	switch {
 	case len(l.q) == 0:
@@ -623,12 +628,5 @@ func (h diskHandler) Fire(inc uint64) {
 	if !n.up || inc != n.incarnation {
 		return // the core halted while handling the completion
 	}
-	l.busy = false
-	switch {
-	case len(l.q) == 0:
-	case h.bg:
-		n.startOp(l)
-	default:
-		n.startDiskOp()
-	}
+	n.nextInLane(l)
 }

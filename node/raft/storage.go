@@ -392,8 +392,6 @@ func (s *storage) synced(ev node.Event) {
 	s.flush()
 }
 
-// recoverySynced lets the writer write once what recovery cut and synced
-// is durable.
 // settleRecovered removes what recovery found untrustworthy (segments
 // after damage, a damaged tail) and syncs what it builds on, once the hard
 // state recording the damage is durable; recoverySynced follows.
@@ -428,6 +426,8 @@ func (s *storage) settleRecovered(segs []segFile, kept, cut int, cutAt int64, sn
 	s.barrier = s.do(node.SyncDirOp(s.dir), s.recoverySynced)
 }
 
+// recoverySynced lets the writer write once what recovery cut and synced
+// is durable.
 func (s *storage) recoverySynced(ev node.Event) {
 	if ev.Err != nil {
 		s.r.env.Halt(fmt.Sprintf("raft: recovery %v failed: %v", ev.OpKind, ev.Err))

@@ -410,10 +410,11 @@ func (d *Dir) writeCheckpoints(done func(error)) {
 	// The renames wait for the last sync's completion: the shell's disk
 	// worker goes on to the ops queued behind a failed one before the loop
 	// learns of it, so a rename queued with its file's write ran after the
-	// write failed and put a malformed file under the live name, which the
-	// next start ignores (a log start read back as the first segment's).
-	// A failed write, truncate or sync fails the dir at its completion,
-	// before this one's.
+	// write or sync failed and put a file no sync made durable under the
+	// live name, which a power loss can leave malformed and the next start
+	// then ignores (a log start read back as the first segment's). A failed
+	// write, truncate or sync fails the dir at its completion, before this
+	// one's.
 	files := []string{recoveryPointFile, logStartFile, highWatermarkFile}
 	for i, es := range [][]checkpointEntry{rp, start, hw} {
 		tmp := d.join(files[i]) + tmpSuffix
