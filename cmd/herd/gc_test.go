@@ -1,6 +1,9 @@
 package main
 
-import "testing"
+import (
+	"testing"
+	"time"
+)
 
 func TestGCMemoryLimit(t *testing.T) {
 	const mib = 1 << 20
@@ -55,5 +58,24 @@ func TestGCHeadroom(t *testing.T) {
 		} else {
 			prev = g
 		}
+	}
+}
+
+// trimAfterRecovery makes the running trimmer collect and return memory at
+// once (no quiet minute); without a trimmer it does nothing and does not
+// block, and asking twice at once queues one trim.
+func TestTrimAfterRecovery(t *testing.T) {
+	trimAfterRecovery() // no trimmer: nothing to wake, must not block
+	stop := startHeapTrim()
+	defer stop()
+	before := gcCycles()
+	trimAfterRecovery()
+	trimAfterRecovery()
+	deadline := time.Now().Add(10 * time.Second)
+	for gcCycles() == before {
+		if time.Now().After(deadline) {
+			t.Fatal("no collection within 10 s of trimAfterRecovery")
+		}
+		time.Sleep(time.Millisecond)
 	}
 }

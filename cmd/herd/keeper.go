@@ -122,6 +122,7 @@ func noCombining() bool { return os.Getenv("HERD_SHELL_NO_COMBINING") == "1" }
 // startKeeper builds the shell for one keeper server; the caller runs it.
 func startKeeper(cfg keeper.Config, logw io.Writer) (*shell.Shell, func(), error) {
 	cfg.FileDescriptors = fileDescriptors
+	cfg.Recovered = trimAfterRecovery
 	// A measuring knob: the same binary with and without followers'
 	// acknowledgements to each other (raft.Config.NoPeerAcks), so that a
 	// side-by-side run compares only that. Any mix of servers with and

@@ -18,6 +18,11 @@ type Config struct {
 	// zk_max_file_descriptor_count); the production shell reads them from
 	// the OS, which the core may not touch.
 	FileDescriptors func() (open, max int64, ok bool)
+	// Recovered, if set, is called once, from the server's event loop,
+	// when recovery has finished and the server takes part: the
+	// production shell returns the restore's transient memory to the OS
+	// then (cmd/herd's heap trim), which the core may not do itself.
+	Recovered func()
 
 	ID         raft.ID
 	TickTime   time.Duration

@@ -286,6 +286,9 @@ func (s *Server) raftReady() {
 	s.ready = true
 	s.env.SetTimer(timerTick, s.cfg.TickTime/2)
 	s.env.SetTimer(timerReap, s.cfg.ContainerCheck)
+	if s.cfg.Recovered != nil {
+		s.cfg.Recovered()
+	}
 }
 
 // ---- connections ----
