@@ -236,15 +236,11 @@ func TestHalfReceivedSnapshotDroppedOnNewTerm(t *testing.T) {
 // queued with the write and ran all the same, and the restarted server
 // found a damaged snapshot and abstained, lossy by its own hand.
 func TestFailedSnapshotLeavesNoLiveFile(t *testing.T) {
-	peers := []Peer{{ID: 1, Addr: "a"}, {ID: 2, Addr: "b"}, {ID: 3, Addr: "c"}}
 	for _, kind := range []node.DiskOpKind{node.OpWrite, node.OpSync} {
 		t.Run(kind.String(), func(t *testing.T) {
-			env := &diskEnv{fs: disk.NewSimFS()}
-			walWithHints(t, env, 1, 20, 0)
-			r := New(env, Config{ID: 2, Peers: peers}, &heldAtApply{}, Hooks{})
-			r.sm.(*heldAtApply).r = r
-			r.Start()
-			env.run(r)
+			fs := disk.NewSimFS()
+			walWithHints(t, &diskEnv{fs: fs}, 1, 20, 0)
+			r, env := recoverOn(fs)
 			if !r.ready || r.applied != 20 {
 				t.Fatalf("recovery: ready %v, applied %d (halted %q)", r.ready, r.applied, env.halted)
 			}
@@ -258,11 +254,7 @@ func TestFailedSnapshotLeavesNoLiveFile(t *testing.T) {
 			if _, err := env.fs.Stat("raft/" + snapshotName(20)); err == nil {
 				t.Errorf("the snapshot whose %s failed is under its live name", kind)
 			}
-			env2 := &diskEnv{fs: env.fs}
-			r2 := New(env2, Config{ID: 2, Peers: peers}, &heldAtApply{}, Hooks{})
-			r2.sm.(*heldAtApply).r = r2
-			r2.Start()
-			env2.run(r2)
+			r2, env2 := recoverOn(env.fs)
 			if !r2.ready || r2.abstain {
 				t.Errorf("restart: ready %v, abstain %v (halted %q, logs %q)", r2.ready, r2.abstain, env2.halted, env2.logs)
 			}
@@ -314,30 +306,32 @@ func TestVoidingInstallHoldsTheWAL(t *testing.T) {
 // removal all the same, and the next start found neither the damage nor
 // the abstention.
 func TestRecoveryKeepsEvidenceUntilAbstentionIsDurable(t *testing.T) {
-	peers := []Peer{{ID: 1, Addr: "a"}, {ID: 2, Addr: "b"}, {ID: 3, Addr: "c"}}
-	env := &diskEnv{fs: disk.NewSimFS()}
-	walWithHints(t, env, 3, 10, 0)
-	second := "raft/" + segmentName(2, 11)
-	if err := env.fs.Corrupt(second, 200, 3); err != nil {
+	fs := disk.NewSimFS()
+	walWithHints(t, &diskEnv{fs: fs}, 3, 10, 0)
+	if err := fs.Corrupt("raft/"+segmentName(2, 11), 200, 3); err != nil {
 		t.Fatal(err)
 	}
-	env.fs.FailNext(node.OpWrite, nil) // recovery's first write: the state file
-	r := New(env, Config{ID: 2, Peers: peers}, &heldAtApply{}, Hooks{})
-	r.sm.(*heldAtApply).r = r
-	r.Start()
-	env.run(r)
+	fs.FailNext(node.OpWrite, nil) // recovery's first write: the state file
+	_, env := recoverOn(fs)
 	if env.halted == "" {
 		t.Fatal("a failed state file write did not halt the recovery")
 	}
 	if _, err := env.fs.Stat("raft/" + segmentName(3, 21)); err != nil {
 		t.Errorf("the segment after the damage was removed before the abstention was durable: %v", err)
 	}
-	env2 := &diskEnv{fs: env.fs}
-	r2 := New(env2, Config{ID: 2, Peers: peers}, &heldAtApply{}, Hooks{})
-	r2.sm.(*heldAtApply).r = r2
-	r2.Start()
-	env2.run(r2)
+	r2, env2 := recoverOn(fs)
 	if !r2.ready || !r2.abstain {
 		t.Errorf("restart: ready %v, abstain %v; the damage must still be known (halted %q, logs %q)", r2.ready, r2.abstain, env2.halted, env2.logs)
 	}
+}
+
+// recoverOn starts server 2 of three on fs with a heldAtApply state machine
+// and delivers completions until none is left (or it halted).
+func recoverOn(fs *disk.SimFS) (*Raft, *diskEnv) {
+	env := &diskEnv{fs: fs}
+	r := New(env, Config{ID: 2, Peers: []Peer{{ID: 1, Addr: "a"}, {ID: 2, Addr: "b"}, {ID: 3, Addr: "c"}}}, &heldAtApply{}, Hooks{})
+	r.sm.(*heldAtApply).r = r
+	r.Start()
+	env.run(r)
+	return r, env
 }

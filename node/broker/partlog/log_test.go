@@ -359,9 +359,9 @@ func TestFlushMs(t *testing.T) {
 	}
 }
 
-// TestFailedSyncIsFatal: a failed fsync answers the waiting append with
-// ErrStorage and every later call fails.
-func TestFailedSyncIsFatal(t *testing.T) {
+// syncedLogWithOneBatch opens a dir that syncs every append, with one log
+// holding one synced batch.
+func syncedLogWithOneBatch(t *testing.T) (*disk.SimFS, *driver, *Dir, *Log) {
 	fs := disk.NewSimFS()
 	dr := newDriver(t, fs)
 	cfg := DefaultConfig()
@@ -369,6 +369,13 @@ func TestFailedSyncIsFatal(t *testing.T) {
 	d := dr.open("", cfg)
 	l := dr.create(d, tp0, nil)
 	dr.appendSync(l, simpleBatch(1, 1, 10, "a"))
+	return fs, dr, d, l
+}
+
+// TestFailedSyncIsFatal: a failed fsync answers the waiting append with
+// ErrStorage and every later call fails.
+func TestFailedSyncIsFatal(t *testing.T) {
+	fs, dr, _, l := syncedLogWithOneBatch(t)
 	fs.FailNext(node.OpSync, nil)
 	var got error
 	if _, _, _, err := l.Append(simpleBatch(1, 1, 10, "b"), 0, func(err error) { dr.checkCallback(); got = err }); err != nil {
@@ -396,13 +403,7 @@ func TestFailedSyncIsFatal(t *testing.T) {
 // that no sync had made durable, which a power loss could leave malformed
 // and the next start would ignore.
 func TestFailedCheckpointSyncKeepsTheLiveFile(t *testing.T) {
-	fs := disk.NewSimFS()
-	dr := newDriver(t, fs)
-	cfg := DefaultConfig()
-	cfg.FlushMessages = 1
-	d := dr.open("", cfg)
-	l := dr.create(d, tp0, nil)
-	dr.appendSync(l, simpleBatch(1, 1, 10, "a"))
+	fs, dr, d, l := syncedLogWithOneBatch(t)
 	d.writeCheckpoints(nil)
 	dr.run()
 	before, err := fs.ReadAt(recoveryPointFile, 0, 4096)
