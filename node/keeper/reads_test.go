@@ -23,3 +23,31 @@ func TestStampReplyMatchesReplyFrame(t *testing.T) {
 		t.Fatalf("statLen %d, a Stat encodes to %d bytes", statLen, n)
 	}
 }
+
+// lookup answers any string, as setWatches needs (it cannot validate the
+// paths a reconnecting client lists): nil unless the string names a znode,
+// the root for "" as for "/" (ZooKeeper's DataTree aliases the root as "").
+// A fuzzed setWatches with an empty path once panicked here.
+func TestLookupAnyString(t *testing.T) {
+	tr := NewTree(1)
+	c := &caller{session: 0, time: 1}
+	open := []jute.ACL{{Perms: jute.PermAll, ID: jute.ID{Scheme: "world", ID: "anyone"}}}
+	var ev []event
+	for _, p := range []string{"/bc", "/bc/d"} {
+		c.zxid++
+		if _, _, code := tr.create(c, &treeConfig{}, &createOp{path: p, acl: open, ttl: -1}, &ev, nil); code != jute.ErrOK {
+			t.Fatalf("create %s: %d", p, code)
+		}
+	}
+	for path, want := range map[string]*znode{
+		"": tr.root, "/": tr.root, "/bc": tr.lookup("/bc"), "/bc/d": tr.lookup("/bc/d"),
+		"abc": nil, "bc": nil, "x/bc": nil, "/bc/": nil, "//bc": nil, "/bc//d": nil, "/b": nil, "/bc/d/e": nil,
+	} {
+		if got := tr.lookup(path); got != want {
+			t.Errorf("lookup(%q) = %p, want %p", path, got, want)
+		}
+	}
+	if tr.lookup("/bc") == nil || tr.lookup("/bc/d") == nil {
+		t.Fatal("created znodes not found")
+	}
+}

@@ -294,10 +294,17 @@ func (t *Tree) Zxid() int64 { return t.zxid }
 // Count is the number of znodes.
 func (t *Tree) Count() int { return t.count }
 
-// lookup finds a znode by a valid path.
+// lookup finds a znode by path, or nil. Most callers validate the path
+// first; setWatches cannot (ZooKeeper answers whatever paths a reconnecting
+// client lists, from its node map), so any string must come back nil unless
+// it names a znode, and "" names the root, as the root's alias in
+// ZooKeeper's DataTree.
 func (t *Tree) lookup(path string) *znode {
-	if path == "/" {
+	if path == "/" || path == "" {
 		return t.root
+	}
+	if path[0] != '/' {
+		return nil
 	}
 	n := t.root
 	for rest := path[1:]; n != nil; {
