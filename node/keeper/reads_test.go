@@ -31,12 +31,11 @@ func TestStampReplyMatchesReplyFrame(t *testing.T) {
 func TestLookupAnyString(t *testing.T) {
 	tr := NewTree(1)
 	c := &caller{session: 0, time: 1}
-	open := []jute.ACL{{Perms: jute.PermAll, ID: jute.ID{Scheme: "world", ID: "anyone"}}}
 	var ev []event
 	created := map[string]*znode{}
 	for _, p := range []string{"/bc", "/bc/d"} {
 		c.zxid++
-		_, n, code := tr.create(c, &treeConfig{}, &createOp{path: p, acl: open, ttl: -1}, &ev, nil)
+		_, n, code := tr.create(c, &treeConfig{}, &createOp{path: p, acl: openACL, ttl: -1}, &ev, nil)
 		if code != jute.ErrOK || n == nil {
 			t.Fatalf("create %s: %d", p, code)
 		}
